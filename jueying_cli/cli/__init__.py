@@ -1,0 +1,73 @@
+"""The typer application: the only place that turns errors into exit codes.
+
+Command modules import their heavy dependencies inside the command functions, so `jueying --help`
+pays only for typer.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from jueying_cli import __version__
+from jueying_cli.errors import ExitCode, JueyingError
+
+app = typer.Typer(
+    name="jueying",
+    help="See, check, drain and drill a GPU compute cluster. With no inventory, works on this machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jueying {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Exit codes: 0 success; 1 some nodes failed or were unreachable; 2 bad usage or bad input file;
+    130 interrupted. `jueying check` uses Nagios codes instead (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
+
+
+def _register() -> None:
+    from jueying_cli.cli import inventory, status
+
+    status.register(app)
+    inventory.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the process exit code."""
+    try:
+        result = app(args=argv, prog_name="jueying", standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.stderr.write("jueying: interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except JueyingError as exc:
+        sys.stderr.write(f"jueying: {exc}\n")
+        return int(exc.exit_code)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - click's usage errors arrive here; anything else is a bug
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.stderr.write("jueying: interrupted\n")
+            return int(ExitCode.INTERRUPTED)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return int(ExitCode.BAD_INPUT)
+        raise
+    return result if isinstance(result, int) else int(ExitCode.OK)

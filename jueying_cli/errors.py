@@ -1,0 +1,53 @@
+"""One exception tree and the exit codes the CLI turns them into.
+
+Only `jueying_cli.cli` maps exceptions to exit codes; everything else raises.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of every command except `jueying check` (which speaks Nagios)."""
+
+    OK = 0
+    NODES_FAILED = 1  # some nodes failed, timed out or were unreachable
+    BAD_INPUT = 2  # bad usage, bad inventory / playbook / config file
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+
+
+class NagiosCode(IntEnum):
+    """`jueying check` exit codes, in Nagios' order of meaning."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+class JueyingError(Exception):
+    """Base of every error jueying raises on purpose; its message is shown to the user as is."""
+
+    exit_code: ExitCode = ExitCode.NODES_FAILED
+
+
+class BadInputError(JueyingError):
+    """A file or option the user gave is wrong. Carries where, so the user can fix it."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 field: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        where = ""
+        if path:
+            where = path + (f":{line}" if line else "") + ": "
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{message}")
+
+
+class FactsError(JueyingError):
+    """A node answered with something that is not a valid facts document."""

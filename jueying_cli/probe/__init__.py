@@ -1,0 +1,36 @@
+"""The code that runs ON a node and prints one facts document.
+
+Python 3.8-compatible and self-contained (standard library, optional psutil, pynvml): the controller
+may ship it to a node where jueying is not installed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List
+
+FACTS_SCHEMA = 1
+
+
+def collect(gpus: bool = True) -> Dict[str, Any]:
+    """One facts document for this machine (see DESIGN.md: schema 1, units in key names)."""
+    from jueying_cli.probe.host import collect_host
+    from jueying_cli.probe.nvml import collect_gpus
+
+    started = time.time()
+    errors: List[Dict[str, Any]] = []
+    host = collect_host(errors)
+    if gpus:
+        nvml, gpu_list = collect_gpus(errors)
+    else:
+        nvml, gpu_list = {"status": "skipped", "message": "GPU collection not requested"}, []
+    return {
+        "schema": FACTS_SCHEMA,
+        "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "collected_at_unix": round(started, 3),
+        "probe_duration_s": round(time.time() - started, 4),
+        "host": host,
+        "nvml": nvml,
+        "gpus": gpu_list,
+        "errors": errors,
+    }

@@ -1,0 +1,353 @@
+"""GPU facts through NVML: the only module that imports pynvml.
+
+Runs on the node, possibly under Python 3.8 without jueying installed, so it uses only the
+standard library and pynvml. Every NVML read may fail on its own: the value becomes None and an
+entry lands in the errors list, so one unsupported field or one lost GPU never costs the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+Errors = List[Dict[str, Any]]
+
+# NVML clocks-event (formerly "throttle") reason bits, named as DCGM and nvidia-smi name them.
+CLOCKS_EVENT_REASONS = (
+    (0x1, "gpu_idle"),
+    (0x2, "applications_clocks_setting"),
+    (0x4, "sw_power_cap"),
+    (0x8, "hw_slowdown"),
+    (0x10, "sync_boost"),
+    (0x20, "sw_thermal_slowdown"),
+    (0x40, "hw_thermal_slowdown"),
+    (0x80, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+)
+
+COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+
+# nvidia-ml-py raises subclasses of NVMLError; we name errors by NVML's own constant, without prefix.
+_ERROR_NAMES = {
+    1: "UNINITIALIZED", 2: "INVALID_ARGUMENT", 3: "NOT_SUPPORTED", 4: "NO_PERMISSION",
+    5: "ALREADY_INITIALIZED", 6: "NOT_FOUND", 7: "INSUFFICIENT_SIZE", 8: "INSUFFICIENT_POWER",
+    9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 11: "IRQ_ISSUE", 12: "LIBRARY_NOT_FOUND",
+    13: "FUNCTION_NOT_FOUND", 14: "CORRUPTED_INFOROM", 15: "GPU_IS_LOST", 16: "RESET_REQUIRED",
+    17: "OPERATING_SYSTEM", 18: "LIB_RM_VERSION_MISMATCH", 19: "IN_USE", 20: "MEMORY",
+    21: "NO_DATA", 22: "VGPU_ECC_NOT_SUPPORTED", 23: "INSUFFICIENT_RESOURCES",
+    999: "UNKNOWN",
+}
+
+# Returned by a link index past the last NVLink the GPU has.
+_END_OF_LINKS = ("NOT_SUPPORTED", "INVALID_ARGUMENT", "NOT_FOUND")
+
+
+class _GpuLost(Exception):
+    """Raised inside one GPU's read when NVML says the GPU is lost: stop reading that GPU only."""
+
+
+def error_name(exc: BaseException) -> str:
+    """NVML's name for an error (`NOT_SUPPORTED`, `GPU_IS_LOST`, ...)."""
+    value = getattr(exc, "value", None)
+    if isinstance(value, int):
+        return _ERROR_NAMES.get(value, "ERROR_%d" % value)
+    return type(exc).__name__
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - pynvml's __str__ calls into the library, which may be gone
+        return error_name(exc)
+
+
+class _Reader:
+    """Calls NVML for one document, turning each failure into None plus an errors entry."""
+
+    def __init__(self, pynvml: Any, errors: Errors) -> None:
+        self.nv = pynvml
+        self.errors = errors
+
+    def call(self, gpu: Optional[int], field: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self.nv.NVMLError as exc:
+            name = error_name(exc)
+            self.errors.append({"gpu": gpu, "field": field, "error": name, "message": _message(exc)})
+            if name == "GPU_IS_LOST" and gpu is not None:
+                raise _GpuLost() from exc
+            return None
+
+    def call_quiet(self, fn: Callable[..., Any], *args: Any) -> Tuple[Any, Optional[str]]:
+        """Call without recording: for probing (link counts, fallbacks). Returns (value, error name)."""
+        try:
+            return fn(*args), None
+        except self.nv.NVMLError as exc:
+            return None, error_name(exc)
+
+
+def _text(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _watts(milliwatts: Any) -> Optional[float]:
+    return None if milliwatts is None else round(milliwatts / 1000.0, 3)
+
+
+def decode_clocks_event_reasons(mask: int) -> List[str]:
+    """Names of the set bits, in NVML's bit order; unknown bits as `bit_0x...`."""
+    names = [name for bit, name in CLOCKS_EVENT_REASONS if mask & bit]
+    known = 0
+    for bit, _ in CLOCKS_EVENT_REASONS:
+        known |= bit
+    rest = mask & ~known
+    bit = 1
+    while rest:
+        if rest & bit:
+            names.append("bit_0x%x" % bit)
+            rest &= ~bit
+        bit <<= 1
+    return names
+
+
+def _cuda_version(raw: Optional[int]) -> Optional[str]:
+    """NVML reports CUDA 12.4 as 12040."""
+    if raw is None:
+        return None
+    return "%d.%d" % (raw // 1000, (raw % 1000) // 10)
+
+
+def _process_name(nv: Any, pid: int) -> Optional[str]:
+    try:
+        with open("/proc/%d/comm" % pid) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        pass
+    try:
+        return _text(nv.nvmlSystemGetProcessName(pid))
+    except Exception:  # noqa: BLE001 - a name is nice to have; any NVML or ctypes failure means unknown
+        return None
+
+
+def _read_processes(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str, Any]]]:
+    nv = r.nv
+    procs, err = r.call_quiet(nv.nvmlDeviceGetComputeRunningProcesses_v3, handle)
+    if err == "FUNCTION_NOT_FOUND":
+        procs = r.call(index, "processes", nv.nvmlDeviceGetComputeRunningProcesses_v2, handle)
+    elif err is not None:
+        r.errors.append({"gpu": index, "field": "processes", "error": err, "message": err})
+        if err == "GPU_IS_LOST":
+            raise _GpuLost()
+        return None
+    if procs is None:
+        return None
+    return [
+        {"pid": int(p.pid), "name": _process_name(nv, int(p.pid)), "used_memory_bytes": p.usedGpuMemory}
+        for p in procs
+    ]
+
+
+def _read_nvlinks(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str, Any]]]:
+    nv = r.nv
+    max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
+    links: List[Dict[str, Any]] = []
+    for link in range(max_links):
+        state, err = r.call_quiet(nv.nvmlDeviceGetNvLinkState, handle, link)
+        if err is None:
+            links.append({"link": link, "active": bool(state)})
+            continue
+        if err == "GPU_IS_LOST":
+            r.errors.append({"gpu": index, "field": "nvlinks", "error": err, "message": err})
+            raise _GpuLost()
+        if link == 0 or err not in _END_OF_LINKS:
+            r.errors.append({"gpu": index, "field": "nvlinks", "error": err, "message": err})
+            return None if link == 0 else links
+        break
+    return links
+
+
+def _read_clock_reasons(r: _Reader, index: int, handle: Any) -> Optional[int]:
+    nv = r.nv
+    mask, err = r.call_quiet(nv.nvmlDeviceGetCurrentClocksEventReasons, handle)
+    if err == "FUNCTION_NOT_FOUND":  # drivers before 535 only have the old name
+        return r.call(index, "clocks_event_reasons", nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+    if err is not None:
+        r.errors.append({"gpu": index, "field": "clocks_event_reasons", "error": err, "message": err})
+        if err == "GPU_IS_LOST":
+            raise _GpuLost()
+    return mask  # type: ignore[no-any-return]
+
+
+def _pair(value: Any) -> Tuple[Any, Any]:
+    if value is None:
+        return None, None
+    return value[0], value[1]
+
+
+def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any]) -> None:
+    """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone."""
+    nv = r.nv
+    c = r.call
+    gpu["name"] = _text(c(index, "name", nv.nvmlDeviceGetName, handle))
+    gpu["uuid"] = _text(c(index, "uuid", nv.nvmlDeviceGetUUID, handle))
+    gpu["serial"] = _text(c(index, "serial", nv.nvmlDeviceGetSerial, handle))
+    pci = c(index, "pci_bus_id", nv.nvmlDeviceGetPciInfo, handle)
+    gpu["pci_bus_id"] = _text(pci.busId) if pci is not None else None
+    gpu["vbios_version"] = _text(c(index, "vbios_version", nv.nvmlDeviceGetVbiosVersion, handle))
+
+    mem = c(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
+    gpu["memory_total_bytes"] = mem.total if mem is not None else None
+    gpu["memory_used_bytes"] = mem.used if mem is not None else None
+    gpu["memory_free_bytes"] = mem.free if mem is not None else None
+    util = c(index, "utilization", nv.nvmlDeviceGetUtilizationRates, handle)
+    gpu["utilization_gpu_pct"] = util.gpu if util is not None else None
+    gpu["utilization_memory_pct"] = util.memory if util is not None else None
+
+    gpu["temperature_c"] = c(index, "temperature_c", nv.nvmlDeviceGetTemperature, handle,
+                             nv.NVML_TEMPERATURE_GPU)
+    gpu["temperature_slowdown_c"] = c(index, "temperature_slowdown_c", nv.nvmlDeviceGetTemperatureThreshold,
+                                      handle, nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+    gpu["temperature_shutdown_c"] = c(index, "temperature_shutdown_c", nv.nvmlDeviceGetTemperatureThreshold,
+                                      handle, nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
+
+    gpu["power_watts"] = _watts(c(index, "power_watts", nv.nvmlDeviceGetPowerUsage, handle))
+    gpu["power_limit_watts"] = _watts(c(index, "power_limit_watts", nv.nvmlDeviceGetEnforcedPowerLimit, handle))
+
+    gpu["clock_sm_mhz"] = c(index, "clock_sm_mhz", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM)
+    gpu["clock_sm_max_mhz"] = c(index, "clock_sm_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_SM)
+    gpu["clock_mem_mhz"] = c(index, "clock_mem_mhz", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM)
+    gpu["clock_mem_max_mhz"] = c(index, "clock_mem_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle,
+                                 nv.NVML_CLOCK_MEM)
+    mask = _read_clock_reasons(r, index, handle)
+    gpu["clocks_event_reasons_mask"] = mask
+    gpu["clocks_event_reasons"] = None if mask is None else decode_clocks_event_reasons(int(mask))
+
+    gpu["performance_state"] = c(index, "performance_state", nv.nvmlDeviceGetPerformanceState, handle)
+    persistence = c(index, "persistence_mode", nv.nvmlDeviceGetPersistenceMode, handle)
+    gpu["persistence_mode"] = None if persistence is None else bool(persistence)
+    mode = c(index, "compute_mode", nv.nvmlDeviceGetComputeMode, handle)
+    gpu["compute_mode"] = None if mode is None else COMPUTE_MODES.get(mode, str(mode))
+    ecc_current, ecc_pending = _pair(c(index, "ecc_mode", nv.nvmlDeviceGetEccMode, handle))
+    gpu["ecc_mode_current"] = None if ecc_current is None else bool(ecc_current)
+    gpu["ecc_mode_pending"] = None if ecc_pending is None else bool(ecc_pending)
+
+    ecc: Dict[str, Any] = {}
+    for kind, etype in (("corrected", nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+                        ("uncorrected", nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)):
+        for counter, ctype in (("volatile", nv.NVML_VOLATILE_ECC), ("aggregate", nv.NVML_AGGREGATE_ECC)):
+            key = "%s_%s" % (kind, counter)
+            ecc[key] = c(index, "ecc_errors." + key, nv.nvmlDeviceGetTotalEccErrors, handle, etype, ctype)
+    gpu["ecc_errors"] = ecc
+
+    sbe = c(index, "retired_pages.single_bit_ecc", nv.nvmlDeviceGetRetiredPages, handle,
+            nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
+    dbe = c(index, "retired_pages.double_bit_ecc", nv.nvmlDeviceGetRetiredPages, handle,
+            nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+    pending = c(index, "retired_pages.pending", nv.nvmlDeviceGetRetiredPagesPendingStatus, handle)
+    gpu["retired_pages"] = {
+        "single_bit_ecc": None if sbe is None else len(sbe),
+        "double_bit_ecc": None if dbe is None else len(dbe),
+        "pending": None if pending is None else bool(pending),
+    }
+
+    rows = c(index, "remapped_rows", nv.nvmlDeviceGetRemappedRows, handle)
+    if rows is None:
+        gpu["remapped_rows"] = {"corrected": None, "uncorrected": None, "pending": None, "failure": None}
+    else:
+        gpu["remapped_rows"] = {"corrected": rows[0], "uncorrected": rows[1],
+                                "pending": bool(rows[2]), "failure": bool(rows[3])}
+
+    gpu["pcie"] = {
+        "gen_current": c(index, "pcie.gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+        "gen_max": c(index, "pcie.gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        "width_current": c(index, "pcie.width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, handle),
+        "width_max": c(index, "pcie.width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, handle),
+        "replay_counter": c(index, "pcie.replay_counter", nv.nvmlDeviceGetPcieReplayCounter, handle),
+    }
+    gpu["nvlinks"] = _read_nvlinks(r, index, handle)
+    gpu["processes"] = _read_processes(r, index, handle)
+    mig_current, mig_pending = _pair(c(index, "mig_mode", nv.nvmlDeviceGetMigMode, handle))
+    gpu["mig_mode_current"] = None if mig_current is None else bool(mig_current)
+    gpu["mig_mode_pending"] = None if mig_pending is None else bool(mig_pending)
+
+
+# Every key a GPU entry carries, so a lost GPU has the same shape with nulls.
+GPU_KEYS = (
+    "name", "uuid", "serial", "pci_bus_id", "vbios_version",
+    "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
+    "utilization_gpu_pct", "utilization_memory_pct",
+    "temperature_c", "temperature_slowdown_c", "temperature_shutdown_c",
+    "power_watts", "power_limit_watts",
+    "clock_sm_mhz", "clock_sm_max_mhz", "clock_mem_mhz", "clock_mem_max_mhz",
+    "clocks_event_reasons_mask", "clocks_event_reasons",
+    "performance_state", "persistence_mode", "compute_mode", "ecc_mode_current", "ecc_mode_pending",
+    "ecc_errors", "retired_pages", "remapped_rows", "pcie", "nvlinks", "processes",
+    "mig_mode_current", "mig_mode_pending",
+)
+
+
+def _empty_gpu(index: int) -> Dict[str, Any]:
+    gpu: Dict[str, Any] = {"index": index, "lost": False}
+    for key in GPU_KEYS:
+        gpu[key] = None
+    return gpu
+
+
+_INIT_STATUS = {
+    "LIBRARY_NOT_FOUND": "library_not_found",
+    "DRIVER_NOT_LOADED": "driver_not_loaded",
+    "NO_PERMISSION": "no_permission",
+    "FUNCTION_NOT_FOUND": "library_mismatch",
+}
+
+
+def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Return (nvml section, gpu list). Never raises for NVML trouble: it is reported in the nvml status."""
+    nvml: Dict[str, Any] = {
+        "status": "ok", "message": None,
+        "driver_version": None, "cuda_driver_version": None, "nvml_version": None,
+        "gpu_count": None,
+    }
+    try:
+        import pynvml
+    except ImportError as exc:
+        nvml.update(status="pynvml_missing", message="python module pynvml (package nvidia-ml-py) not found: %s" % exc)
+        return nvml, []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        name = error_name(exc)
+        nvml["status"] = _INIT_STATUS.get(name, "error")
+        nvml["message"] = "nvmlInit failed: %s (%s)" % (_message(exc), name)
+        if name == "LIBRARY_NOT_FOUND":
+            nvml["message"] = ("NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed "
+                               "(LD_LIBRARY_PATH=%s)" % os.environ.get("LD_LIBRARY_PATH", ""))
+        return nvml, []
+    try:
+        r = _Reader(pynvml, errors)
+        nvml["driver_version"] = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
+        nvml["cuda_driver_version"] = _cuda_version(
+            r.call(None, "cuda_driver_version", pynvml.nvmlSystemGetCudaDriverVersion_v2))
+        nvml["nvml_version"] = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
+        count = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
+        nvml["gpu_count"] = count
+        gpus = []
+        for index in range(count or 0):
+            gpu = _empty_gpu(index)
+            try:
+                handle = r.call(index, "handle", pynvml.nvmlDeviceGetHandleByIndex, index)
+                if handle is not None:
+                    _read_gpu(r, index, handle, gpu)
+            except _GpuLost:
+                gpu["lost"] = True
+            gpus.append(gpu)
+        return nvml, gpus
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass

@@ -1,0 +1,39 @@
+"""The one JSON envelope every `--json` output uses (stable: scripts parse it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ENVELOPE_SCHEMA_VERSION = 1
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and mappings to plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def envelope(command: str, data: Any, *, status: str = "ok",
+             errors: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """`status` is ok, partial (some nodes failed) or error."""
+    return {
+        "schema_version": ENVELOPE_SCHEMA_VERSION,
+        "command": command,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": status,
+        "data": to_jsonable(data),
+        "errors": [to_jsonable(e) for e in errors],
+    }
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False)

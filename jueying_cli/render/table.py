@@ -1,0 +1,185 @@
+"""Tables for the terminal: the only module that imports rich.
+
+Colour follows gpustat's habits (heat red, load green, memory yellow, errors red) and is dropped
+when NO_COLOR is set or stdout is not a terminal; then the table is plain text without box lines,
+wide enough never to wrap, so `grep` and `awk` work on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import IO
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from jueying_cli.models import Facts, GpuFacts
+from jueying_cli.status import NodeSummary
+
+GIB = 1024**3
+
+STATE_STYLE = {
+    "ok": "green",
+    "degraded": "bold red",
+    "no_driver": "bold red",
+    "failed": "bold red",
+    "unreachable": "bold red",
+    "timeout": "bold red",
+    "auth_failed": "bold red",
+    "hostkey_failed": "bold red",
+    "drained": "yellow",
+}
+
+
+def make_console(file: IO[str] | None = None) -> Console:
+    out = file or sys.stdout
+    tty = out.isatty()
+    plain = not tty or "NO_COLOR" in os.environ
+    return Console(
+        file=out,
+        no_color=plain,
+        highlight=False,
+        force_terminal=tty and not plain,
+        width=None if tty else 250,
+        soft_wrap=not tty,
+    )
+
+
+def _table(console: Console, title: str | None = None) -> Table:
+    plain = console.no_color or not console.is_terminal
+    return Table(title=title, box=None if plain else box.SIMPLE_HEAD, pad_edge=False,
+                 show_edge=False, header_style="" if plain else "bold")
+
+
+def _gib(value: int | None) -> str:
+    return "-" if value is None else f"{value / GIB:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _heat(temp: int | None, slowdown: int | None = None) -> Text:
+    if temp is None:
+        return Text("-")
+    style = ""
+    limit = slowdown or 87
+    if temp >= limit - 5:
+        style = "bold red"
+    elif temp >= 75:
+        style = "red"
+    elif temp >= 50:
+        style = "yellow"
+    return Text(f"{temp}°C", style=style)
+
+
+def _load(util: float | None) -> Text:
+    if util is None:
+        return Text("-")
+    style = "bold green" if util >= 75 else ("green" if util >= 10 else "")
+    return Text(f"{util:.0f}%", style=style)
+
+
+def _age(collected_at_unix: float, now: float) -> str:
+    seconds = max(0.0, now - collected_at_unix)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    table = _table(console)
+    for column in ("NODE", "STATE", "GPUS", "UTIL avg/max", "GPU MEM GiB", "HOTTEST", "POWER W",
+                   "LOAD", "HOST MEM GiB", "AGE"):
+        table.add_column(column, no_wrap=True)
+    for s in summaries:
+        gpus = str(s.gpus_present) + (f"/{s.gpus_expected}" if s.gpus_expected is not None else "")
+        if s.gpus_lost:
+            gpus += f" ({s.gpus_lost} lost)"
+        state = Text(s.state, style=STATE_STYLE.get(s.state, ""))
+        if s.reason:
+            state.append(f" ({s.reason})")
+        util = _load(s.utilization_avg_pct)
+        util.append("/" + ("-" if s.utilization_max_pct is None else f"{s.utilization_max_pct}%"))
+        hottest = _heat(s.hottest_gpu_c)
+        if s.hottest_gpu_index is not None:
+            hottest.append(f" gpu{s.hottest_gpu_index}")
+        power = "-" if s.power_watts is None else f"{s.power_watts:.0f}"
+        if s.power_limit_watts:
+            power += f"/{s.power_limit_watts:.0f}"
+        load = "-" if s.load1 is None else f"{s.load1:.2f}"
+        if s.cpu_threads:
+            load += f"/{s.cpu_threads}"
+        table.add_row(
+            s.node, state, gpus, util,
+            f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}",
+            hottest, power, load,
+            f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
+            _age(s.collected_at_unix, now),
+        )
+    console.print(table)
+
+
+def _gpu_state(facts: Facts, gpu: GpuFacts) -> Text:
+    if gpu.lost:
+        return Text("LOST", style="bold red")
+    errors = [e for e in facts.errors_for(gpu.index) if e.error != "NOT_SUPPORTED"]
+    if errors:
+        return Text(f"{len(errors)} errors", style="red")
+    return Text("ok", style="green")
+
+
+def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
+    """One row per GPU, gpustat-like: index, name, heat, load, memory, power, processes."""
+    table = _table(console)
+    for column in ("NODE", "GPU", "NAME", "TEMP", "UTIL", "MEM GiB", "POWER W", "PSTATE", "PROCS", "STATE"):
+        table.add_column(column, no_wrap=True)
+    for node, facts in rows:
+        if not facts.gpus:
+            table.add_row(node, "-", Text(facts.nvml.message or "no GPUs", style="yellow"),
+                          "", "", "", "", "", "", Text(facts.nvml.status, style=STATE_STYLE.get("failed", "")))
+            continue
+        for gpu in facts.gpus:
+            mem = f"{_gib(gpu.memory_used_bytes)}/{_gib(gpu.memory_total_bytes)}"
+            mem_pct = gpu.memory_used_pct
+            mem_text = Text(mem, style="yellow" if mem_pct is not None and mem_pct >= 80 else "")
+            power = "-" if gpu.power_watts is None else f"{gpu.power_watts:.0f}"
+            if gpu.power_limit_watts:
+                power += f"/{gpu.power_limit_watts:.0f}"
+            procs = "-" if gpu.processes is None else str(len(gpu.processes))
+            pstate = "-" if gpu.performance_state is None else f"P{gpu.performance_state}"
+            name = Text(gpu.name or "-", style="bold red" if gpu.lost else "")
+            table.add_row(node, str(gpu.index), name, _heat(gpu.temperature_c, gpu.temperature_slowdown_c),
+                          _load(gpu.utilization_gpu_pct), mem_text, power, pstate, procs,
+                          _gpu_state(facts, gpu))
+    console.print(table)
+
+
+def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
+    """Hardware table: what each node is made of."""
+    table = _table(console)
+    for column in ("NODE", "CPU", "THREADS", "MEM GiB", "GPUS", "DRIVER", "CUDA", "KERNEL", "OS"):
+        table.add_column(column, no_wrap=True)
+    for node, facts in rows:
+        models: dict[str, int] = {}
+        for gpu in facts.gpus:
+            key = gpu.name or ("lost" if gpu.lost else "unknown")
+            models[key] = models.get(key, 0) + 1
+        gpus = ", ".join(f"{count}x {name}" for name, count in models.items()) or facts.nvml.status
+        table.add_row(node, facts.host.cpu_model or "-", str(facts.host.cpu_threads or "-"),
+                      _gib(facts.host.memory_total_bytes), gpus, facts.nvml.driver_version or "-",
+                      facts.nvml.cuda_driver_version or "-", facts.host.kernel or "-",
+                      facts.host.os_pretty_name or "-")
+    console.print(table)
+
+
+def print_message(console: Console, message: str, style: str = "") -> None:
+    console.print(Text(message, style=style))

@@ -1,0 +1,100 @@
+"""Node summaries for `jueying status`: pure functions of facts, no I/O.
+
+A summary is what one status row shows; its `state` says at a glance whether the node needs a look:
+ok, degraded (lost GPUs, fewer GPUs than expected, unreadable GPU fields), no_driver (NVML not usable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jueying_cli.models import Facts, GpuFacts
+
+# Fields whose loss makes a GPU's telemetry untrustworthy (not merely an unsupported extra).
+_ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "temperature_c"})
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    node: str
+    state: str
+    reason: str
+    gpus_present: int
+    gpus_expected: int | None
+    gpus_lost: int
+    gpu_models: tuple[str, ...]
+    utilization_avg_pct: float | None
+    utilization_max_pct: int | None
+    gpu_memory_used_bytes: int | None
+    gpu_memory_total_bytes: int | None
+    hottest_gpu_c: int | None
+    hottest_gpu_index: int | None
+    power_watts: float | None
+    power_limit_watts: float | None
+    load1: float | None
+    cpu_threads: int | None
+    host_memory_used_bytes: int | None
+    host_memory_total_bytes: int | None
+    collected_at_unix: float
+
+
+def _sum(values: list[int] | list[float]) -> float | None:
+    return sum(values) if values else None
+
+
+def _healthy(gpu: GpuFacts) -> bool:
+    return not gpu.lost
+
+
+def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> NodeSummary:
+    gpus = [g for g in facts.gpus if _healthy(g)]
+    lost = [g for g in facts.gpus if g.lost]
+    utils = [g.utilization_gpu_pct for g in gpus if g.utilization_gpu_pct is not None]
+    temps = [(g.temperature_c, g.index) for g in gpus if g.temperature_c is not None]
+    used = [g.memory_used_bytes for g in gpus if g.memory_used_bytes is not None]
+    total = [g.memory_total_bytes for g in gpus if g.memory_total_bytes is not None]
+    power = [g.power_watts for g in gpus if g.power_watts is not None]
+    limits = [g.power_limit_watts for g in gpus if g.power_limit_watts is not None]
+    hottest = max(temps) if temps else None
+    state, reason = node_state(facts, expected_gpus)
+    return NodeSummary(
+        node=node,
+        state=state,
+        reason=reason,
+        gpus_present=len(gpus),
+        gpus_expected=expected_gpus,
+        gpus_lost=len(lost),
+        gpu_models=tuple(sorted({g.name for g in gpus if g.name})),
+        utilization_avg_pct=(sum(utils) / len(utils)) if utils else None,
+        utilization_max_pct=max(utils) if utils else None,
+        gpu_memory_used_bytes=int(_sum(used)) if used else None,
+        gpu_memory_total_bytes=int(_sum(total)) if total else None,
+        hottest_gpu_c=hottest[0] if hottest else None,
+        hottest_gpu_index=hottest[1] if hottest else None,
+        power_watts=_sum(power),
+        power_limit_watts=_sum(limits),
+        load1=facts.host.load1,
+        cpu_threads=facts.host.cpu_threads,
+        host_memory_used_bytes=facts.host.memory_used_bytes,
+        host_memory_total_bytes=facts.host.memory_total_bytes,
+        collected_at_unix=facts.collected_at_unix,
+    )
+
+
+def node_state(facts: Facts, expected_gpus: int | None) -> tuple[str, str]:
+    """(state, reason): the first thing an operator should know about this node's GPUs."""
+    if facts.nvml.status not in ("ok", "skipped"):
+        if expected_gpus == 0:
+            return "ok", ""
+        return "no_driver", facts.nvml.message or facts.nvml.status
+    lost = [g.index for g in facts.gpus if g.lost]
+    present = len(facts.gpus) - len(lost)
+    if lost:
+        return "degraded", "GPU " + ",".join(str(i) for i in lost) + " lost"
+    if expected_gpus is not None and present < expected_gpus:
+        return "degraded", f"{present} of {expected_gpus} GPUs present"
+    broken = sorted({e.gpu for e in facts.errors
+                     if e.gpu is not None and e.field in _ESSENTIAL_FIELDS and e.error != "NOT_SUPPORTED"})
+    if broken:
+        return "degraded", "GPU " + ",".join(str(i) for i in broken) + " telemetry unreadable"
+    return "ok", ""
