@@ -38,7 +38,7 @@ class NodeSummary:
     collected_at_unix: float
 
 
-def _sum(values: list[int] | list[float]) -> float | None:
+def _sum(values: list[float]) -> float | None:
     return sum(values) if values else None
 
 
@@ -67,8 +67,8 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
         gpu_models=tuple(sorted({g.name for g in gpus if g.name})),
         utilization_avg_pct=(sum(utils) / len(utils)) if utils else None,
         utilization_max_pct=max(utils) if utils else None,
-        gpu_memory_used_bytes=int(_sum(used)) if used else None,
-        gpu_memory_total_bytes=int(_sum(total)) if total else None,
+        gpu_memory_used_bytes=sum(used) if used else None,
+        gpu_memory_total_bytes=sum(total) if total else None,
         hottest_gpu_c=hottest[0] if hottest else None,
         hottest_gpu_index=hottest[1] if hottest else None,
         power_watts=_sum(power),

@@ -18,8 +18,11 @@ app = typer.Typer(
     help="See, check, drain and drill a GPU compute cluster. With no inventory, works on this machine.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: importing rich would cost ~100 ms on every --help
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 success; 1 some nodes failed or were unreachable; 2 bad usage or bad input file; "
+    "130 interrupted. `jueying check` uses Nagios codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
 )
 
 
@@ -34,8 +37,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    """Exit codes: 0 success; 1 some nodes failed or were unreachable; 2 bad usage or bad input file;
-    130 interrupted. `jueying check` uses Nagios codes instead (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
+    """Global options."""
 
 
 def _register() -> None:
@@ -60,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - click's usage errors arrive here; anything else is a bug
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.stderr.write("jueying: interrupted\n")
-            return int(ExitCode.INTERRUPTED)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return int(ExitCode.BAD_INPUT)
-        raise
+    except typer.Abort:
+        sys.stderr.write("jueying: interrupted\n")
+        return int(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # usage errors from typer's vendored click
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            sys.stderr.write(f"jueying: {exc}\n")
+        return int(ExitCode.BAD_INPUT)
     return result if isinstance(result, int) else int(ExitCode.OK)

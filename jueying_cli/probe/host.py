@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 try:
     import psutil
 except ImportError:  # a node without psutil: fall back to /proc and /sys
-    psutil = None
+    psutil = None  # type: ignore[assignment]
 
 Errors = List[Dict[str, Any]]
 

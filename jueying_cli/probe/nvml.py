@@ -78,6 +78,22 @@ class _Reader:
                 raise _GpuLost() from exc
             return None
 
+    def call_with_fallback(self, gpu: Optional[int], field: str, fn: Callable[..., Any],
+                           older: Callable[..., Any], *args: Any) -> Any:
+        """Call fn; where the driver predates it (function missing), call its older name instead."""
+        value, err = self.call_quiet(fn, *args)
+        if err == "FUNCTION_NOT_FOUND":
+            return self.call(gpu, field, older, *args)
+        if err is not None:
+            self.record(gpu, field, err)
+        return value
+
+    def record(self, gpu: Optional[int], field: str, err: str) -> None:
+        """Record an error found through call_quiet; a lost GPU stops that GPU's read."""
+        self.errors.append({"gpu": gpu, "field": field, "error": err, "message": err})
+        if err == "GPU_IS_LOST" and gpu is not None:
+            raise _GpuLost()
+
     def call_quiet(self, fn: Callable[..., Any], *args: Any) -> Tuple[Any, Optional[str]]:
         """Call without recording: for probing (link counts, fallbacks). Returns (value, error name)."""
         try:
@@ -135,14 +151,8 @@ def _process_name(nv: Any, pid: int) -> Optional[str]:
 
 def _read_processes(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str, Any]]]:
     nv = r.nv
-    procs, err = r.call_quiet(nv.nvmlDeviceGetComputeRunningProcesses_v3, handle)
-    if err == "FUNCTION_NOT_FOUND":
-        procs = r.call(index, "processes", nv.nvmlDeviceGetComputeRunningProcesses_v2, handle)
-    elif err is not None:
-        r.errors.append({"gpu": index, "field": "processes", "error": err, "message": err})
-        if err == "GPU_IS_LOST":
-            raise _GpuLost()
-        return None
+    procs = r.call_with_fallback(index, "processes", nv.nvmlDeviceGetComputeRunningProcesses_v3,
+                                 nv.nvmlDeviceGetComputeRunningProcesses_v2, handle)
     if procs is None:
         return None
     return [
@@ -160,11 +170,8 @@ def _read_nvlinks(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str
         if err is None:
             links.append({"link": link, "active": bool(state)})
             continue
-        if err == "GPU_IS_LOST":
-            r.errors.append({"gpu": index, "field": "nvlinks", "error": err, "message": err})
-            raise _GpuLost()
         if link == 0 or err not in _END_OF_LINKS:
-            r.errors.append({"gpu": index, "field": "nvlinks", "error": err, "message": err})
+            r.record(index, "nvlinks", err)
             return None if link == 0 else links
         break
     return links
@@ -172,14 +179,10 @@ def _read_nvlinks(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str
 
 def _read_clock_reasons(r: _Reader, index: int, handle: Any) -> Optional[int]:
     nv = r.nv
-    mask, err = r.call_quiet(nv.nvmlDeviceGetCurrentClocksEventReasons, handle)
-    if err == "FUNCTION_NOT_FOUND":  # drivers before 535 only have the old name
-        return r.call(index, "clocks_event_reasons", nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
-    if err is not None:
-        r.errors.append({"gpu": index, "field": "clocks_event_reasons", "error": err, "message": err})
-        if err == "GPU_IS_LOST":
-            raise _GpuLost()
-    return mask  # type: ignore[no-any-return]
+    # Drivers before 535 only have the old "throttle reasons" name.
+    mask = r.call_with_fallback(index, "clocks_event_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons,
+                                nv.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+    return None if mask is None else int(mask)
 
 
 def _pair(value: Any) -> Tuple[Any, Any]:
