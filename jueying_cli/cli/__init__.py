@@ -41,10 +41,11 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import inventory, status
+    from jueying_cli.cli import inventory, run, status
 
     status.register(app)
     inventory.register(app)
+    run.register(app)
 
 
 _register()

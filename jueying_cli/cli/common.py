@@ -1,0 +1,84 @@
+"""Options shared by every fleet command, and the one place that turns them into nodes and a transport."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+
+InventoryOpt = typer.Option(None, "-i", "--inventory", help="Inventory file (jueying YAML or Ansible INI/YAML). "
+                            "Default: $JUEYING_INVENTORY, ./inventory.yaml, ~/.config/jueying/inventory.yaml, "
+                            "/etc/jueying/inventory.yaml; none: this machine only.")
+NodesOpt = typer.Option(None, "-w", "--nodes", help="Nodes to act on, NodeSet syntax: 'gpu[001-128,200]', '@group', "
+                        "operators , ! & ^ (default: all).")
+ExcludeOpt = typer.Option(None, "-x", "--exclude", help="Nodes to leave out (NodeSet syntax).")
+FanoutOpt = typer.Option(64, "-f", "--fanout", min=1, max=4096, help="How many nodes to work on at once.")
+ConnectTimeoutOpt = typer.Option(10.0, "--connect-timeout", min=0.1,
+                                 help="Seconds for TCP connect + SSH handshake + authentication, per node.")
+DeadlineOpt = typer.Option(None, "--deadline", min=0.1,
+                           help="Seconds for the whole run; nodes still busy then are reported as timeout.")
+AcceptNewOpt = typer.Option(False, "--accept-new-hostkeys",
+                            help="Trust and record host keys of nodes not yet in known_hosts (never changed keys).")
+SshConfigOpt = typer.Option(None, "--ssh-config", envvar="JUEYING_SSH_CONFIG",
+                            help="ssh_config file to use instead of ~/.ssh/config and /etc/ssh/ssh_config "
+                            "(like ssh -F).")
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    inventory: str | None
+    nodes: str | None
+    exclude: str | None
+    fanout: int
+    connect_timeout_s: float
+    deadline_s: float | None
+    accept_new_hostkeys: bool
+    ssh_config: str | None
+
+
+def select(opts: FleetOptions) -> tuple[Any, list[Any]]:
+    """(inventory, selected nodes); BadInputError (exit 2) for a bad file or node set."""
+    from jueying_cli.errors import BadInputError
+    from jueying_cli.inventory.loader import load_inventory
+    from jueying_cli.inventory.select import select_nodes
+
+    inventory = load_inventory(opts.inventory)
+    nodes = select_nodes(inventory, opts.nodes, opts.exclude)
+    if not nodes:
+        raise BadInputError("no nodes selected", field="-w/-x")
+    return inventory, nodes
+
+
+def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> Any:
+    from jueying_cli.transport.router import RoutingTransport
+    from jueying_cli.transport.ssh_options import SshOptions
+
+    ssh_options = SshOptions(connect_timeout_s=opts.connect_timeout_s,
+                             accept_new_hostkeys=opts.accept_new_hostkeys,
+                             ssh_config_path=os.path.expanduser(opts.ssh_config) if opts.ssh_config else None,
+                             keep_open=keep_open)
+    return RoutingTransport(ssh_options)
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def advance(self) -> None:
+        return None
+
+
+def progress_for(total: int, *, enabled: bool = True) -> Any:
+    """A progress bar on stderr for long runs when stderr is a terminal; otherwise a no-op."""
+    import sys
+
+    if not enabled or total < 16 or not sys.stderr.isatty():
+        return _NoProgress()
+    from jueying_cli.render.progress import NodeProgress
+
+    return NodeProgress(total)

@@ -1,0 +1,120 @@
+"""`jueying run` and `jueying nodes`: commands on many nodes, and node-set arithmetic."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from jueying_cli.cli import common
+from jueying_cli.errors import ExitCode
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run", context_settings={"allow_interspersed_args": False})(run)
+    app.command("nodes")(nodes)
+
+
+def run(
+    command: list[str] = typer.Argument(..., metavar="-- CMD...", help="Shell command run by each node's /bin/sh "
+                                        "(arguments are joined with spaces, as ssh does)."),
+    inventory: str | None = common.InventoryOpt,
+    nodes_: str | None = common.NodesOpt,
+    exclude: str | None = common.ExcludeOpt,
+    fanout: int = common.FanoutOpt,
+    connect_timeout: float = common.ConnectTimeoutOpt,
+    timeout: float | None = typer.Option(None, "-t", "--timeout", min=0.1,
+                                         help="Seconds the command may run on each node (default: no limit)."),
+    deadline: float | None = common.DeadlineOpt,
+    sudo: bool = typer.Option(False, "--sudo", help="Run through `sudo -n` (fails at once without NOPASSWD)."),
+    gather: bool = typer.Option(True, "--gather/--no-gather",
+                                help="Group identical output under folded node sets (default), or prefix each "
+                                "line with its node as it arrives."),
+    json_output: bool = typer.Option(False, "--json", help="One JSON envelope with every node's outcome."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per node, printed as each node finishes."),
+    accept_new_hostkeys: bool = common.AcceptNewOpt,
+    ssh_config: str | None = common.SshConfigOpt,
+) -> None:
+    """Run a shell command on many nodes at once, like clush -b.
+
+    Each node ends as ok, failed (with its exit code), timeout, unreachable, auth_failed or hostkey_failed;
+    a summary lists every node that was not ok. Exit codes: 0 all ok; 1 some nodes failed, timed out or
+    were unreachable; 2 bad usage or inventory; 130 interrupted (what was gathered is printed first).
+    """
+    from jueying_cli.render import gather as render
+    from jueying_cli.transport.base import Command, Outcome
+    from jueying_cli.transport.fanout import run_many
+
+    opts = common.FleetOptions(inventory, nodes_, exclude, fanout, connect_timeout, deadline,
+                               accept_new_hostkeys, ssh_config)
+    _, selected = common.select(opts)
+    transport = common.make_transport(opts)
+    transport.prepare(selected)
+    progress = common.progress_for(len(selected), enabled=not (json_output or jsonl) and gather)
+
+    def on_outcome(outcome: Outcome) -> None:
+        if jsonl:
+            sys.stdout.write(render.jsonl(outcome) + "\n")
+            sys.stdout.flush()
+        elif not gather and not json_output:
+            render.print_prefixed(outcome, sys.stdout, sys.stderr)
+        progress.advance()
+
+    script = " ".join(command)
+    try:
+        with progress:
+            result = run_many(transport, selected, Command(script=script, timeout_s=timeout, sudo=sudo),
+                              fanout=fanout, deadline_s=deadline, on_outcome=on_outcome)
+    finally:
+        transport.close()
+    outcomes = result.outcomes
+    all_ok = all(o.ok for o in outcomes.values())
+    if json_output:
+        from jueying_cli.render.json import dumps, envelope
+
+        failed = [o for o in outcomes.values() if not o.ok]
+        print(dumps(envelope("run", {"command": script, "nodes": [render.outcome_dict(o) for o in outcomes.values()],
+                                     "interrupted": result.interrupted},
+                             status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
+                             errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed])))
+    elif jsonl:
+        # Nodes marked timeout by the global deadline or Ctrl-C never passed through on_outcome.
+        for o in outcomes.values():
+            if o.error and ("deadline reached before" in o.error or "interrupted before" in o.error):
+                sys.stdout.write(render.jsonl(o) + "\n")
+    else:
+        if gather:
+            render.print_gathered(outcomes.values(), sys.stdout)
+            render.print_stderr_gathered(outcomes.values(), sys.stderr)
+        sys.stdout.flush()
+        if not all_ok or len(outcomes) > 1:
+            for line in render.summary_lines(outcomes):
+                sys.stderr.write(f"jueying: {line}\n")
+    if result.interrupted:
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    raise typer.Exit(int(ExitCode.OK if all_ok else ExitCode.NODES_FAILED))
+
+
+def nodes(
+    inventory: str | None = common.InventoryOpt,
+    nodes_: str | None = common.NodesOpt,
+    exclude: str | None = common.ExcludeOpt,
+    expand: bool = typer.Option(False, "--expand", "-e", help="List every node on its own line."),
+    json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+) -> None:
+    """Print the selected nodes as a folded node set and a count (exit 2 if the selection is bad)."""
+    from jueying_cli.inventory.select import fold
+
+    opts = common.FleetOptions(inventory, nodes_, exclude, 1, 1.0, None, False, None)
+    inv, selected = common.select(opts)
+    names = [n.name for n in selected]
+    if json_output:
+        from jueying_cli.render.json import dumps, envelope
+
+        print(dumps(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,
+                                       "inventory": inv.source})))
+    elif expand:
+        print("\n".join(names))
+    else:
+        print(f"{fold(names)} ({len(names)})")
+    raise typer.Exit(int(ExitCode.OK))

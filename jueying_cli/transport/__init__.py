@@ -1,0 +1,1 @@
+"""How commands reach nodes: one interface, a local and an SSH implementation, and the fan-out."""

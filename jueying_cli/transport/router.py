@@ -1,0 +1,39 @@
+"""Pick the transport per node: local for the embedded default (and `local: true`), SSH for the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jueying_cli.inventory.model import Node
+from jueying_cli.transport.base import Command, Outcome
+from jueying_cli.transport.local import LocalTransport
+
+
+class RoutingTransport:
+    """SSH is created (and paramiko imported) only when a selected node needs it."""
+
+    def __init__(self, ssh_options: Any = None) -> None:
+        self._local = LocalTransport()
+        self._ssh_options = ssh_options
+        self._ssh: Any = None
+
+    def _ssh_transport(self) -> Any:
+        if self._ssh is None:
+            from jueying_cli.transport.ssh import SshTransport
+
+            self._ssh = SshTransport(self._ssh_options)
+        return self._ssh
+
+    def prepare(self, nodes: list[Node]) -> None:
+        """Build the SSH transport up front (in the calling thread) when any node needs it."""
+        if any(not n.is_local for n in nodes):
+            self._ssh_transport()
+
+    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+        if node.is_local:
+            return self._local.run(node, command, deadline)
+        return self._ssh_transport().run(node, command, deadline)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()

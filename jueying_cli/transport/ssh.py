@@ -1,0 +1,499 @@
+"""SSH transport over paramiko: the only module that imports paramiko.
+
+What it guarantees, because fan-out tools are hated for the opposite:
+- host keys are verified against every known_hosts file OpenSSH would read (hashed entries and
+  `[host]:port` included), and paramiko may only negotiate key types already recorded for the host,
+  so a host known by its ed25519 key is never reported "unknown" over an RSA key;
+- ~/.ssh/config and /etc/ssh/ssh_config are honoured (HostName, User, Port, IdentityFile,
+  IdentitiesOnly, ProxyJump chains, ConnectTimeout, UserKnownHostsFile, HostKeyAlias);
+- nothing ever prompts; every step is bounded by the node's deadline, and reading never blocks on
+  paramiko's recv_exit_status (which has no timeout): stdout and stderr are drained together;
+- TCP_NODELAY on every socket (without it a reused connection pays ~40 ms per command).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from jueying_cli.inventory.model import Node
+from jueying_cli.transport.base import (
+    AUTH_FAILED,
+    FAILED,
+    HOSTKEY_FAILED,
+    MAX_OUTPUT_BYTES,
+    OK,
+    TIMEOUT,
+    TIMEOUT_RC,
+    UNREACHABLE,
+    Command,
+    Outcome,
+    remaining,
+    wrap_command,
+)
+from jueying_cli.transport.ssh_options import SshOptions
+
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
+USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+# Signature algorithms paramiko may negotiate for each key type found in known_hosts.
+_KEY_ALGORITHMS = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+}
+
+
+class NodeError(Exception):
+    """A failure with its outcome status and a short reason for the operator."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect, after inventory variables and ssh_config are applied."""
+
+    name: str  # what the operator calls it
+    address: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool
+    known_hosts_name: str  # the name looked up in known_hosts
+    known_hosts_files: tuple[str, ...]
+    connect_timeout_s: float
+    proxy_jump: tuple[str, ...] = ()
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+class SshConfig:
+    """ssh_config files in OpenSSH's order: first value wins, IdentityFile accumulates."""
+
+    def __init__(self, explicit: str | None) -> None:
+        paths = [explicit] if explicit else [_expand("~/.ssh/config"), "/etc/ssh/ssh_config"]
+        self.configs: list[paramiko.SSHConfig] = []
+        for path in paths:
+            if os.path.isfile(path):
+                self.configs.append(paramiko.SSHConfig.from_path(path))
+
+    def lookup(self, host: str) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for config in self.configs:
+            for key, value in config.lookup(host).items():
+                if key == "identityfile":
+                    merged.setdefault(key, [])
+                    merged[key] = merged[key] + [v for v in value if v not in merged[key]]
+                elif key not in merged:
+                    merged[key] = value
+        return merged
+
+
+class KnownHosts:
+    """known_hosts files parsed once per run and shared by all threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: dict[str, paramiko.HostKeys] = {}
+
+    def _load(self, path: str) -> paramiko.HostKeys:
+        with self._lock:
+            keys = self._files.get(path)
+            if keys is None:
+                keys = paramiko.HostKeys()
+                if os.path.isfile(path):
+                    try:
+                        keys.load(path)
+                    except (OSError, paramiko.SSHException, ValueError):
+                        keys = paramiko.HostKeys()  # an unreadable file knows no host
+                self._files[path] = keys
+            return keys
+
+    def lookup(self, name: str, files: Sequence[str]) -> dict[str, paramiko.PKey]:
+        found: dict[str, paramiko.PKey] = {}
+        for path in files:
+            entry = self._load(path).lookup(name)
+            if entry:
+                for keytype in entry:
+                    found.setdefault(keytype, entry[keytype])
+        return found
+
+    def add(self, name: str, key: paramiko.PKey, path: str) -> None:
+        """Record a newly trusted key (append only: never rewrites what the operator has)."""
+        line = f"{name} {key.get_name()} {key.get_base64()}\n"
+        with self._lock:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+            self._load(path).add(name, key.get_name(), key)
+
+
+class Identities:
+    """Private keys loaded once per run (parsing a key costs more than a whole command on a warm link)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, paramiko.PKey | None] = {}
+        self._agent_keys: list[paramiko.PKey] | None = None
+
+    def key(self, path: str) -> paramiko.PKey | None:
+        with self._lock:
+            if path not in self._keys:
+                try:
+                    self._keys[path] = paramiko.PKey.from_path(path)
+                except (OSError, paramiko.SSHException, ValueError):
+                    self._keys[path] = None  # missing, encrypted (we never prompt) or unreadable
+            return self._keys[path]
+
+    def agent_keys(self) -> list[paramiko.PKey]:
+        with self._lock:
+            if self._agent_keys is None:
+                self._agent_keys = []
+                if os.environ.get("SSH_AUTH_SOCK"):
+                    try:
+                        self._agent_keys = list(paramiko.Agent().get_keys())
+                    except (OSError, paramiko.SSHException):
+                        self._agent_keys = []
+            return self._agent_keys
+
+
+def _parse_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """[user@]host[:port] -> (user, host, port)."""
+    user = None
+    if "@" in spec:
+        user, spec = spec.rsplit("@", 1)
+    port = None
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif spec.count(":") == 1:
+        host, _, port_text = spec.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+    else:
+        host = spec
+    return user, host, port
+
+
+@dataclass
+class _Connection:
+    transport: paramiko.Transport
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SshTransport:
+    """Runs commands over SSH. Thread-safe: one instance serves a whole fan-out."""
+
+    def __init__(self, options: SshOptions | None = None) -> None:
+        self.options = options or SshOptions()
+        self.config = SshConfig(self.options.ssh_config_path)
+        self.known_hosts = KnownHosts()
+        self.identities = Identities()
+        self._jumps: dict[tuple[str, ...], _Connection] = {}
+        self._jump_lock = threading.Lock()
+        self._open: dict[str, paramiko.Transport] = {}
+        self._open_lock = threading.Lock()
+        self._local_user = _local_user()
+
+    # ------------------------------------------------------------ resolution
+
+    def endpoint(self, node: Node) -> Endpoint:
+        return self._endpoint(node.name, node.address, node.vars.get("ssh_port"), node.vars.get("ssh_user"),
+                              node.vars.get("ssh_identity_file"), node.vars.get("ssh_proxy_jump"))
+
+    def _endpoint(self, name: str, address: str | None, port: Any, user: Any, identity: Any,
+                  proxy_jump: Any) -> Endpoint:
+        cfg = self.config.lookup(name)
+        address = address or cfg.get("hostname") or name
+        port = int(port or cfg.get("port") or 22)
+        user = str(user or cfg.get("user") or self._local_user)
+        files: list[str] = []
+        if identity:
+            files.append(_expand(str(identity)))
+        files.extend(_expand(p) for p in cfg.get("identityfile", []))
+        if not files:
+            files = [_expand(f"~/.ssh/{n}") for n in DEFAULT_IDENTITIES]
+        alias = cfg.get("hostkeyalias")
+        if alias:
+            kh_name = alias
+        elif port == 22:
+            kh_name = address
+        else:
+            kh_name = f"[{address}]:{port}"
+        user_files = [_expand(p) for p in (cfg.get("userknownhostsfile") or " ".join(USER_KNOWN_HOSTS)).split()]
+        global_files = [_expand(p) for p in (cfg.get("globalknownhostsfile") or " ".join(GLOBAL_KNOWN_HOSTS)).split()]
+        jump = proxy_jump or cfg.get("proxyjump")
+        hops: tuple[str, ...] = ()
+        if jump and str(jump).lower() != "none":
+            hops = tuple(h.strip() for h in str(jump).split(",") if h.strip())
+        timeout = self.options.connect_timeout_s
+        if cfg.get("connecttimeout"):
+            with suppress(ValueError):
+                timeout = min(timeout, float(cfg["connecttimeout"]))
+        return Endpoint(
+            name=name, address=address, port=port, user=user, identity_files=tuple(dict.fromkeys(files)),
+            identities_only=str(cfg.get("identitiesonly", "no")).lower() == "yes",
+            known_hosts_name=kh_name,
+            known_hosts_files=tuple(dict.fromkeys([*user_files, *global_files, *self.options.extra_known_hosts])),
+            connect_timeout_s=timeout, proxy_jump=hops,
+        )
+
+    # ------------------------------------------------------------ connecting
+
+    def _open_socket(self, ep: Endpoint, deadline: float) -> Any:
+        """A TCP socket, or a direct-tcpip channel through the (shared) jump host chain."""
+        limit = min(ep.connect_timeout_s, remaining(deadline))
+        if limit <= 0:
+            raise NodeError(TIMEOUT, "deadline reached before connecting")
+        if ep.proxy_jump:
+            jump = self._jump_transport(ep.proxy_jump, deadline)
+            try:
+                return jump.open_channel("direct-tcpip", (ep.address, ep.port), ("127.0.0.1", 0), timeout=limit)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise NodeError(UNREACHABLE, f"jump host {ep.proxy_jump[-1]} cannot reach "
+                                f"{ep.address}:{ep.port}: {exc}") from exc
+        try:
+            sock = socket.create_connection((ep.address, ep.port), timeout=limit)
+        except TimeoutError as exc:
+            raise NodeError(UNREACHABLE, f"connect to {ep.address}:{ep.port} timed out after {limit:.0f} s") from exc
+        except socket.gaierror as exc:
+            raise NodeError(UNREACHABLE, f"cannot resolve {ep.address}: {exc.strerror}") from exc
+        except ConnectionRefusedError as exc:
+            raise NodeError(UNREACHABLE, f"connection refused by {ep.address}:{ep.port}") from exc
+        except OSError as exc:
+            raise NodeError(UNREACHABLE, f"cannot connect to {ep.address}:{ep.port}: {exc.strerror or exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _jump_transport(self, hops: tuple[str, ...], deadline: float) -> paramiko.Transport:
+        """One authenticated connection per jump chain, shared by every node behind it."""
+        with self._jump_lock:
+            conn = self._jumps.get(hops)
+            if conn is None:
+                conn = _Connection(transport=None)  # type: ignore[arg-type]
+                self._jumps[hops] = conn
+        with conn.lock:
+            if conn.transport is not None and conn.transport.is_active():
+                return conn.transport
+            user, host, port = _parse_jump(hops[-1])
+            ep = self._endpoint(host, None, port, user, None, ",".join(hops[:-1]) or "none")
+            try:
+                conn.transport = self._handshake(ep, deadline)
+            except NodeError as exc:
+                raise NodeError(UNREACHABLE if exc.status == TIMEOUT else exc.status,
+                                f"jump host {hops[-1]}: {exc.reason}") from exc
+            return conn.transport
+
+    def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
+        known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
+        sock = self._open_socket(ep, deadline)
+        transport = paramiko.Transport(sock)
+        try:
+            limit = max(0.1, min(ep.connect_timeout_s, remaining(deadline)))
+            transport.banner_timeout = limit
+            transport.handshake_timeout = limit
+            transport.auth_timeout = limit
+            if known:
+                allowed = [a for t in known for a in _KEY_ALGORITHMS.get(t, (t,))]
+                transport.get_security_options().key_types = [
+                    a for a in transport.get_security_options().key_types if a in allowed] or allowed
+            elif not self.options.accept_new_hostkeys:
+                searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.exists(f))
+                raise NodeError(HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown (not in "
+                                f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
+                                "or use --accept-new-hostkeys")
+            try:
+                transport.start_client(timeout=limit)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if remaining(deadline) <= 0 or "timeout" in str(exc).lower() or isinstance(exc, TimeoutError):
+                    raise NodeError(TIMEOUT, f"no SSH handshake from {ep.address}:{ep.port} within "
+                                    f"{limit:.0f} s (node hung?)") from exc
+                raise NodeError(UNREACHABLE, f"SSH handshake with {ep.address}:{ep.port} failed: {exc}") from exc
+            self._verify_host_key(ep, transport, known)
+            self._authenticate(ep, transport)
+            return transport
+        except BaseException:
+            transport.close()
+            raise
+
+    def _verify_host_key(self, ep: Endpoint, transport: paramiko.Transport,
+                         known: Mapping[str, paramiko.PKey]) -> None:
+        key = transport.get_remote_server_key()
+        recorded = known.get(key.get_name())
+        if recorded is not None:
+            if recorded == key:
+                return
+            raise NodeError(HOSTKEY_FAILED, f"HOST KEY CHANGED for {ep.known_hosts_name} ({key.get_name()} "
+                            f"{key.fingerprint}): possible man-in-the-middle, or the node was reinstalled; "
+                            "remove the old key (ssh-keygen -R) only after checking")
+        if known:
+            raise NodeError(HOSTKEY_FAILED, f"{ep.known_hosts_name} offered a {key.get_name()} key but "
+                            f"known_hosts records {', '.join(known)}")
+        if not self.options.accept_new_hostkeys:  # pragma: no cover - refused before the handshake
+            raise NodeError(HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown")
+        target = next((f for f in ep.known_hosts_files if not f.startswith("/etc/")), ep.known_hosts_files[0])
+        self.known_hosts.add(ep.known_hosts_name, key, target)
+
+    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
+        keys: list[paramiko.PKey] = []
+        if not ep.identities_only:
+            keys.extend(self.identities.agent_keys())
+        for path in ep.identity_files:
+            key = self.identities.key(path)
+            if key is not None:
+                keys.append(key)
+        if not keys:
+            raise NodeError(AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
+                            f"{', '.join(_short(p) for p in ep.identity_files)}; encrypted keys need ssh-agent)")
+        last = "no key accepted"
+        for key in keys:
+            try:
+                transport.auth_publickey(ep.user, key)
+            except paramiko.AuthenticationException as exc:
+                last = str(exc) or "key rejected"
+                continue
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise NodeError(UNREACHABLE, f"connection lost during authentication: {exc}") from exc
+            if transport.is_authenticated():
+                return
+        raise NodeError(AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
+
+    @contextmanager
+    def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
+        if self.options.keep_open:
+            with self._open_lock:
+                transport = self._open.get(node.name)
+            if transport is None or not transport.is_active():
+                transport = self._handshake(ep, deadline)
+                with self._open_lock:
+                    self._open[node.name] = transport
+            try:
+                yield transport
+            except BaseException:
+                with self._open_lock:
+                    self._open.pop(node.name, None)
+                transport.close()
+                raise
+            return
+        transport = self._handshake(ep, deadline)
+        try:
+            yield transport
+        finally:
+            transport.close()
+
+    # ------------------------------------------------------------ running
+
+    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+        started = time.monotonic()
+        if command.timeout_s:
+            deadline = min(deadline, started + command.timeout_s + self.options.connect_timeout_s + 2)
+        try:
+            ep = self.endpoint(node)
+            with self._connection(node, ep, deadline) as transport:
+                rc, out, err, truncated = self._exec(transport, wrap_command(command), command.stdin, deadline)
+        except NodeError as exc:
+            return Outcome(node.name, exc.status, duration_s=time.monotonic() - started, error=exc.reason)
+        duration = time.monotonic() - started
+        if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
+            return Outcome(node.name, TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                           error=f"command exceeded {command.timeout_s:g} s", truncated=truncated)
+        status = OK if rc == 0 else FAILED
+        return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                       error=None if rc == 0 else f"exit code {rc}", truncated=truncated)
+
+    def _exec(self, transport: paramiko.Transport, script: str, stdin: bytes | None,
+              deadline: float) -> tuple[int, str, str, bool]:
+        try:
+            channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise NodeError(UNREACHABLE, f"cannot open a session: {exc}") from exc
+        try:
+            channel.exec_command(script)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            return _drain(channel, deadline)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise NodeError(UNREACHABLE, f"connection lost: {exc}") from exc
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        with self._open_lock:
+            transports = list(self._open.values())
+            self._open.clear()
+        with self._jump_lock:
+            transports.extend(c.transport for c in self._jumps.values() if c.transport is not None)
+            self._jumps.clear()
+        for transport in transports:
+            transport.close()
+
+
+def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool]:
+    """Read stdout and stderr together until the command exits, or raise TIMEOUT at the deadline."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+    sizes = [0, 0]
+    truncated = False
+    fd = channel.fileno()  # readable whenever either stream has data or the channel closes
+    while True:
+        while channel.recv_ready():
+            chunk = channel.recv(65536)
+            if sizes[0] < MAX_OUTPUT_BYTES:
+                out.append(chunk)
+            else:
+                truncated = True
+            sizes[0] += len(chunk)
+        while channel.recv_stderr_ready():
+            chunk = channel.recv_stderr(65536)
+            if sizes[1] < MAX_OUTPUT_BYTES:
+                err.append(chunk)
+            else:
+                truncated = True
+            sizes[1] += len(chunk)
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready() and (
+                channel.eof_received or channel.closed):
+            break
+        left = remaining(deadline)
+        if left <= 0:
+            raise NodeError(TIMEOUT, "no answer before the deadline (command still running?)")
+        select.select([fd], [], [], min(left, 1.0))
+    rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
+    stdout = b"".join(out)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
+    stderr = b"".join(err)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
+    return rc, stdout, stderr, truncated
+
+
+def _short(path: str) -> str:
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(Path.home().name or "root")

@@ -1,0 +1,93 @@
+"""YAML loading that remembers line numbers, so every error can name file, line and field.
+
+PyYAML's composed node tree carries marks; we build plain dicts and lists from it and keep, beside
+each mapping, the line of every key. Inventories and playbooks both load through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jueying_cli.errors import BadInputError
+
+
+class LocatedDict(dict[str, Any]):
+    """A dict that knows the line of itself and of each key (1-based)."""
+
+    line: int = 0
+    key_lines: dict[str, int]
+
+    def line_of(self, key: str) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class LocatedList(list[Any]):
+    line: int = 0
+    item_lines: list[int]
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse one YAML document with SafeLoader semantics; BadInputError on syntax errors."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise BadInputError("not UTF-8 text", path=str(path)) from exc
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        return _build(loader, node, path)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise BadInputError(f"invalid YAML: {exc.problem or exc}", path=str(path), line=line) from exc
+    except yaml.YAMLError as exc:
+        raise BadInputError(f"invalid YAML: {exc}", path=str(path)) from exc
+    finally:
+        loader.dispose()
+
+
+def _build(loader: Any, node: Any, path: Path) -> Any:
+    import yaml
+
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve YAML merge keys (<<)
+        result = LocatedDict()
+        result.line = line
+        result.key_lines = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                raise BadInputError("mapping keys must be plain strings", path=str(path),
+                                    line=key_node.start_mark.line + 1)
+            key = str(key)
+            if key in result:
+                raise BadInputError(f"duplicate key {key!r}", path=str(path), line=key_node.start_mark.line + 1)
+            result[key] = _build(loader, value_node, path)
+            result.key_lines[key] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = LocatedList()
+        items.line = line
+        items.item_lines = []
+        for item in node.value:
+            items.append(_build(loader, item, path))
+            items.item_lines.append(item.start_mark.line + 1)
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def line_of(container: Any, key: str | None = None) -> int | None:
+    """Best line for an error about container[key] (or the container itself)."""
+    if isinstance(container, LocatedDict):
+        return container.line_of(key) if key is not None else container.line
+    if isinstance(container, LocatedList):
+        return container.line
+    return None
