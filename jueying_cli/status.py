@@ -10,8 +10,17 @@ from dataclasses import dataclass
 
 from jueying_cli.models import Facts, GpuFacts
 
+# Node states that mean the node answered.
+UP_STATES = frozenset({"ok", "degraded", "no_driver", "drained"})
+
 # Fields whose loss makes a GPU's telemetry untrustworthy (not merely an unsupported extra).
 _ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "temperature_c"})
+
+
+@dataclass(frozen=True)
+class ModelCount:
+    model: str
+    gpus: int
 
 
 @dataclass(frozen=True)
@@ -22,7 +31,7 @@ class NodeSummary:
     gpus_present: int
     gpus_expected: int | None
     gpus_lost: int
-    gpu_models: tuple[str, ...]
+    gpu_models: tuple[ModelCount, ...]  # healthy GPUs per model
     utilization_avg_pct: float | None
     utilization_max_pct: int | None
     gpu_memory_used_bytes: int | None
@@ -64,7 +73,8 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
         gpus_present=len(gpus),
         gpus_expected=expected_gpus,
         gpus_lost=len(lost),
-        gpu_models=tuple(sorted({g.name for g in gpus if g.name})),
+        gpu_models=tuple(ModelCount(model, sum(1 for g in gpus if g.name == model))
+                         for model in sorted({g.name for g in gpus if g.name})),
         utilization_avg_pct=(sum(utils) / len(utils)) if utils else None,
         utilization_max_pct=max(utils) if utils else None,
         gpu_memory_used_bytes=sum(used) if used else None,
@@ -98,3 +108,29 @@ def node_state(facts: Facts, expected_gpus: int | None) -> tuple[str, str]:
     if broken:
         return "degraded", "GPU " + ",".join(str(i) for i in broken) + " telemetry unreadable"
     return "ok", ""
+
+
+def totals(summaries: list[NodeSummary]) -> dict[str, object]:
+    """The summary line's numbers: nodes up/total and GPUs healthy/total by model."""
+    by_model: dict[str, list[int]] = {}
+    for s in summaries:
+        for mc in s.gpu_models:
+            entry = by_model.setdefault(mc.model, [0, 0])
+            entry[0] += mc.gpus
+            entry[1] += 1
+    return {
+        "nodes_total": len(summaries),
+        "nodes_up": sum(1 for s in summaries if s.state in UP_STATES),
+        "nodes_ok": sum(1 for s in summaries if s.state == "ok"),
+        "gpus_healthy": sum(s.gpus_present for s in summaries),
+        "gpus_total": sum(s.gpus_present + s.gpus_lost for s in summaries),
+        "gpu_models": [{"model": m, "gpus_healthy": v[0], "nodes": v[1]} for m, v in sorted(by_model.items())],
+    }
+
+
+def summary_line(t: dict[str, object]) -> str:
+    models = t["gpu_models"]
+    assert isinstance(models, list)
+    text = ", ".join(f"{m['gpus_healthy']}x {m['model']} on {m['nodes']} node(s)" for m in models) or "no GPUs"
+    return (f"nodes up {t['nodes_up']}/{t['nodes_total']}, "
+            f"GPUs healthy {t['gpus_healthy']}/{t['gpus_total']} ({text})")

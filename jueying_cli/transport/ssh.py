@@ -14,6 +14,7 @@ What it guarantees, because fan-out tools are hated for the opposite:
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import select
 import socket
@@ -43,6 +44,11 @@ from jueying_cli.transport.base import (
     wrap_command,
 )
 from jueying_cli.transport.ssh_options import SshOptions
+
+# paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -328,10 +334,15 @@ class SshTransport:
             try:
                 transport.start_client(timeout=limit)
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                if remaining(deadline) <= 0 or "timeout" in str(exc).lower() or isinstance(exc, TimeoutError):
+                text = str(exc).lower()
+                if remaining(deadline) <= 0 or "timeout" in text or "banner" in text or isinstance(exc, TimeoutError):
                     raise NodeError(TIMEOUT, f"no SSH handshake from {ep.address}:{ep.port} within "
                                     f"{limit:.0f} s (node hung?)") from exc
                 raise NodeError(UNREACHABLE, f"SSH handshake with {ep.address}:{ep.port} failed: {exc}") from exc
+            if not transport.is_active() or getattr(transport, "host_key", None) is None:
+                # start_client returns silently when its timeout passes mid key exchange
+                raise NodeError(TIMEOUT, f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
+                                f"{limit:.0f} s (node hung?)")
             self._verify_host_key(ep, transport, known)
             self._authenticate(ep, transport)
             return transport

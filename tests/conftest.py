@@ -1,0 +1,81 @@
+"""Shared fixtures: the simulated NVML library and a way to run the real `jueying` CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.nvmlsim import build_library, default_state, sim_env, write_state
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def nvml_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """libnvidia-ml.so.1 built once per session from tests/nvmlsim/nvmlsim.c."""
+    return build_library(tmp_path_factory.mktemp("nvmlsim"))
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_jueying(args: list[str], env: Mapping[str, str] | None = None, timeout: float = 120,
+                module: str = "jueying_cli", stdin: str | None = None) -> Result:
+    """Run the real CLI in a fresh process (pynvml caches its library per process)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    full_env.update(env or {})
+    full_env.setdefault("PYTHONPATH", str(REPO))
+    proc = subprocess.run([sys.executable, "-m", module, *args], env=full_env, capture_output=True, text=True,
+                          timeout=timeout, input=stdin, cwd=full_env.get("JUEYING_TEST_CWD", str(REPO)),
+                          check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+class GpuNode:
+    """This machine with a simulated GPU state: edit `state`, call `write()`, run commands."""
+
+    def __init__(self, lib_dir: Path, state_path: Path, gpu_count: int = 8) -> None:
+        self.lib_dir = lib_dir
+        self.state_path = state_path
+        self.state: dict[str, object] = dict(default_state(gpu_count))
+        self.write()
+
+    def write(self) -> None:
+        write_state(self.state_path, self.state)
+
+    def set(self, **fields: object) -> None:
+        self.state.update(fields)
+        self.write()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**sim_env(self.lib_dir, self.state_path), "JUEYING_INVENTORY": "", "NO_COLOR": "1"}
+
+    def jueying(self, *args: str, env: Mapping[str, str] | None = None) -> Result:
+        return run_jueying(list(args), {**self.env, **(env or {})})
+
+    def probe(self) -> dict[str, Any]:
+        result = run_jueying([], self.env, module="jueying_cli.probe")
+        assert result.rc == 0, result.stderr
+        doc: dict[str, Any] = result.json()
+        return doc
+
+
+@pytest.fixture
+def gpu_node(nvml_lib: Path, tmp_path: Path) -> GpuNode:
+    return GpuNode(nvml_lib, tmp_path / "gpu.state")
