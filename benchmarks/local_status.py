@@ -26,7 +26,7 @@ from tests.nvmlsim import build_library, default_state, sim_env, write_state  # 
 
 def time_once(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    proc = subprocess.run(argv, env=env, capture_output=True, timeout=60, check=False)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
