@@ -27,22 +27,30 @@ class LocatedList(list[Any]):
     item_lines: list[int]
 
 
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text; BadInputError naming the line of the first byte that is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BadInputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", path=str(path), line=line) from exc
+
+
 def load_yaml(path: Path) -> Any:
     """Parse one YAML document with SafeLoader semantics; BadInputError on syntax errors."""
     import yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise BadInputError("not UTF-8 text", path=str(path)) from exc
+    text = read_text(path)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        return _build(loader, node, path)
+        return _build(loader, node, path, "")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -53,7 +61,8 @@ def load_yaml(path: Path) -> Any:
         loader.dispose()
 
 
-def _build(loader: Any, node: Any, path: Path) -> Any:
+def _build(loader: Any, node: Any, path: Path, where: str) -> Any:
+    """Plain dicts and lists from the composed node; `where` is the dotted field path, for errors."""
     import yaml
 
     line = node.start_mark.line + 1
@@ -66,19 +75,21 @@ def _build(loader: Any, node: Any, path: Path) -> Any:
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise BadInputError("mapping keys must be plain strings", path=str(path),
-                                    line=key_node.start_mark.line + 1)
+                                    line=key_node.start_mark.line + 1, field=where or None)
             key = str(key)
+            field = f"{where}.{key}" if where else key
             if key in result:
-                raise BadInputError(f"duplicate key {key!r}", path=str(path), line=key_node.start_mark.line + 1)
-            result[key] = _build(loader, value_node, path)
+                raise BadInputError(f"duplicate key {key!r} (first on line {result.key_lines[key]})",
+                                    path=str(path), line=key_node.start_mark.line + 1, field=field)
+            result[key] = _build(loader, value_node, path, field)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
         items = LocatedList()
         items.line = line
         items.item_lines = []
-        for item in node.value:
-            items.append(_build(loader, item, path))
+        for i, item in enumerate(node.value):
+            items.append(_build(loader, item, path, f"{where}[{i}]"))
             items.item_lines.append(item.start_mark.line + 1)
         return items
     return loader.construct_object(node, deep=True)

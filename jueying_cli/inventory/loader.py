@@ -7,6 +7,7 @@ Every error names the file, the line and the field, and the CLI exits 2.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
@@ -16,7 +17,7 @@ from typing import Any
 
 from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.model import KNOWN_VARS, Inventory, Node
-from jueying_cli.yamlfile import LocatedDict, LocatedList, line_of, load_yaml
+from jueying_cli.yamlfile import LocatedDict, LocatedList, line_of, load_yaml, read_text
 
 # Ansible's connection variables, mapped onto jueying's.
 ANSIBLE_VARS = {
@@ -65,9 +66,10 @@ def load_inventory(explicit: str | None = None) -> Inventory:
 
 
 def load_inventory_file(path: Path) -> Inventory:
-    if path.suffix.lower() in (".ini", ".cfg", "") or path.suffix.lower() not in (".yaml", ".yml", ".json"):
-        text = _read_text(path)
-        if not _looks_like_yaml(text):
+    suffix = path.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
+        text = read_text(path)
+        if suffix in (".ini", ".cfg") or not _looks_like_yaml(text):
             return _load_ansible_ini(path, text)
     doc = load_yaml(path)
     if doc is None:
@@ -79,21 +81,17 @@ def load_inventory_file(path: Path) -> Inventory:
     return _load_jueying_yaml(path, doc)
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot read: {exc.strerror}", path=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise BadInputError("not UTF-8 text", path=str(path)) from exc
+_YAML_START = re.compile(r"""^(---|%|\{|["']?[\w.\-]+["']?\s*:(\s|$))""")
 
 
 def _looks_like_yaml(text: str) -> bool:
+    """For a file without a telling suffix: YAML if it starts like a mapping (`all:`, `nodes:`, `{`, `---`);
+    an Ansible INI file starts with a [section] or, with no section at all, a host line (`gpu01 a=b`)."""
     for line in text.splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith(("#", ";")):
             continue
-        return not stripped.startswith("[")
+        return bool(_YAML_START.match(stripped))
     return True
 
 
@@ -102,53 +100,56 @@ def _looks_like_yaml(text: str) -> bool:
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-def _check_name(name: str, path: Path, line: int | None, what: str = "node name") -> str:
+def _check_name(name: str, path: Path, line: int | None, what: str = "node name",
+                field: str | None = None) -> str:
     """Node names become SSH host names and table keys: plain DNS-ish characters only."""
     if not _NAME_RE.match(name) or len(name) > 253:
         raise BadInputError(f"invalid {what} {name!r} (letters, digits, '.', '-', '_' only)",
-                            path=str(path), line=line)
+                            path=str(path), line=line, field=field)
     return name
 
 
-def expand_nodeset(pattern: str, path: Path, line: int | None) -> list[str]:
+def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
     """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory)."""
     from ClusterShell.NodeSet import NodeSet, NodeSetParseError, RangeSetParseError
 
+    if not pattern.strip():
+        raise BadInputError("empty node pattern", path=str(path), line=line, field=field)
     if "@" in pattern:
         raise BadInputError(f"node pattern {pattern!r}: @groups are not allowed here, use children",
-                            path=str(path), line=line)
+                            path=str(path), line=line, field=field)
     try:
         names = list(NodeSet(pattern))
     except (NodeSetParseError, RangeSetParseError) as exc:
-        raise BadInputError(f"bad node pattern {pattern!r}: {exc}", path=str(path), line=line) from exc
+        raise BadInputError(f"bad node pattern {pattern!r}: {exc}", path=str(path), line=line, field=field) from exc
     for name in names:
-        _check_name(name, path, line)
+        _check_name(name, path, line, field=field)
     return names
 
 
 _ANSIBLE_RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
 
 
-def expand_ansible_pattern(pattern: str, path: Path, line: int | None) -> list[str]:
+def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
     """Ansible host ranges: www[01:50], db-[a:f], x[0:10:2] (end inclusive, zero padding kept)."""
     match = _ANSIBLE_RANGE.search(pattern)
     if not match:
-        return [_check_name(pattern, path, line)]
+        return [_check_name(pattern, path, line, field=field)]
     start, end, step_text = match.group(1), match.group(2), match.group(3)
     step = int(step_text) if step_text else 1
     head, tail = pattern[: match.start()], pattern[match.end():]
     if start.isdigit() and end.isdigit():
         width = len(start) if start.startswith("0") and len(start) > 1 else 0
         if int(end) < int(start) or step < 1:
-            raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line)
+            raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
         values = [str(i).zfill(width) for i in range(int(start), int(end) + 1, step)]
     elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha() and start <= end:
         values = [chr(c) for c in range(ord(start), ord(end) + 1, step)]
     else:
-        raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line)
+        raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
     names: list[str] = []
     for value in values:
-        names.extend(expand_ansible_pattern(head + value + tail, path, line))
+        names.extend(expand_ansible_pattern(head + value + tail, path, line, field))
     return names
 
 
@@ -168,7 +169,8 @@ def _check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: b
         kinds = KNOWN_VARS.get(name)
         if kinds is None:
             if strict and not name.startswith("x_"):
-                close = [k for k in KNOWN_VARS if k.split("_")[0] == name.split("_")[0] or k[:4] == name[:4]]
+                close = difflib.get_close_matches(name, list(KNOWN_VARS), n=3, cutoff=0.7) or [
+                    k for k in KNOWN_VARS if k.split("_")[0] == name.split("_")[0] or k[:4] == name[:4]]
                 hint = f" (did you mean {', '.join(close)}?)" if close else " (custom variables start with x_)"
                 raise BadInputError(f"unknown variable {key!r}{hint}", path=str(path), line=key_line,
                                     field=f"{where}.{key}")

@@ -119,7 +119,7 @@ class KnownHosts:
     """known_hosts files parsed once per run and shared by all threads."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # add() reloads under the same lock
         self._files: dict[str, paramiko.HostKeys] = {}
 
     def _load(self, path: str) -> paramiko.HostKeys:

@@ -1,0 +1,215 @@
+"""`jueying run` against a simulated cluster of 32 real sshd nodes on loopback addresses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import SimCluster
+from tests.conftest import REPO, Result, run_jueying
+
+NODES = 32
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
+    sim = SimCluster(tmp_path_factory.mktemp("run-cluster"), NODES, prefix="node", first_octets=(127, 61),
+                     gpu_lib_dir=nvml_lib)
+    with sim:
+        yield sim
+
+
+def jy(cluster: SimCluster, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+    return run_jueying(list(args), {**cluster.client_env(), **(env or {})}, timeout=timeout)
+
+
+def by_node(result: Result) -> dict[str, dict[str, object]]:
+    doc = result.json()
+    return {n["node"]: n for n in doc["data"]["nodes"]}
+
+
+def test_every_healthy_node_answers_and_each_broken_one_gets_its_own_status(cluster: SimCluster) -> None:
+    stopped, frozen, holed, changed, unknown = (cluster.node(f"node0{i}") for i in range(2, 7))
+    stopped.stop()
+    frozen.freeze()
+    holed.blackhole()
+    changed.change_host_key()
+    unknown.forget_host_key()
+    try:
+        started = time.monotonic()
+        result = jy(cluster, "run", "--json", "--connect-timeout", "3", "--", "hostname; echo rc-test >&2")
+        elapsed = time.monotonic() - started
+    finally:
+        stopped.start()
+        frozen.thaw()
+        holed.unblackhole()
+        changed.trust_host_key()
+        unknown.trust_host_key()
+    assert result.rc == 1
+    nodes = by_node(result)
+    assert len(nodes) == NODES
+    assert nodes["node02"]["status"] == "unreachable" and "refused" in str(nodes["node02"]["error"])
+    assert nodes["node03"]["status"] == "timeout" and "hung" in str(nodes["node03"]["error"])
+    assert nodes["node04"]["status"] == "unreachable" and "timed out" in str(nodes["node04"]["error"])
+    assert nodes["node05"]["status"] == "hostkey_failed" and "CHANGED" in str(nodes["node05"]["error"])
+    assert nodes["node06"]["status"] == "hostkey_failed" and "unknown" in str(nodes["node06"]["error"])
+    for name in ("node02", "node03", "node04", "node05", "node06"):
+        assert nodes[name]["stdout"] == "" and nodes[name]["rc"] is None  # errors never pose as output
+    healthy = {name: n for name, n in nodes.items() if name not in {"node02", "node03", "node04", "node05", "node06"}}
+    assert len(healthy) == NODES - 5
+    for name, n in healthy.items():
+        assert n["status"] == "ok" and n["rc"] == 0
+        assert n["stdout"] == f"{name}\n"  # each sshd runs in its own UTS namespace
+        assert n["stderr"] == "rc-test\n"
+    assert elapsed < 3 * 3 + 10  # every fault costs at most its own connect timeout, in parallel
+    assert {e["node"] for e in result.json()["errors"]} == {"node02", "node03", "node04", "node05", "node06"}
+
+
+def test_identical_output_is_gathered_under_one_folded_nodeset(cluster: SimCluster) -> None:
+    result = jy(cluster, "run", "--", "echo same; test $(hostname) != node07")
+    assert result.rc == 1
+    lines = result.stdout.splitlines()
+    assert lines[1] == "node[01-06,08-32] (31)"
+    assert lines[3] == "same"
+    assert "node07 (1) exit code 1" in lines
+    assert "jueying: 31/32 nodes ok" in result.stderr
+    assert "jueying: failed (1): node07" in result.stderr
+    assert "node07: exit code 1" in result.stderr
+
+
+def test_no_gather_prefixes_each_line_and_jsonl_streams_one_object_per_node(cluster: SimCluster) -> None:
+    plain = jy(cluster, "run", "-w", "node[01-03]", "--no-gather", "--", "echo a; echo b")
+    assert plain.rc == 0
+    assert sorted(plain.stdout.splitlines()) == sorted(f"node0{i}: {x}" for i in (1, 2, 3) for x in "ab")
+    lines = jy(cluster, "run", "-w", "node[01-04]", "--jsonl", "--", "hostname").stdout.splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert sorted(o["node"] for o in objects) == ["node01", "node02", "node03", "node04"]
+    assert all(set(o) >= {"node", "status", "rc", "stdout", "stderr", "duration_s", "error"} for o in objects)
+
+
+def test_accept_new_hostkeys_trusts_unknown_keys_but_never_changed_ones(cluster: SimCluster) -> None:
+    unknown, changed = cluster.node("node10"), cluster.node("node11")
+    unknown.forget_host_key()
+    changed.change_host_key()
+    try:
+        result = jy(cluster, "run", "-w", "node[10-11]", "--json", "--accept-new-hostkeys", "--", "hostname")
+        nodes = by_node(result)
+        assert nodes["node10"]["status"] == "ok"
+        assert nodes["node11"]["status"] == "hostkey_failed"
+        recorded = [line for line in cluster.known_hosts_path.read_text().splitlines() if line.startswith("node10 ")]
+        assert len(recorded) == 1 and recorded[0].split()[1] == "ssh-ed25519"
+        again = jy(cluster, "run", "-w", "node10", "--", "hostname")  # now known, no flag needed
+        assert again.rc == 0
+    finally:
+        unknown.trust_host_key()
+        changed.trust_host_key()
+
+
+def test_command_timeout_kills_the_remote_command(cluster: SimCluster) -> None:
+    started = time.monotonic()
+    result = jy(cluster, "run", "-w", "node[12-13]", "--json", "-t", "1", "--", "sleep 31.25; echo never")
+    assert time.monotonic() - started < 15
+    nodes = by_node(result)
+    assert all(n["status"] == "timeout" and "exceeded 1 s" in str(n["error"]) for n in nodes.values())
+    time.sleep(0.5)
+    leftover = subprocess.run(["pgrep", "-f", "sleep 31.25"], capture_output=True, text=True, check=False)
+    assert leftover.stdout == ""  # `timeout` on the node stopped it: nothing outlives the run
+
+
+def test_global_deadline_returns_what_it_has(cluster: SimCluster) -> None:
+    started = time.monotonic()
+    result = jy(cluster, "run", "-w", "node[14-17]", "--json", "--deadline", "2", "--",
+                'if [ "$(hostname)" = node14 ]; then echo quick; else sleep 7.5; fi')
+    elapsed = time.monotonic() - started
+    assert elapsed < 7  # not the 7.5 s the slow nodes would take
+    nodes = by_node(result)
+    assert nodes["node14"]["status"] == "ok" and nodes["node14"]["stdout"] == "quick\n"
+    assert all(nodes[f"node{i}"]["status"] == "timeout" for i in (15, 16, 17))
+    assert result.rc == 1
+
+
+def test_ctrl_c_prints_what_was_gathered_and_exits_130(cluster: SimCluster) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    env.update(cluster.client_env(), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jueying_cli", "run", "-w", "node[18-21]", "--",
+         'if [ "$(hostname)" = node18 ]; then echo fast; else sleep 20; fi'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "node18 (1)" in out and "fast" in out
+    assert "timeout (3): node[19-21]" in err
+    assert "interrupted" in err
+
+
+def test_quoting_survives_hostile_commands(cluster: SimCluster) -> None:
+    script = """printf '%s|' "it's" '$HOME' "a\\"b" 'x;y' '$(id)'; echo"""
+    result = jy(cluster, "run", "-w", "node22", "--json", "--", script)
+    assert by_node(result)["node22"]["stdout"] == """it's|$HOME|a"b|x;y|$(id)|\n"""
+    bad = jy(cluster, "run", "-w", "node[22;reboot]", "--", "true")
+    assert bad.rc == 2 and "bad node set" in bad.stderr
+    missing = jy(cluster, "run", "-w", "node99", "--", "true")
+    assert missing.rc == 2 and "not in the inventory: node99" in missing.stderr
+
+
+def test_proxyjump_through_a_shared_jump_node(cluster: SimCluster, tmp_path: Path) -> None:
+    inventory = tmp_path / "jump.yaml"
+    inventory.write_text(
+        "groups:\n"
+        "  behind:\n"
+        '    nodes: "node[24-28]"\n'
+        "    vars: {ssh_proxy_jump: node23}\n"
+        "  chained:\n"
+        '    nodes: "node29"\n'
+        "    vars: {ssh_proxy_jump: 'node23,node30'}\n"
+    )
+    result = jy(cluster, "run", "-i", str(inventory), "--json", "--", "hostname")
+    nodes = by_node(result)
+    assert result.rc == 0, nodes
+    assert {name: n["stdout"] for name, n in nodes.items()} == {f"node{i}": f"node{i}\n" for i in range(24, 30)}
+    jump = cluster.node("node23")
+    jump.stop()
+    try:
+        down = jy(cluster, "run", "-i", str(inventory), "--json", "--connect-timeout", "3", "--", "hostname")
+    finally:
+        jump.start()
+    nodes = by_node(down)
+    assert all(n["status"] == "unreachable" and "jump host node23" in str(n["error"]) for n in nodes.values())
+
+
+def test_ansible_inventory_works_unchanged(cluster: SimCluster, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    addresses = {n.name: n.address for n in cluster.nodes}
+    hosts.write_text(
+        "[gpu]\n"
+        + "".join(f"node{i:02d} ansible_host={addresses[f'node{i:02d}']} ansible_user=root\n" for i in range(1, 9))
+        + "[spare]\nnode[09:10]\n[cluster:children]\ngpu\nspare\n[gpu:vars]\nexpected_gpus=8\n"
+    )
+    result = jy(cluster, "run", "-i", str(hosts), "-w", "@cluster", "-x", "node[01-02]", "--json", "--", "hostname")
+    nodes = by_node(result)
+    assert result.rc == 0
+    assert sorted(nodes) == [f"node{i:02d}" for i in range(3, 11)]
+    listed = jy(cluster, "nodes", "-i", str(hosts), "-w", "@gpu&node[05-20]")
+    assert listed.stdout.strip() == "node[05-08] (4)"
+
+
+def test_nodes_command_folds_and_expands(cluster: SimCluster) -> None:
+    assert jy(cluster, "nodes").stdout.strip() == f"node[01-{NODES}] ({NODES})"
+    assert jy(cluster, "nodes", "-w", "@all_sim!node[01-10]").stdout.strip() == "node[11-32] (22)"
+    assert jy(cluster, "nodes", "-w", "node[01-03]", "--expand").stdout.split() == ["node01", "node02", "node03"]
+    assert jy(cluster, "nodes", "-w", "node[01-04]", "-x", "node02").stdout.strip() == "node[01,03-04] (3)"
