@@ -1,13 +1,182 @@
-"""Facts collection entry points: local (in-process probe); remote arrives with the fleet engine."""
+"""Facts collection: the local probe in-process, or the probe shipped to every node in one SSH round trip.
+
+A node needs only python3 (3.8+). The controller sends, on the command's stdin, the probe's own source
+and a copy of pynvml (used only when the node has none); a tiny bootstrap passed with `python3 -c`
+imports them from memory, so nothing is written on the node and the probe always matches the
+controller's version. psutil is used when the node has it, /proc and /sys otherwise.
+"""
 
 from __future__ import annotations
 
+import json
+import shlex
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from jueying_cli.errors import FactsError
+from jueying_cli.inventory.model import Node
 from jueying_cli.models import Facts
+from jueying_cli.transport.base import FAILED, OK, Command, Outcome, Transport
+
+DEFAULT_PROBE_TIMEOUT_S = 30.0
+_PROBE_MODULES = ("jueying_cli", "jueying_cli.probe", "jueying_cli.probe.host", "jueying_cli.probe.nvml",
+                  "jueying_cli.probe.__main__")
+# Exit code the bootstrap uses when the node cannot run the probe at all.
+NO_PYTHON_RC = 127
+
+# Python 3.8-compatible. Reads the payload from stdin: a JSON header line, then zlib blobs.
+_BOOTSTRAP = r"""
+import sys, json, zlib, importlib.abc, importlib.util
+if sys.version_info < (3, 8):
+    sys.stderr.write("jueying: python3 on this node is %d.%d; the probe needs 3.8 or newer\n" % sys.version_info[:2])
+    sys.exit(127)
+data = sys.stdin.buffer.read()
+head, _, rest = data.partition(b"\n")
+header = json.loads(head.decode())
+blobs = {}
+pos = 0
+for name, size in header["sizes"]:
+    blobs[name] = rest[pos:pos + size]
+    pos += size
+try:
+    import pynvml
+except ImportError:
+    pass
+else:
+    blobs.pop("pynvml", None)
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name in blobs:
+            return importlib.util.spec_from_loader(name, self, is_package=name in header["packages"])
+        return None
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        name = module.__name__
+        code = compile(zlib.decompress(blobs[name]).decode("utf-8"), "<jueying:%s>" % name, "exec")
+        if name in header["packages"]:
+            module.__path__ = []
+        exec(code, module.__dict__)
+sys.meta_path.insert(0, Finder())
+for name in list(sys.modules):
+    if name == "jueying_cli" or name.startswith("jueying_cli."):
+        del sys.modules[name]
+from jueying_cli.probe.__main__ import main
+sys.exit(main(["--compact"] + header["args"]))
+"""
+
+
+@lru_cache(maxsize=4)
+def probe_payload(with_gpus: bool = True) -> bytes:
+    """The stdin payload: header line + zlib-compressed sources (built once per run)."""
+    import importlib.util
+
+    sources: list[tuple[str, bytes]] = []
+    for name in _PROBE_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot find {name} to ship")
+        sources.append((name, Path(spec.origin).read_bytes()))
+    nvml_spec = importlib.util.find_spec("pynvml")
+    if nvml_spec is not None and nvml_spec.origin:
+        sources.append(("pynvml", Path(nvml_spec.origin).read_bytes()))
+    blobs = [(name, zlib.compress(src, 6)) for name, src in sources]
+    header = {
+        "sizes": [[name, len(blob)] for name, blob in blobs],
+        "packages": ["jueying_cli", "jueying_cli.probe"],
+        "args": [] if with_gpus else ["--no-gpus"],
+    }
+    return json.dumps(header).encode() + b"\n" + b"".join(blob for _, blob in blobs)
+
+
+def probe_command(timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, with_gpus: bool = True) -> Command:
+    script = (
+        "command -v python3 >/dev/null 2>&1 || "
+        f"{{ echo 'jueying: python3 not found on PATH' >&2; exit {NO_PYTHON_RC}; }}; "
+        f"exec python3 -c {shlex.quote(_BOOTSTRAP)}"
+    )
+    return Command(script=script, timeout_s=timeout_s, stdin=probe_payload(with_gpus))
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """One node's collection: the outcome, and its facts when the outcome is ok and the output valid."""
+
+    node: Node
+    outcome: Outcome
+    facts: Facts | None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+def parse_outcome(node: Node, outcome: Outcome) -> NodeFacts:
+    """Turn a probe run into facts; garbage output becomes `failed` with the reason, never a crash."""
+    if outcome.status != OK:
+        if outcome.rc == NO_PYTHON_RC:
+            reason = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "python3 not found"
+            outcome = _replace(outcome, FAILED, reason)
+        elif outcome.status == FAILED and outcome.stderr.strip():
+            outcome = _replace(outcome, FAILED, f"probe failed (exit {outcome.rc}): "
+                               f"{outcome.stderr.strip().splitlines()[-1][:200]}")
+        return NodeFacts(node, outcome, None)
+    try:
+        facts = Facts.from_document(json.loads(outcome.stdout))
+    except json.JSONDecodeError as exc:
+        return NodeFacts(node, _replace(outcome, FAILED, f"probe output is not JSON ({exc.msg} at char {exc.pos})"),
+                         None)
+    except FactsError as exc:
+        return NodeFacts(node, _replace(outcome, FAILED, f"probe output rejected: {exc}"), None)
+    return NodeFacts(node, outcome, facts)
+
+
+def _replace(outcome: Outcome, status: str, error: str) -> Outcome:
+    return Outcome(outcome.node, status, rc=outcome.rc, stdout=outcome.stdout[:2000], stderr=outcome.stderr[:2000],
+                   duration_s=outcome.duration_s, error=error, truncated=outcome.truncated)
 
 
 def collect_local() -> tuple[str, Facts]:
-    """(node name, facts) for the machine jueying runs on."""
+    """(node name, facts) for the machine jueying runs on, in-process (no subprocess, no SSH)."""
     from jueying_cli.probe import collect
 
     facts = Facts.from_document(collect())
     return facts.host.hostname, facts
+
+
+def collect_nodes(transport: Transport, nodes: Sequence[Node], *, fanout: int, deadline_s: float | None,
+                  timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, with_gpus: bool = True,
+                  on_result: Callable[[NodeFacts], None] | None = None) -> tuple[list[NodeFacts], bool]:
+    """Facts from every node (local ones in-process). Returns (results in node order, interrupted)."""
+    from jueying_cli.transport.fanout import run_many
+
+    by_name = {n.name: n for n in nodes}
+    results: dict[str, NodeFacts] = {}
+    remote = [n for n in nodes if not n.is_local]
+    for node in nodes:
+        if node.is_local:
+            started = time.monotonic()
+            _, facts = collect_local()
+            results[node.name] = NodeFacts(node, Outcome(node.name, OK, rc=0, duration_s=time.monotonic() - started),
+                                           facts)
+            if on_result:
+                on_result(results[node.name])
+    interrupted = False
+    if remote:
+        command = probe_command(timeout_s, with_gpus)
+
+        def on_outcome(outcome: Outcome) -> None:
+            parsed = results[outcome.node] = parse_outcome(by_name[outcome.node], outcome)
+            if on_result:
+                on_result(parsed)
+
+        result = run_many(transport, remote, command, fanout=fanout, deadline_s=deadline_s, on_outcome=on_outcome)
+        interrupted = result.interrupted
+        for name, outcome in result.outcomes.items():
+            if name not in results:  # marked timeout at the deadline or on Ctrl-C
+                results[name] = parse_outcome(by_name[name], outcome)
+    return [results[n.name] for n in nodes], interrupted

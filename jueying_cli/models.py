@@ -152,10 +152,10 @@ class GpuFacts:
             pcie=_counts(doc, "pcie", where, _INT),
             nvlinks_active=None if links is None else tuple(bool(link["active"]) for link in links),
             processes=None if procs is None else tuple(
-                GpuProcess(pid=_typed(p, "pid", _INT, f"{where}processes.", required=True),
-                           name=_typed(p, "name", _STR, f"{where}processes."),
-                           used_memory_bytes=_typed(p, "used_memory_bytes", _INT, f"{where}processes."))
-                for p in procs),
+                GpuProcess(pid=_typed(p, "pid", _INT, f"{where}processes[{i}].", required=True),
+                           name=_typed(p, "name", _STR, f"{where}processes[{i}]."),
+                           used_memory_bytes=_typed(p, "used_memory_bytes", _INT, f"{where}processes[{i}]."))
+                for i, p in enumerate(procs)),
             mig_mode_current=_typed(doc, "mig_mode_current", _BOOL, where),
             mig_mode_pending=_typed(doc, "mig_mode_pending", _BOOL, where),
         )
@@ -219,7 +219,7 @@ class Facts:
         if not isinstance(doc, Mapping):
             raise FactsError("facts document: not a JSON object")
         schema = doc.get("schema")
-        if schema != FACTS_SCHEMA:
+        if type(schema) is not int or schema != FACTS_SCHEMA:  # not true, not 1.0
             raise FactsError(f"facts document: schema is {schema!r}, this jueying reads schema {FACTS_SCHEMA}")
         host = _section(doc, "host", "")
         cpu = _section(host, "cpu", "host.")
@@ -230,7 +230,9 @@ class Facts:
         gpus = doc.get("gpus")
         if not isinstance(gpus, list):
             raise FactsError("facts document: gpus must be a list")
-        errors = doc.get("errors") or []
+        errors = doc.get("errors")
+        if errors is None:
+            errors = []
         if not isinstance(errors, list) or not all(isinstance(e, Mapping) for e in errors):
             raise FactsError("facts document: errors must be a list of objects")
         return cls(

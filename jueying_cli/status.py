@@ -6,9 +6,11 @@ ok, degraded (lost GPUs, fewer GPUs than expected, unreadable GPU fields), no_dr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jueying_cli.models import Facts, GpuFacts
+from jueying_cli.store import HistoryRow
 
 # Node states that mean the node answered.
 UP_STATES = frozenset({"ok", "degraded", "no_driver", "drained"})
@@ -28,7 +30,7 @@ class NodeSummary:
     node: str
     state: str
     reason: str
-    gpus_present: int
+    gpus_present: int | None  # None: the node did not answer
     gpus_expected: int | None
     gpus_lost: int
     gpu_models: tuple[ModelCount, ...]  # healthy GPUs per model
@@ -44,7 +46,9 @@ class NodeSummary:
     cpu_threads: int | None
     host_memory_used_bytes: int | None
     host_memory_total_bytes: int | None
-    collected_at_unix: float
+    collected_at_unix: float | None
+    stale: bool = False  # shown from an earlier refresh: this one missed its deadline
+    nodes: int = 1  # > 1 for a folded row of identical healthy nodes
 
 
 def _sum(values: list[float]) -> float | None:
@@ -117,13 +121,13 @@ def totals(summaries: list[NodeSummary]) -> dict[str, object]:
         for mc in s.gpu_models:
             entry = by_model.setdefault(mc.model, [0, 0])
             entry[0] += mc.gpus
-            entry[1] += 1
+            entry[1] += s.nodes
     return {
-        "nodes_total": len(summaries),
-        "nodes_up": sum(1 for s in summaries if s.state in UP_STATES),
-        "nodes_ok": sum(1 for s in summaries if s.state == "ok"),
-        "gpus_healthy": sum(s.gpus_present for s in summaries),
-        "gpus_total": sum(s.gpus_present + s.gpus_lost for s in summaries),
+        "nodes_total": sum(s.nodes for s in summaries),
+        "nodes_up": sum(s.nodes for s in summaries if s.state in UP_STATES),
+        "nodes_ok": sum(s.nodes for s in summaries if s.state == "ok"),
+        "gpus_healthy": sum((s.gpus_present or 0) * s.nodes for s in summaries),
+        "gpus_total": sum(((s.gpus_present or 0) + s.gpus_lost) * s.nodes for s in summaries),
         "gpu_models": [{"model": m, "gpus_healthy": v[0], "nodes": v[1]} for m, v in sorted(by_model.items())],
     }
 
@@ -134,3 +138,146 @@ def summary_line(t: dict[str, object]) -> str:
     text = ", ".join(f"{m['gpus_healthy']}x {m['model']} on {m['nodes']} node(s)" for m in models) or "no GPUs"
     return (f"nodes up {t['nodes_up']}/{t['nodes_total']}, "
             f"GPUs healthy {t['gpus_healthy']}/{t['gpus_total']} ({text})")
+
+
+def unanswered(node: str, state: str, reason: str, expected_gpus: int | None = None) -> NodeSummary:
+    """A row for a node that gave no facts (unreachable, timeout, failed, ...)."""
+    return NodeSummary(node=node, state=state, reason=reason, gpus_present=None, gpus_expected=expected_gpus,
+                       gpus_lost=0, gpu_models=(), utilization_avg_pct=None, utilization_max_pct=None,
+                       gpu_memory_used_bytes=None, gpu_memory_total_bytes=None, hottest_gpu_c=None,
+                       hottest_gpu_index=None, power_watts=None, power_limit_watts=None, load1=None,
+                       cpu_threads=None, host_memory_used_bytes=None, host_memory_total_bytes=None,
+                       collected_at_unix=None)
+
+
+# Problems first, in this order; then healthy nodes.
+STATE_ORDER = ("unreachable", "timeout", "auth_failed", "hostkey_failed", "failed", "no_driver", "degraded",
+               "drained", "ok")
+
+
+def _natural(name: str) -> tuple[object, ...]:
+    import re
+
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+SORT_KEYS = ("state", "node", "util", "temp", "power", "gpu-mem", "load", "age")
+
+
+def sort_summaries(summaries: list[NodeSummary], key: str = "state") -> list[NodeSummary]:
+    """`state` (default): problems first, then by name; numeric keys: largest first, unknown last."""
+    def state_rank(s: NodeSummary) -> int:
+        return STATE_ORDER.index(s.state) if s.state in STATE_ORDER else 0
+
+    if key == "node":
+        return sorted(summaries, key=lambda s: _natural(s.node))
+    if key == "state":
+        return sorted(summaries, key=lambda s: (state_rank(s), _natural(s.node)))
+    getters: dict[str, Callable[[NodeSummary], float | None]] = {
+        "util": lambda s: s.utilization_avg_pct,
+        "temp": lambda s: s.hottest_gpu_c,
+        "power": lambda s: s.power_watts,
+        "gpu-mem": lambda s: s.gpu_memory_used_bytes,
+        "load": lambda s: s.load1,
+        "age": lambda s: None if s.collected_at_unix is None else -s.collected_at_unix,
+    }
+    value = getters[key]
+    return sorted(summaries, key=lambda s: (value(s) is None, -(value(s) or 0), _natural(s.node)))
+
+
+def fold_healthy(summaries: list[NodeSummary], fold_name: Callable[[list[str]], str]) -> list[NodeSummary]:
+    """Fold `ok` nodes that look alike (same GPU count, expectation and models) into one row each,
+    with aggregate numbers; every node with a problem keeps its own row."""
+    groups: dict[tuple[object, ...], list[NodeSummary]] = {}
+    rows: list[NodeSummary] = []
+    for s in summaries:
+        if s.state == "ok" and not s.stale:
+            groups.setdefault((s.gpus_present, s.gpus_expected, s.gpu_models), []).append(s)
+        else:
+            rows.append(s)
+    for members in groups.values():
+        if len(members) == 1:
+            rows.append(members[0])
+            continue
+        rows.append(_aggregate(members, fold_name([m.node for m in members])))
+    return rows
+
+
+def _aggregate(members: list[NodeSummary], name: str) -> NodeSummary:
+    def values(attr: str) -> list[float]:
+        return [v for v in (getattr(m, attr) for m in members) if v is not None]
+
+    def total(attr: str) -> float | None:
+        found = values(attr)
+        return sum(found) if found else None
+
+    def top(attr: str) -> float | None:
+        found = values(attr)
+        return max(found) if found else None
+
+    avg = values("utilization_avg_pct")
+    hottest = max(members, key=lambda m: -1 if m.hottest_gpu_c is None else m.hottest_gpu_c)
+    first = members[0]
+    used = total("gpu_memory_used_bytes")
+    gpu_total = total("gpu_memory_total_bytes")
+    host_used = total("host_memory_used_bytes")
+    host_total = total("host_memory_total_bytes")
+    ages = values("collected_at_unix")
+    util_max = top("utilization_max_pct")
+    return NodeSummary(
+        node=name, state="ok", reason="", gpus_present=first.gpus_present, gpus_expected=first.gpus_expected,
+        gpus_lost=0, gpu_models=tuple(ModelCount(m.model, m.gpus * len(members)) for m in first.gpu_models),
+        utilization_avg_pct=sum(avg) / len(avg) if avg else None,
+        utilization_max_pct=int(util_max) if util_max is not None else None,
+        gpu_memory_used_bytes=int(used) if used is not None else None,
+        gpu_memory_total_bytes=int(gpu_total) if gpu_total is not None else None,
+        hottest_gpu_c=hottest.hottest_gpu_c, hottest_gpu_index=hottest.hottest_gpu_index,
+        power_watts=total("power_watts"), power_limit_watts=total("power_limit_watts"),
+        load1=top("load1"), cpu_threads=first.cpu_threads,
+        host_memory_used_bytes=int(host_used) if host_used is not None else None,
+        host_memory_total_bytes=int(host_total) if host_total is not None else None,
+        collected_at_unix=min(ages) if ages else None, nodes=len(members),
+    )
+
+
+def history_row(node: str, facts: Facts | None, outcome_status: str, outcome_error: str | None,
+                expected_gpus: int | None = None) -> HistoryRow:
+    """The key facts of one collection, as stored in the history table."""
+    import time
+
+    if facts is None:
+        return HistoryRow(node, time.time(), outcome_status, outcome_error, None, None, None, None, None, None,
+                          None, None, None, None)
+
+    def ecc(key: str) -> int | None:
+        values = [g.ecc_errors.get(key) for g in facts.gpus if not g.lost]
+        known = [v for v in values if isinstance(v, int)]
+        return sum(known) if known else None
+
+    state, reason = node_state(facts, expected_gpus)
+    return HistoryRow(
+        node=node, collected_at=facts.collected_at_unix, status=state, reason=reason or None,
+        gpus_present=sum(1 for g in facts.gpus if not g.lost), gpus_lost=sum(1 for g in facts.gpus if g.lost),
+        ecc_uncorrected_volatile=ecc("uncorrected_volatile"), ecc_corrected_volatile=ecc("corrected_volatile"),
+        ecc_uncorrected_aggregate=ecc("uncorrected_aggregate"), ecc_corrected_aggregate=ecc("corrected_aggregate"),
+        remapped_rows_pending=sum(1 for g in facts.gpus if g.remapped_rows.get("pending") is True),
+        driver_version=facts.nvml.driver_version, cuda_driver_version=facts.nvml.cuda_driver_version,
+        kernel=facts.host.kernel,
+    )
+
+
+_TRACKED = ("status", "reason", "gpus_present", "gpus_lost", "ecc_uncorrected_volatile", "ecc_corrected_volatile",
+            "ecc_uncorrected_aggregate", "ecc_corrected_aggregate", "remapped_rows_pending", "driver_version",
+            "cuda_driver_version", "kernel")
+
+
+def history_changes(rows: list[HistoryRow]) -> list[HistoryRow]:
+    """The first row, then every row whose key facts differ from the row before it."""
+    changes: list[HistoryRow] = []
+    previous: tuple[object, ...] | None = None
+    for row in rows:
+        key = tuple(getattr(row, f) for f in _TRACKED)
+        if key != previous:
+            changes.append(row)
+        previous = key
+    return changes

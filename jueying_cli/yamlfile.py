@@ -67,20 +67,25 @@ def _build(loader: Any, node: Any, path: Path, where: str) -> Any:
 
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolve YAML merge keys (<<)
+        own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)  # resolve YAML merge keys (<<): merged pairs first, then the node's own
+        merged = len(node.value) - own
         result = LocatedDict()
         result.line = line
         result.key_lines = {}
-        for key_node, value_node in node.value:
+        written: set[str] = set()  # keys written in this mapping itself (merged ones may be overridden)
+        for position, (key_node, value_node) in enumerate(node.value):
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise BadInputError("mapping keys must be plain strings", path=str(path),
                                     line=key_node.start_mark.line + 1, field=where or None)
             key = str(key)
             field = f"{where}.{key}" if where else key
-            if key in result:
+            if key in written:
                 raise BadInputError(f"duplicate key {key!r} (first on line {result.key_lines[key]})",
                                     path=str(path), line=key_node.start_mark.line + 1, field=field)
+            if position >= merged:
+                written.add(key)
             result[key] = _build(loader, value_node, path, field)
             result.key_lines[key] = key_node.start_mark.line + 1
         return result

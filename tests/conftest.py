@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import pytest
 from tests.nvmlsim import build_library, default_state, sim_env, write_state
 
 REPO = Path(__file__).resolve().parent.parent
+# Commands under test keep their history here, never in the user's ~/.local/state.
+_STATE_DIR = tempfile.mkdtemp(prefix="jueying-test-state-")
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +41,7 @@ def run_jueying(args: list[str], env: Mapping[str, str] | None = None, timeout: 
                 module: str = "jueying_cli", stdin: str | None = None) -> Result:
     """Run the real CLI in a fresh process (pynvml caches its library per process)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    full_env["JUEYING_STATE_DB"] = os.path.join(_STATE_DIR, "state.db")
     full_env.update(env or {})
     full_env.setdefault("PYTHONPATH", str(REPO))
     proc = subprocess.run([sys.executable, "-m", module, *args], env=full_env, capture_output=True, text=True,

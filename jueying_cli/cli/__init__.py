@@ -41,18 +41,31 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import inventory, run, status
+    from jueying_cli.cli import run, status
 
     status.register(app)
-    inventory.register(app)
     run.register(app)
 
 
 _register()
 
 
+def _optional_value(argv: list[str], option: str, default: str) -> list[str]:
+    """Let `--watch` stand alone (`--watch` = `--watch 2`): click options cannot take an optional value."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--":
+            out.extend(argv[i + 1:])
+            break
+        if arg == option and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(default)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit code."""
+    argv = _optional_value(list(sys.argv[1:] if argv is None else argv), "--watch", "2")
     try:
         result = app(args=argv, prog_name="jueying", standalone_mode=False)
     except KeyboardInterrupt:

@@ -192,10 +192,14 @@ def _check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: b
 
 
 class _Builder:
-    """Accumulates nodes (in first-seen order), group memberships and variable layers."""
+    """Accumulates nodes (in first-seen order), group memberships and variable layers.
 
-    def __init__(self, path: Path) -> None:
+    A node's variables: global vars, then its groups' vars, shallowest group first (definition order at
+    equal depth), so a group's own vars override those of the groups that contain it, then its own vars."""
+
+    def __init__(self, path: Path, children_field: str = "groups.{}.children") -> None:
         self.path = path
+        self.children_field = children_field  # how errors name a group's children in this format
         self.order: dict[str, None] = {}
         self.groups: dict[str, dict[str, None]] = {}
         self.children: dict[str, list[tuple[str, int | None]]] = {}
@@ -212,14 +216,15 @@ class _Builder:
     def build(self) -> Inventory:
         members = {g: list(names) for g, names in self.groups.items()}
         for group in self.children:
-            members[group] = self._resolve(group, [])
+            members[group] = self._resolve(group, [], None)
         memberships: dict[str, list[str]] = {name: [] for name in self.order}
         for group, names in members.items():
             for name in names:
                 memberships.setdefault(name, []).append(group)
                 self.order.setdefault(name, None)
         nodes = {}
-        group_order = list(self.group_vars)
+        depths = self._depths()
+        group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
         for name in self.order:
             merged = dict(self.global_vars)
             for group in group_order:
@@ -231,17 +236,35 @@ class _Builder:
         groups["all"] = tuple(nodes)
         return Inventory(nodes=nodes, groups=groups, source=str(self.path))
 
-    def _resolve(self, group: str, stack: list[str]) -> list[str]:
+    def _resolve(self, group: str, stack: list[str], line: int | None) -> list[str]:
+        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child."""
         if group in stack:
             raise BadInputError(f"group {group!r} contains itself through {' -> '.join([*stack, group])}",
-                                path=str(self.path), field=f"groups.{group}.children")
+                                path=str(self.path), line=line, field=self.children_field.format(stack[-1]))
         names = list(self.groups.get(group, {}))
-        for child, line in self.children.get(group, []):
+        for child, child_line in self.children.get(group, []):
             if child not in self.groups and child not in self.children:
-                raise BadInputError(f"unknown child group {child!r}", path=str(self.path), line=line,
-                                    field=f"groups.{group}.children")
-            names.extend(self._resolve(child, [*stack, group]))
+                raise BadInputError(f"unknown child group {child!r}", path=str(self.path), line=child_line,
+                                    field=self.children_field.format(group))
+            names.extend(self._resolve(child, [*stack, group], child_line))
         return list(dict.fromkeys(names))
+
+    def _depths(self) -> dict[str, int]:
+        """How deep each group sits below its outermost ancestor (0: contained in no group; no cycles here)."""
+        parents: dict[str, list[str]] = {}
+        for group, children in self.children.items():
+            for child, _ in children:
+                parents.setdefault(child, []).append(group)
+        depths: dict[str, int] = {}
+
+        def depth(group: str) -> int:
+            if group not in depths:
+                depths[group] = 1 + max((depth(parent) for parent in parents.get(group, ())), default=-1)
+            return depths[group]
+
+        for group in self.group_vars:
+            depth(group)
+        return depths
 
 
 # ---------------------------------------------------------------- jueying YAML
@@ -257,32 +280,33 @@ def _load_jueying_yaml(path: Path, doc: LocatedDict) -> Inventory:
                                 path=str(path), line=doc.line_of(key), field=key)
     b = _Builder(path)
     b.global_vars = _check_vars(doc.get("vars"), path, "vars", doc.line_of("vars"), strict=True)
-    nodes = doc.get("nodes")
-    if nodes is not None:
-        if not isinstance(nodes, LocatedDict):
-            raise BadInputError("must be a mapping of node name (or pattern) to variables",
-                                path=str(path), line=doc.line_of("nodes"), field="nodes")
-        for pattern, node_vars in nodes.items():
-            line = nodes.line_of(pattern)
-            names = expand_nodeset(pattern, path, line)
-            checked = _check_vars(node_vars, path, f"nodes.{pattern}", line, strict=True)
-            b.add_nodes(names)
-            for name in names:
-                b.node_vars.setdefault(name, {}).update(checked)
-    groups = doc.get("groups")
-    if groups is not None:
-        if not isinstance(groups, LocatedDict):
-            raise BadInputError("must be a mapping of group name to {nodes, vars, children}",
-                                path=str(path), line=doc.line_of("groups"), field="groups")
-        for group, spec in groups.items():
-            _load_group(b, path, group, spec, groups.line_of(group))
-    if not b.order and not b.groups:
+    for section in doc:  # in file order, so that nodes keep the order in which the file first names them
+        if section == "nodes" and doc["nodes"] is not None:
+            nodes = doc["nodes"]
+            if not isinstance(nodes, LocatedDict):
+                raise BadInputError("must be a mapping of node name (or pattern) to variables",
+                                    path=str(path), line=doc.line_of("nodes"), field="nodes")
+            for pattern, node_vars in nodes.items():
+                line = nodes.line_of(pattern)
+                names = expand_nodeset(pattern, path, line, "nodes")
+                checked = _check_vars(node_vars, path, f"nodes.{pattern}", line, strict=True)
+                b.add_nodes(names)
+                for name in names:
+                    b.node_vars.setdefault(name, {}).update(checked)
+        elif section == "groups" and doc["groups"] is not None:
+            groups = doc["groups"]
+            if not isinstance(groups, LocatedDict):
+                raise BadInputError("must be a mapping of group name to {nodes, vars, children}",
+                                    path=str(path), line=doc.line_of("groups"), field="groups")
+            for group, spec in groups.items():
+                _load_group(b, path, group, spec, groups.line_of(group))
+    if not b.order:
         raise BadInputError("inventory defines no nodes", path=str(path), line=doc.line)
     return b.build()
 
 
 def _load_group(b: _Builder, path: Path, group: str, spec: Any, line: int | None) -> None:
-    _check_name(group, path, line, "group name")
+    _check_name(group, path, line, "group name", "groups")
     where = f"groups.{group}"
     b.groups.setdefault(group, {})
     if spec is None:
@@ -303,7 +327,8 @@ def _load_group(b: _Builder, path: Path, group: str, spec: Any, line: int | None
                                 field=f"{where}.nodes")
         for i, pattern in enumerate(patterns):
             item_line = patterns.item_lines[i] if isinstance(patterns, LocatedList) else pattern_line
-            b.add_nodes(expand_nodeset(pattern, path, item_line), group)
+            item_field = f"{where}.nodes[{i}]" if isinstance(patterns, LocatedList) else f"{where}.nodes"
+            b.add_nodes(expand_nodeset(pattern, path, item_line, item_field), group)
     b.group_vars[group] = _check_vars(spec.get("vars"), path, f"{where}.vars", spec.line_of("vars"), strict=True)
     children = spec.get("children")
     if children is not None:
@@ -317,7 +342,7 @@ def _load_group(b: _Builder, path: Path, group: str, spec: Any, line: int | None
 # ---------------------------------------------------------------- Ansible YAML
 
 def _load_ansible_yaml(path: Path, doc: LocatedDict) -> Inventory:
-    b = _Builder(path)
+    b = _Builder(path, "{}.children")
     for group, spec in doc.items():
         _ansible_group(b, path, group, spec, doc.line_of(group))
     if not b.order:
@@ -339,7 +364,7 @@ def _ansible_group(b: _Builder, path: Path, group: str, spec: Any, line: int | N
                                 line=spec.line_of("hosts"), field=f"{group}.hosts")
         for pattern, host_vars in hosts.items():
             host_line = hosts.line_of(pattern)
-            names = expand_ansible_pattern(pattern, path, host_line)
+            names = expand_ansible_pattern(pattern, path, host_line, f"{group}.hosts")
             checked = _check_vars(host_vars, path, f"{group}.hosts.{pattern}", host_line, strict=False)
             b.add_nodes(names, group)
             for name in names:
@@ -370,20 +395,32 @@ def _parse_ini_value(text: str) -> Any:
     return text
 
 
-def _ini_pairs(tokens: list[str], path: Path, line: int) -> dict[str, Any]:
+def _ini_pairs(tokens: list[str], path: Path, line: int, field: str) -> dict[str, Any]:
     pairs: dict[str, Any] = {}
     for token in tokens:
         key, sep, value = token.partition("=")
         if not sep or not key:
-            raise BadInputError(f"expected key=value, got {token!r}", path=str(path), line=line)
+            raise BadInputError(f"expected key=value, got {token!r}", path=str(path), line=line, field=field)
         pairs[key] = _parse_ini_value(value)
     return pairs
+
+
+def _ini_var_line(line: str, path: Path, number: int, field: str) -> dict[str, Any]:
+    """A [group:vars] line, as Ansible reads it: `key = value`, spaces allowed around `=`, the value being
+    the rest of the line (quotes removed; an unquoted value ends at a ` #` comment)."""
+    key, sep, value = line.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not key or any(c.isspace() for c in key):
+        raise BadInputError(f"expected key=value, got {line!r}", path=str(path), line=number, field=field)
+    if value[:1] not in ("'", '"'):
+        value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
+    return {key: _parse_ini_value(value)}
 
 
 def _load_ansible_ini(path: Path, text: str) -> Inventory:
     import shlex
 
-    b = _Builder(path)
+    b = _Builder(path, "[{}:children]")
     section, kind = "ungrouped", "hosts"
     var_lines: list[tuple[str, dict[str, Any], int]] = []
     for number, raw_line in enumerate(text.splitlines(), start=1):
@@ -393,26 +430,28 @@ def _load_ansible_ini(path: Path, text: str) -> Inventory:
         header = re.fullmatch(r"\[([^\]:]+)(?::(vars|children))?\]", line)
         if header:
             section, kind = header.group(1), header.group(2) or "hosts"
-            _check_name(section, path, number, "group name")
+            _check_name(section, path, number, "group name", line)
             b.groups.setdefault(section, {})
             continue
         if line.startswith("["):
             raise BadInputError(f"bad section header {line!r}", path=str(path), line=number)
+        field = f"[{section}:{kind}]" if kind != "hosts" else f"[{section}]"
+        if kind == "vars":
+            var_lines.append((section, _ini_var_line(line, path, number, field), number))
+            continue
         try:
             tokens = shlex.split(line, comments=True)
         except ValueError as exc:
-            raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number) from exc
+            raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number, field=field) from exc
         if kind == "hosts":
-            names = expand_ansible_pattern(tokens[0], path, number)
-            host_vars = _check_vars(_ini_pairs(tokens[1:], path, number), path, f"[{section}] {tokens[0]}",
-                                    number, strict=False)
+            names = expand_ansible_pattern(tokens[0], path, number, field)
+            host_vars = _check_vars(_ini_pairs(tokens[1:], path, number, f"{field} {tokens[0]}"), path,
+                                    f"{field} {tokens[0]}", number, strict=False)
             b.add_nodes(names, None if section == "ungrouped" else section)
             for name in names:
                 b.node_vars.setdefault(name, {}).update(host_vars)
-        elif kind == "children":
-            b.children.setdefault(section, []).append((tokens[0], number))
         else:
-            var_lines.append((section, _ini_pairs(tokens, path, number), number))
+            b.children.setdefault(section, []).append((tokens[0], number))
     for section, pairs, number in var_lines:
         checked = _check_vars(pairs, path, f"[{section}:vars]", number, strict=False)
         if section == "all":

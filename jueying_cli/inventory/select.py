@@ -8,30 +8,50 @@ from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.model import Inventory, Node
 
 
-def _resolver(inventory: Inventory) -> object:
+def _resolver(inventory: Inventory, unknown: list[str]) -> object:
+    """A group resolver over the inventory's groups that notes, in `unknown`, every @group it lacks."""
     from ClusterShell.NodeUtils import GroupResolver, GroupSource
 
     groups = {name: ",".join(members) for name, members in inventory.groups.items()}
     groups["all"] = ",".join(inventory.nodes)
-    return GroupResolver(GroupSource("inventory", groups))
+
+    class InventoryGroups(GroupSource):  # type: ignore[misc]  # ClusterShell has no type hints
+        def resolv_map(self, group: str) -> str:
+            if group not in groups:
+                unknown.append(group)
+            return groups.get(group, "")
+
+    return GroupResolver(InventoryGroups("inventory", groups))
 
 
 def parse_nodeset(pattern: str, inventory: Inventory, what: str = "-w") -> list[str]:
-    """Expand a NodeSet expression against the inventory's groups; BadInputError if it does not parse."""
+    """Expand a NodeSet expression against the inventory's groups; BadInputError if it does not parse
+    or names a group the inventory does not have (a typo must not silently select nothing)."""
     from ClusterShell.NodeSet import NodeSet, NodeSetException
+    from ClusterShell.NodeUtils import GroupResolverError, GroupResolverSourceError
 
     if not pattern.strip():
         raise BadInputError("empty node set", field=what)
+    unknown: list[str] = []
     try:
-        return list(NodeSet(pattern, resolver=_resolver(inventory)))
-    except NodeSetException as exc:
+        names = list(NodeSet(pattern, resolver=_resolver(inventory, unknown)))
+    except GroupResolverSourceError as exc:  # @source:group with a source other than "inventory"
+        raise BadInputError(f"bad node set {pattern!r}: no group source {str(exc)!r} (write @group)",
+                            field=what) from exc
+    except (NodeSetException, GroupResolverError) as exc:
         raise BadInputError(f"bad node set {pattern!r}: {exc}", field=what) from exc
+    if unknown:
+        groups = sorted({*inventory.groups, "all"})
+        known = ", ".join(f"@{g}" for g in groups[:12]) + (f" and {len(groups) - 12} more" if len(groups) > 12 else "")
+        raise BadInputError(f"no such group: {', '.join('@' + g for g in dict.fromkeys(unknown))} "
+                            f"(the inventory has {known})", field=what)
+    return names
 
 
 def select_nodes(inventory: Inventory, include: str | None = None, exclude: str | None = None) -> list[Node]:
     """Nodes matching -w (default: all) minus -x, in inventory order. Unknown names are an error, since
     a typo in -w must never silently shrink a drain or a check."""
-    if include:
+    if include is not None:  # -w '' is an error (parse_nodeset), never "everything"
         wanted = parse_nodeset(include, inventory, "-w")
         unknown = [name for name in wanted if name not in inventory.nodes]
         if unknown:
@@ -39,7 +59,7 @@ def select_nodes(inventory: Inventory, include: str | None = None, exclude: str 
         chosen = set(wanted)
     else:
         chosen = set(inventory.nodes)
-    if exclude:
+    if exclude is not None:
         chosen -= set(parse_nodeset(exclude, inventory, "-x"))
     return [node for name, node in inventory.nodes.items() if name in chosen]
 

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from jueying_cli.models import Facts, GpuFacts
 from jueying_cli.status import NodeSummary
+from jueying_cli.store import HistoryRow
 
 GIB = 1024**3
 
@@ -101,7 +102,9 @@ def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float |
                    "LOAD", "HOST MEM GiB", "AGE"):
         table.add_column(column, no_wrap=True)
     for s in summaries:
-        gpus = str(s.gpus_present) + (f"/{s.gpus_expected}" if s.gpus_expected is not None else "")
+        gpus = "-" if s.gpus_present is None else str(s.gpus_present)
+        if s.gpus_expected is not None:
+            gpus += f"/{s.gpus_expected}"
         if s.gpus_lost:
             gpus += f" ({s.gpus_lost} lost)"
         state = Text(s.state, style=STATE_STYLE.get(s.state, ""))
@@ -118,12 +121,16 @@ def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float |
         load = "-" if s.load1 is None else f"{s.load1:.2f}"
         if s.cpu_threads:
             load += f"/{s.cpu_threads}"
+        node = s.node if s.nodes == 1 else f"{s.node} ({s.nodes})"
+        age = "-" if s.collected_at_unix is None else _age(s.collected_at_unix, now)
+        if s.stale:
+            age += " stale"
         table.add_row(
-            s.node, state, gpus, util,
+            node, state, gpus, util,
             f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}",
             hottest, power, load,
             f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
-            _age(s.collected_at_unix, now),
+            Text(age, style="yellow" if s.stale else ""),
         )
     console.print(table)
 
@@ -183,3 +190,24 @@ def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None
 
 def print_message(console: Console, message: str, style: str = "") -> None:
     console.print(Text(message, style=style))
+
+
+def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
+    table = _table(console)
+    for column in ("WHEN (UTC)", "STATUS", "GPUS", "LOST", "ECC UNCORR vol/agg", "ECC CORR vol/agg", "REMAP PENDING",
+                   "DRIVER", "CUDA", "KERNEL"):
+        table.add_column(column, no_wrap=True)
+
+    def n(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    for r in rows:
+        state = Text(r.status, style=STATE_STYLE.get(r.status, ""))
+        if r.reason:
+            state.append(f" ({r.reason})")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.collected_at))
+        table.add_row(when, state, n(r.gpus_present), n(r.gpus_lost),
+                      f"{n(r.ecc_uncorrected_volatile)}/{n(r.ecc_uncorrected_aggregate)}",
+                      f"{n(r.ecc_corrected_volatile)}/{n(r.ecc_corrected_aggregate)}",
+                      n(r.remapped_rows_pending), n(r.driver_version), n(r.cuda_driver_version), n(r.kernel))
+    console.print(table)
