@@ -6,6 +6,8 @@ may ship it to a node where jueying is not installed.
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from typing import Any, Dict, List
 
@@ -29,6 +31,13 @@ def collect(gpus: bool = True) -> Dict[str, Any]:
         "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "collected_at_unix": round(started, 3),
         "probe_duration_s": round(time.time() - started, 4),
+        "probe": {
+            # Which interpreter ran the probe, and over which SSH connection ("ip port local_port"): a
+            # reused connection keeps its client port across `status --watch` refreshes.
+            "python_version": platform.python_version(),
+            "pid": os.getpid(),
+            "ssh_client": os.environ.get("SSH_CLIENT"),
+        },
         "host": host,
         "nvml": nvml,
         "gpus": gpu_list,
