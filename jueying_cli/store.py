@@ -40,6 +40,14 @@ CREATE INDEX IF NOT EXISTS facts_history_node_time ON facts_history (node, colle
 """
 
 
+def retention_days_from_env() -> float:
+    text = os.environ.get("JUEYING_HISTORY_DAYS", "")
+    try:
+        return float(text) if text else DEFAULT_RETENTION_DAYS
+    except ValueError:
+        return DEFAULT_RETENTION_DAYS
+
+
 def default_path() -> Path:
     """$JUEYING_STATE_DB, else $XDG_STATE_HOME/jueying/state.db (~/.local/state/...)."""
     explicit = os.environ.get("JUEYING_STATE_DB")
@@ -102,8 +110,11 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
-    def record_history(self, rows: Iterable[HistoryRow], retention_days: float = DEFAULT_RETENTION_DAYS) -> int:
-        """Append one collection (all nodes, one transaction) and drop rows older than the retention."""
+    def record_history(self, rows: Iterable[HistoryRow], retention_days: float | None = None) -> int:
+        """Append one collection (all nodes, one transaction) and drop rows older than the retention
+        (days; default $JUEYING_HISTORY_DAYS or 30; 0 keeps everything)."""
+        if retention_days is None:
+            retention_days = retention_days_from_env()
         values = [tuple(getattr(r, c) for c in _COLUMNS) for r in rows]
         with self.transaction() as db:
             db.executemany(_INSERT, values)
