@@ -49,19 +49,22 @@ def parse_nodeset(pattern: str, inventory: Inventory, what: str = "-w") -> list[
 
 
 def select_nodes(inventory: Inventory, include: str | None = None, exclude: str | None = None) -> list[Node]:
-    """Nodes matching -w (default: all) minus -x, in inventory order. Unknown names are an error, since
-    a typo in -w must never silently shrink a drain or a check."""
+    """Nodes matching -w (default: all) minus -x, in inventory order. Unknown names are an error in both,
+    since a typo must never silently shrink (-w) or widen (-x) a drain or a check."""
     if include is not None:  # -w '' is an error (parse_nodeset), never "everything"
-        wanted = parse_nodeset(include, inventory, "-w")
-        unknown = [name for name in wanted if name not in inventory.nodes]
-        if unknown:
-            raise BadInputError(f"not in the inventory: {fold(unknown)}", field="-w")
-        chosen = set(wanted)
+        chosen = set(_known(parse_nodeset(include, inventory, "-w"), inventory, "-w"))
     else:
         chosen = set(inventory.nodes)
     if exclude is not None:
-        chosen -= set(parse_nodeset(exclude, inventory, "-x"))
+        chosen -= set(_known(parse_nodeset(exclude, inventory, "-x"), inventory, "-x"))
     return [node for name, node in inventory.nodes.items() if name in chosen]
+
+
+def _known(names: list[str], inventory: Inventory, what: str) -> list[str]:
+    unknown = [name for name in names if name not in inventory.nodes]
+    if unknown:
+        raise BadInputError(f"not in the inventory: {fold(unknown)}", field=what)
+    return names
 
 
 def fold(names: Iterable[str]) -> str:
