@@ -23,8 +23,8 @@ from jueying_cli.models import Facts
 from jueying_cli.transport.base import FAILED, OK, Command, Outcome, Transport
 
 DEFAULT_PROBE_TIMEOUT_S = 30.0
-_PROBE_MODULES = ("jueying_cli", "jueying_cli.probe", "jueying_cli.probe.host", "jueying_cli.probe.nvml",
-                  "jueying_cli.probe.__main__")
+_PROBE_MODULES = ("jueying_cli", "jueying_cli.probe", "jueying_cli.probe.host", "jueying_cli.probe.kernel",
+                  "jueying_cli.probe.nvml", "jueying_cli.probe.__main__")
 # Exit code the bootstrap uses when the node cannot run the probe at all.
 NO_PYTHON_RC = 127
 

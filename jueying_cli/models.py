@@ -193,6 +193,94 @@ class HostFacts:
     memory_total_bytes: int | None
     memory_used_bytes: int | None
     uptime_s: float | None
+    load5: float | None = None
+    load15: float | None = None
+    memory_available_bytes: int | None = None
+    filesystems: tuple[Filesystem, ...] = ()
+    time_sync: TimeSync | None = None
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    mountpoint: str
+    fstype: str | None
+    total_bytes: int | None
+    free_bytes: int | None
+    used_pct: float | None
+
+
+@dataclass(frozen=True)
+class TimeSync:
+    """`source` is chrony, timedatectl or None (nothing to ask); offset_s > 0 means the clock is fast."""
+
+    source: str | None
+    synchronized: bool | None
+    offset_s: float | None
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    time_unix: float | None
+    pci_bus_id: str | None
+    xid: int
+    pid: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    """`status` ok or unavailable; xid_events is None when the log could not be read (never "no XIDs")."""
+
+    status: str
+    source: str | None
+    message: str | None
+    xid_events: tuple[XidEvent, ...] | None
+
+
+def _filesystems(host: Mapping[str, Any]) -> tuple[Filesystem, ...]:
+    items = host.get("filesystems") or []
+    if not isinstance(items, list) or not all(isinstance(f, Mapping) for f in items):
+        raise FactsError("facts document: host.filesystems must be a list of objects")
+    return tuple(Filesystem(mountpoint=_typed(f, "mountpoint", _STR, f"host.filesystems[{i}].", required=True),
+                            fstype=_typed(f, "fstype", _STR, f"host.filesystems[{i}]."),
+                            total_bytes=_typed(f, "total_bytes", _INT, f"host.filesystems[{i}]."),
+                            free_bytes=_typed(f, "free_bytes", _INT, f"host.filesystems[{i}]."),
+                            used_pct=_typed(f, "used_pct", _NUM, f"host.filesystems[{i}]."))
+                 for i, f in enumerate(items))
+
+
+def _time_sync(host: Mapping[str, Any]) -> TimeSync | None:
+    sync = host.get("time_sync")
+    if sync is None:
+        return None
+    if not isinstance(sync, Mapping):
+        raise FactsError("facts document: host.time_sync must be an object")
+    return TimeSync(source=_typed(sync, "source", _STR, "host.time_sync."),
+                    synchronized=_typed(sync, "synchronized", _BOOL, "host.time_sync."),
+                    offset_s=_typed(sync, "offset_s", _NUM, "host.time_sync."))
+
+
+def _kernel_log(doc: Mapping[str, Any]) -> KernelLog | None:
+    log = doc.get("kernel_log")
+    if log is None:
+        return None
+    if not isinstance(log, Mapping):
+        raise FactsError("facts document: kernel_log must be an object")
+    events = log.get("xid_events")
+    if events is not None and not (isinstance(events, list) and all(isinstance(e, Mapping) for e in events)):
+        raise FactsError("facts document: kernel_log.xid_events must be a list of objects")
+    return KernelLog(
+        status=_typed(log, "status", _STR, "kernel_log.", required=True),
+        source=_typed(log, "source", _STR, "kernel_log."),
+        message=_typed(log, "message", _STR, "kernel_log."),
+        xid_events=None if events is None else tuple(
+            XidEvent(time_unix=_typed(e, "time_unix", _NUM, f"kernel_log.xid_events[{i}]."),
+                     pci_bus_id=_typed(e, "pci_bus_id", _STR, f"kernel_log.xid_events[{i}]."),
+                     xid=_typed(e, "xid", _INT, f"kernel_log.xid_events[{i}].", required=True),
+                     pid=_typed(e, "pid", _INT, f"kernel_log.xid_events[{i}]."),
+                     text=_typed(e, "text", _STR, f"kernel_log.xid_events[{i}].") or "")
+            for i, e in enumerate(events)),
+    )
 
 
 @dataclass(frozen=True)
@@ -213,6 +301,7 @@ class Facts:
     gpus: tuple[GpuFacts, ...]
     errors: tuple[FactError, ...]
     document: Mapping[str, Any]
+    kernel_log: KernelLog | None = None
 
     @classmethod
     def from_document(cls, doc: Any) -> Facts:
@@ -247,6 +336,11 @@ class Facts:
                 memory_total_bytes=_typed(memory, "total_bytes", _INT, "host.memory."),
                 memory_used_bytes=_typed(memory, "used_bytes", _INT, "host.memory."),
                 uptime_s=_typed(host, "uptime_s", _NUM, "host."),
+                load5=_typed(load, "load5", _NUM, "host.load."),
+                load15=_typed(load, "load15", _NUM, "host.load."),
+                memory_available_bytes=_typed(memory, "available_bytes", _INT, "host.memory."),
+                filesystems=_filesystems(host),
+                time_sync=_time_sync(host),
             ),
             nvml=NvmlFacts(
                 status=_typed(nvml, "status", _STR, "nvml.", required=True),
@@ -263,6 +357,7 @@ class Facts:
                           message=str(e.get("message", "")))
                 for e in errors),
             document=doc,
+            kernel_log=_kernel_log(doc),
         )
 
     def errors_for(self, gpu: int) -> tuple[FactError, ...]:

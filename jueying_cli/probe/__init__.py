@@ -17,11 +17,13 @@ FACTS_SCHEMA = 1
 def collect(gpus: bool = True) -> Dict[str, Any]:
     """One facts document for this machine (see DESIGN.md: schema 1, units in key names)."""
     from jueying_cli.probe.host import collect_host
+    from jueying_cli.probe.kernel import collect_time_sync, collect_xids
     from jueying_cli.probe.nvml import collect_gpus
 
     started = time.time()
     errors: List[Dict[str, Any]] = []
     host = collect_host(errors)
+    host["time_sync"] = collect_time_sync()
     if gpus:
         nvml, gpu_list = collect_gpus(errors)
     else:
@@ -41,5 +43,6 @@ def collect(gpus: bool = True) -> Dict[str, Any]:
         "host": host,
         "nvml": nvml,
         "gpus": gpu_list,
+        "kernel_log": collect_xids(),
         "errors": errors,
     }
