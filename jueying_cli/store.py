@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS facts_history (
     kernel TEXT
 );
 CREATE INDEX IF NOT EXISTS facts_history_node_time ON facts_history (node, collected_at);
+CREATE TABLE IF NOT EXISTS check_state (
+    node TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    gpu INTEGER NOT NULL,                -- -1 when the finding is not about one GPU
+    code TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    consecutive INTEGER NOT NULL,        -- runs in a row this finding was seen at this level
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (node, check_name, gpu, code)
+)
 """
 
 
@@ -122,6 +133,34 @@ class Store:
                 db.execute("DELETE FROM facts_history WHERE collected_at < ?",
                            (time.time() - retention_days * 86400,))
         return len(values)
+
+    def track_findings(self, nodes: Iterable[str], findings: Iterable[tuple[str, str, int, str, int]],
+                       now: float) -> dict[tuple[str, str, int, str], int]:
+        """Flap control: record this run's non-OK findings (node, check, gpu, code, level) for `nodes` and
+        return how many consecutive runs each has held. Findings of these nodes not seen now are forgotten,
+        so a result must hold without a break to count; other nodes' state is left alone."""
+        current = {(n, c, g, code): level for n, c, g, code, level in findings}
+        counts: dict[tuple[str, str, int, str], int] = {}
+        with self.transaction() as db:
+            for node in set(nodes):
+                rows = db.execute("SELECT check_name, gpu, code, level, consecutive FROM check_state WHERE node = ?",
+                                  (node,)).fetchall()
+                previous = {(node, c, g, code): (level, n) for c, g, code, level, n in rows}
+                for key in previous.keys() - current.keys():
+                    db.execute("DELETE FROM check_state WHERE node = ? AND check_name = ? AND gpu = ? AND code = ?",
+                               key)
+            for key, level in current.items():
+                row = db.execute("SELECT level, consecutive FROM check_state WHERE node = ? AND check_name = ? "
+                                 "AND gpu = ? AND code = ?", key).fetchone()
+                count = row[1] + 1 if row is not None and row[0] == level else 1
+                db.execute("INSERT INTO check_state (node, check_name, gpu, code, level, consecutive, first_seen, "
+                           "last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, check_name, gpu, code) DO "
+                           "UPDATE SET level = excluded.level, consecutive = excluded.consecutive, "
+                           "last_seen = excluded.last_seen, first_seen = CASE WHEN excluded.consecutive = 1 "
+                           "THEN excluded.first_seen ELSE check_state.first_seen END",
+                           (*key, level, count, now, now))
+                counts[key] = count
+        return counts
 
     def history(self, node: str, limit: int = 1000) -> list[HistoryRow]:
         """A node's rows, oldest first (the newest `limit`)."""

@@ -41,9 +41,10 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import run, status
+    from jueying_cli.cli import check, run, status
 
     status.register(app)
+    check.register(app)
     run.register(app)
 
 

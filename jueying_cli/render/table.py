@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import IO
+from typing import IO, Any
 
 from rich import box
 from rich.console import Console
@@ -210,4 +210,21 @@ def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
                       f"{n(r.ecc_uncorrected_volatile)}/{n(r.ecc_uncorrected_aggregate)}",
                       f"{n(r.ecc_corrected_volatile)}/{n(r.ecc_corrected_aggregate)}",
                       n(r.remapped_rows_pending), n(r.driver_version), n(r.cuda_driver_version), n(r.kernel))
+    console.print(table)
+
+
+LEVEL_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
+
+
+def print_check_results(rows: Sequence[tuple[Any, bool, int, int]], console: Console) -> None:
+    """(result, confirmed, consecutive runs, runs needed): confirmed problems, then pending ones."""
+    table = _table(console)
+    for column in ("NODE", "CHECK", "GPU", "LEVEL", "ACTION", "MESSAGE"):
+        table.add_column(column, no_wrap=column != "MESSAGE")
+    for result, confirmed, consecutive, needed in rows:
+        level = Text(result.level.name, style=LEVEL_STYLE.get(result.level.name, ""))
+        if not confirmed:
+            level = Text(f"pending {result.level.name} ({consecutive}/{needed})", style="dim")
+        table.add_row(result.node, result.check, "-" if result.gpu is None else str(result.gpu), level,
+                      str(result.action), result.message)
     console.print(table)

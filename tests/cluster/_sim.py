@@ -287,6 +287,8 @@ class SimNode:
         self.port = SSH_PORT
         self.dir = cluster.base_dir / "nodes" / name
         self.state_path = self.dir / "gpu.state"
+        # The node's kernel log as the probe reads it (JUEYING_PROBE_KERNEL_LOG): tests append XID lines.
+        self.kernel_log_path = self.dir / "kmsg"
         self.sshd_config_path = self.dir / "sshd_config"
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
         self.log_path = self.dir / "sshd.log"
@@ -460,6 +462,18 @@ class SimNode:
         self.cluster._set_trusted(self.name, _public_key(self.host_key_path))
 
     # ---- simulated GPUs
+
+    def add_kernel_log(self, *messages: str, at: float | None = None) -> None:
+        """Append kernel messages (e.g. "NVRM: Xid (PCI:0000:18:00): 79, pid=1, GPU has fallen off the bus.")
+        stamped with `at` (unix time, default now) in `dmesg --time-format iso` form."""
+        when = time.time() if at is None else at
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f",{int(when % 1 * 1e6):06d}+00:00"
+        with self.kernel_log_path.open("a", encoding="utf-8") as fh:
+            for message in messages:
+                fh.write(f"{stamp} {message}\n")
+
+    def clear_kernel_log(self) -> None:
+        self.kernel_log_path.write_text("")
 
     def read_gpu_state(self) -> dict[str, str]:
         return read_gpu_state_file(self.state_path) if self.state_path.exists() else {}
@@ -642,6 +656,7 @@ class SimCluster:
             "SHLVL": "1",
             "PATH": f"{os.path.dirname(sys.executable)}:{SSHD_DEFAULT_PATH}",
             "JUEYING_NVMLSIM_STATE": str(node.state_path),
+            "JUEYING_PROBE_KERNEL_LOG": str(node.kernel_log_path),
         }
         if self.gpu_lib_dir is not None:
             env["LD_LIBRARY_PATH"] = str(self.gpu_lib_dir)
@@ -734,6 +749,7 @@ class SimCluster:
             self._trusted[node.name] = _public_key(node.host_key_path)
             _atomic_write(node.sshd_config_path, self._sshd_config(node))
             write_state(node.state_path, gpu_state)
+            node.kernel_log_path.write_text("")  # a quiet kernel: no XIDs until a test adds some
             node.log_path.write_bytes(b"")
         self._write_known_hosts()
         _atomic_write(self.ssh_config_path, self._ssh_config())

@@ -1,0 +1,127 @@
+"""The vocabulary of health checks: levels (Nagios codes), actions (NVIDIA XID catalog / DCGM), results.
+
+Everything here is plain data: a check is a pure function from facts to a list of CheckResult.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, Literal
+
+from jueying_cli.inventory.model import Node
+from jueying_cli.models import Facts
+
+
+class Level(IntEnum):
+    """Nagios plugin codes, which are also `jueying check`'s exit codes."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+# UNKNOWN ranks between OK and WARNING (as in Meta's GCM): "could not tell" must never hide a real
+# warning, and never outrank one either.
+_SEVERITY = {Level.OK: 0, Level.UNKNOWN: 1, Level.WARNING: 2, Level.CRITICAL: 3}
+
+
+def severity(level: Level) -> int:
+    """Sort key: CRITICAL > WARNING > UNKNOWN > OK."""
+    return _SEVERITY[level]
+
+
+def worst(levels: Iterable[Level]) -> Level:
+    """The most severe level (CRITICAL > WARNING > UNKNOWN > OK); OK for none at all."""
+    return max(levels, key=severity, default=Level.OK)
+
+
+class Action(StrEnum):
+    """What an operator (or automation) should do, in the XID catalog's / DCGM's terms.
+
+    reset_gpu always means "drain, then reset": nothing may run on a GPU while it is reset.
+    """
+
+    NONE = "none"
+    DRAIN = "drain"
+    RESET_GPU = "reset_gpu"
+    REBOOT = "reboot"
+    RMA = "rma"
+
+
+_ACTION_ORDER = (Action.NONE, Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action.RMA)
+
+
+def strongest_action(actions: Iterable[Action]) -> Action:
+    """The most disruptive action (rma > reboot > reset_gpu > drain > none); none for no actions."""
+    return max(actions, key=_ACTION_ORDER.index, default=Action.NONE)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One finding of one check on one node (and GPU); `code` is stable across runs for flap control."""
+
+    node: str
+    check: str
+    level: Level
+    message: str
+    gpu: int | None = None
+    action: Action = Action.NONE
+    code: str = ""
+    value: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a check sees of one node: its inventory entry, its facts, this check's params, the time."""
+
+    node: Node
+    facts: Facts
+    params: Mapping[str, Any]
+    now: float  # unix seconds, the reference for "within the last N hours"
+
+    def result(self, check: str, level: Level, message: str, *, gpu: int | None = None,
+               action: Action = Action.NONE, code: str = "", value: float | None = None,
+               threshold: float | None = None) -> CheckResult:
+        """A CheckResult for this node."""
+        return CheckResult(node=self.node.name, check=check, level=level, message=message, gpu=gpu,
+                           action=action, code=code, value=value, threshold=threshold)
+
+
+NodeCheck = Callable[[NodeContext], list[CheckResult]]
+FleetCheck = Callable[[Sequence[NodeContext]], list[CheckResult]]
+Scope = Literal["node", "fleet"]
+ParamKind = Literal["bool", "int", "float", "int_list", "str_list", "level"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a check: default, type, bounds; `doc` is shown in errors and the README."""
+
+    default: Any
+    kind: ParamKind
+    doc: str
+    nullable: bool = False  # null switches the rule off
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """A registered check. `function` takes a NodeContext (scope node) or a sequence of them (fleet)."""
+
+    name: str
+    scope: Scope
+    function: Callable[..., list[CheckResult]]
+    params: Mapping[str, Param]  # every parameter, `enabled` and `confirm_runs` included
+    description: str
+    action: Action  # the action of its most severe finding
+    reads: str = ""  # the facts it reads, for the README table
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """{param: default} for every parameter."""
+        return {name: param.default for name, param in self.params.items()}
