@@ -37,18 +37,19 @@ def _no_data(ctx: NodeContext, check: str, gpu: GpuFacts, what: str, field: str)
 
 
 def no_gpus_result(ctx: NodeContext, check: str) -> CheckResult:
-    """The result of a GPU check on a node with no readable GPU: OK if none are expected, else UNKNOWN."""
+    """The result of a GPU check on a node with no readable GPU. The nvml check is the one that reports why
+    (CRITICAL, or UNKNOWN); the others say they were skipped, so one cause is not counted nine times."""
     facts = ctx.facts
     lost = [g.index for g in facts.gpus if g.lost]
     if lost:
-        return ctx.result(check, Level.UNKNOWN, f"every GPU is lost ({_indexes(lost)}): see the nvml check",
-                          code="NO_DATA")
+        return ctx.result(check, Level.OK, f"skipped: every GPU is lost ({_indexes(lost)}), see the nvml check",
+                          code="SKIPPED")
     if facts.nvml.status == "ok":
         return ctx.result(check, Level.OK, "no GPUs on this node", code="NO_GPUS")
     if ctx.node.expected_gpus == 0:
         return ctx.result(check, Level.OK, "no GPUs expected on this node (expected_gpus: 0)", code="NO_GPUS")
-    return ctx.result(check, Level.UNKNOWN, f"no GPU facts: NVML status {facts.nvml.status} (see the nvml check)",
-                      code="NO_DATA")
+    return ctx.result(check, Level.OK, f"skipped: no GPU facts (NVML {facts.nvml.status}), see the nvml check",
+                      code="SKIPPED")
 
 
 def _indexes(indexes: Iterable[int]) -> str:

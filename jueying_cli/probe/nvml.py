@@ -7,7 +7,6 @@ entry lands in the errors list, so one unsupported field or one lost GPU never c
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Errors = List[Dict[str, Any]]
@@ -327,8 +326,7 @@ def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
         nvml["status"] = _INIT_STATUS.get(name, "error")
         nvml["message"] = "nvmlInit failed: %s (%s)" % (_message(exc), name)
         if name == "LIBRARY_NOT_FOUND":
-            nvml["message"] = ("NVML library libnvidia-ml.so.1 not found: no NVIDIA driver installed "
-                               "(LD_LIBRARY_PATH=%s)" % os.environ.get("LD_LIBRARY_PATH", ""))
+            nvml["message"] = "libnvidia-ml.so.1 not found (no NVIDIA driver installed?)"
         return nvml, []
     try:
         r = _Reader(pynvml, errors)

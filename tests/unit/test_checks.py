@@ -677,3 +677,14 @@ def test_downtrained_link_with_unreadable_utilization_is_unknown() -> None:
     doc["gpus"][0]["pcie"]["width_current"] = 8
     result = only(run(doc, "pcie_link"))
     assert (result.level, result.gpu) == (Level.UNKNOWN, 0) and "cannot tell" in result.message
+
+
+@pytest.mark.parametrize("status", ["driver_not_loaded", "library_not_found"])
+def test_without_nvml_only_the_nvml_check_speaks(status: str) -> None:
+    doc = healthy()
+    doc["nvml"] = {"status": status, "message": f"nvmlInit failed ({status.upper()})", "driver_version": None,
+                   "cuda_driver_version": None, "nvml_version": None, "gpu_count": None}
+    doc["gpus"] = []
+    problems = not_ok(run(doc, node=Node("gpu001", {"expected_gpus": 8})))
+    assert {p.check for p in problems} <= {"nvml", "gpu_count"}
+    assert any(p.check == "nvml" and p.level == Level.CRITICAL for p in problems)
