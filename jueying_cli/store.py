@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RETENTION_DAYS = 30.0
 BUSY_TIMEOUT_MS = 30_000
@@ -47,6 +48,33 @@ CREATE TABLE IF NOT EXISTS check_state (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     PRIMARY KEY (node, check_name, gpu, code)
+);
+CREATE TABLE IF NOT EXISTS node_clean (       -- consecutive `jueying check` runs with nothing but OK
+    node TEXT PRIMARY KEY,
+    clean_runs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (           -- the builtin scheduler's drain state
+    node TEXT PRIMARY KEY,
+    drained INTEGER NOT NULL,
+    reason TEXT,
+    user TEXT,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (            -- append-only: every state change jueying made or tried
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,                     -- drain, resume, update_reason, failover...
+    node TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    reason TEXT,
+    before_state TEXT,
+    before_reason TEXT,
+    after_state TEXT,
+    after_reason TEXT,
+    result TEXT NOT NULL,                     -- pending (written before acting), done, failed, not_done
+    message TEXT,
+    run_id TEXT
 )
 """
 
@@ -89,6 +117,28 @@ class HistoryRow:
 _COLUMNS = ("node", "collected_at", "status", "reason", "gpus_present", "gpus_lost", "ecc_uncorrected_volatile",
             "ecc_corrected_volatile", "ecc_uncorrected_aggregate", "ecc_corrected_aggregate",
             "remapped_rows_pending", "driver_version", "cuda_driver_version", "kernel")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float
+    actor: str
+    action: str
+    node: str
+    backend: str
+    reason: str | None = None
+    before_state: str | None = None
+    before_reason: str | None = None
+    after_state: str | None = None
+    after_reason: str | None = None
+    result: str = "pending"
+    message: str | None = None
+    run_id: str | None = None
+    id: int | None = None
+
+
+_AUDIT_COLUMNS = ("at", "actor", "action", "node", "backend", "reason", "before_state", "before_reason",
+                  "after_state", "after_reason", "result", "message", "run_id", "id")
 
 
 # Built from the constant column list above; every value is bound with "?".
@@ -161,6 +211,76 @@ class Store:
                            (*key, level, count, now, now))
                 counts[key] = count
         return counts
+
+    def track_clean(self, clean: Mapping[str, bool]) -> dict[str, int]:
+        """Count consecutive all-OK check runs per node (a run with any finding resets it to 0)."""
+        counts = {}
+        with self.transaction() as db:
+            for node, ok in clean.items():
+                row = db.execute("SELECT clean_runs FROM node_clean WHERE node = ?", (node,)).fetchone()
+                count = (row[0] + 1 if row else 1) if ok else 0
+                db.execute("INSERT INTO node_clean (node, clean_runs) VALUES (?, ?) ON CONFLICT (node) "
+                           "DO UPDATE SET clean_runs = excluded.clean_runs", (node, count))
+                counts[node] = count
+        return counts
+
+    # ---------------------------------------------------------------- builtin drain ledger
+
+    def ledger(self, nodes: Iterable[str]) -> dict[str, dict[str, Any]]:
+        wanted = list(nodes)
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)  # placeholders only; the names are bound
+            query = f"SELECT node, drained, reason, user, since FROM ledger WHERE node IN ({marks})"  # noqa: S608
+            rows = self._db.execute(query, chunk).fetchall()
+            for node, drained, reason, user, since in rows:
+                found[node] = {"drained": bool(drained), "reason": reason, "user": user, "since": since}
+        return found
+
+    def set_ledger(self, nodes: Iterable[str], *, drained: bool, reason: str | None, user: str | None,
+                   now: float) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT INTO ledger (node, drained, reason, user, since) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT (node) DO UPDATE SET drained = excluded.drained, reason = excluded.reason, "
+                           "user = excluded.user, since = excluded.since",
+                           [(n, int(drained), reason, user, now) for n in nodes])
+
+    # ---------------------------------------------------------------- audit log
+
+    def audit_intent(self, entries: Iterable[AuditEntry]) -> list[int]:
+        """Write entries as `pending` before acting, so a crash mid-action leaves a trace to reconcile."""
+        ids = []
+        with self.transaction() as db:
+            for e in entries:
+                cur = db.execute(
+                    "INSERT INTO audit (at, actor, action, node, backend, reason, before_state, before_reason, "
+                    "after_state, after_reason, result, message, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "'pending', ?, ?)",
+                    (e.at, e.actor, e.action, e.node, e.backend, e.reason, e.before_state, e.before_reason,
+                     e.after_state, e.after_reason, e.message, e.run_id))
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def audit_finish(self, outcomes: Iterable[tuple[int, str, str | None, str | None, str | None]]) -> None:
+        """(id, result, after_state, after_reason, message) for entries written by audit_intent."""
+        with self.transaction() as db:
+            db.executemany("UPDATE audit SET result = ?, after_state = ?, after_reason = ?, "
+                           "message = COALESCE(?, message) WHERE id = ? AND result = 'pending'",
+                           [(result, state, reason, message, entry_id)
+                            for entry_id, result, state, reason, message in outcomes])
+
+    def audit_pending(self) -> list[AuditEntry]:
+        rows = self._db.execute(f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit WHERE result = 'pending' "  # noqa: S608
+                                "ORDER BY id").fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+    def audit_log(self, node: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest `limit` entries (for one node, or all), oldest first."""
+        where, params = ("WHERE node = ?", [node]) if node else ("", [])
+        rows = self._db.execute(f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit {where} "  # noqa: S608
+                                "ORDER BY id DESC LIMIT ?", [*params, limit]).fetchall()
+        return [AuditEntry(*row) for row in reversed(rows)]
 
     def history(self, node: str, limit: int = 1000) -> list[HistoryRow]:
         """A node's rows, oldest first (the newest `limit`)."""

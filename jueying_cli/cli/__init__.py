@@ -41,10 +41,11 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import check, run, status
+    from jueying_cli.cli import check, drain, run, status
 
     status.register(app)
     check.register(app)
+    drain.register(app)
     run.register(app)
 
 

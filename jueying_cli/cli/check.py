@@ -46,6 +46,12 @@ def check(
                                     "jueying check to finish before giving up (UNKNOWN)."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, help="Seconds the probe may run on each node."),
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
+    drain: bool = typer.Option(False, "--drain", help="Drain nodes whose confirmed CRITICAL results recommend it "
+                               "(drain, reset_gpu, reboot, rma), within max_unavailable (never forced)."),
+    resume: bool = typer.Option(False, "--resume", help="Resume nodes this automation drained once they pass "
+                                "--resume-after consecutive clean runs."),
+    resume_after: int = typer.Option(3, "--resume-after", min=1, help="Clean runs (every check OK) before --resume "
+                                      "puts a node back."),
     inventory_: str | None = common.InventoryOpt,
     nodes_: str | None = common.NodesOpt,
     exclude: str | None = common.ExcludeOpt,
@@ -84,10 +90,17 @@ def check(
         started = time.monotonic()
         findings, results = _run(opts, selected, inventory, config, timeout, unreachable, history_)
         exit_level = _exit_level(findings)
+        actions: list[dict[str, Any]] = []
+        if drain or resume:
+            from jueying_cli.cli.automation import automate
+
+            actions = automate(opts, inventory, selected, findings, results, drain=drain, resume=resume,
+                               resume_after=resume_after)
         duration = time.monotonic() - started
         if prometheus is not None:
             _write_prometheus(prometheus, findings, results, exit_level, duration)
-        _render(findings, results, exit_level, verbose=verbose, quiet=quiet, json_output=json_output)
+        _render(findings, results, exit_level, verbose=verbose, quiet=quiet, json_output=json_output,
+                actions=actions)
     raise typer.Exit(int(exit_level))
 
 
@@ -177,7 +190,7 @@ def _say_unknown(message: str, json_output: bool) -> None:
 
 
 def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, verbose: bool, quiet: bool,
-            json_output: bool) -> None:
+            json_output: bool, actions: list[dict[str, Any]]) -> None:
     from jueying_cli.checks import Level
 
     confirmed = [f for f in findings if f.result.level != Level.OK and f.confirmed]
@@ -199,7 +212,8 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
                 for f in findings if verbose or f.result.level != Level.OK]
         data = {"exit_level": exit_level.name, "exit_code": int(exit_level), "summary": {**counts,
                 "pending": len(pending), "nodes_total": nodes_total, "nodes_with_problems": problem_nodes},
-                "nodes": {n: level.name for n, level in _node_levels(findings).items()}, "results": rows}
+                "nodes": {n: level.name for n, level in _node_levels(findings).items()}, "results": rows,
+                "actions": actions}
         missing = [r for r in results if r.facts is None]
         print(dumps(envelope("check", data, status="ok" if not missing else "partial",
                              errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
@@ -210,6 +224,8 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
             r = f.result
             gpu = f" gpu{r.gpu}" if r.gpu is not None else ""
             print(f"{r.node}{gpu} {r.check} {r.level.name}: {r.message} (action: {r.action})")
+        for a in actions:
+            print(f"{a['node']} {a['action']}: {a['result']}: {a['note']}")
         return
     from jueying_cli.render.table import make_console, print_check_results, print_message
 
@@ -218,6 +234,8 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
     if shown:
         print_check_results([(f.result, f.confirmed, f.consecutive, f.confirm_runs) for f in _ordered(shown)],
                             console)
+    for a in actions:
+        print_message(console, f"{a['node']} {a['action']}: {a['result']}: {a['note']}")
     print_message(console, headline)
 
 

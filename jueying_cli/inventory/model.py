@@ -20,7 +20,10 @@ KNOWN_VARS: Mapping[str, tuple[type, ...]] = {
     "expected_gpus": (int,),
     "gpu_model": (str,),
     "spare_pool": (str,),
-    "scheduler": (str,),
+    "scheduler": (str,),  # slurm or builtin (default): who drains and resumes this node
+    "slurm_controller": (str,),  # run scontrol on this inventory node over SSH (default: on this machine)
+    "max_unavailable": (int,),  # cluster-wide cap on drained/down nodes (count)
+    "max_unavailable_pct": (int, float),  # the same as a percentage (default 10)
     "local": (bool,),  # run on this machine without SSH
 }
 

@@ -657,6 +657,8 @@ class SimCluster:
             "PATH": f"{os.path.dirname(sys.executable)}:{SSHD_DEFAULT_PATH}",
             "JUEYING_NVMLSIM_STATE": str(node.state_path),
             "JUEYING_PROBE_KERNEL_LOG": str(node.kernel_log_path),
+            # where the builtin scheduler marks the node drained (/var/lib/jueying on a real node)
+            "JUEYING_NODE_STATE_DIR": str(node.dir),
         }
         if self.gpu_lib_dir is not None:
             env["LD_LIBRARY_PATH"] = str(self.gpu_lib_dir)

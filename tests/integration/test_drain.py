@@ -1,0 +1,283 @@
+"""drain / resume / log and check --drain/--resume, against a real Slurm and against the builtin ledger.
+
+The Slurm nodes (slurmd -N node01..node06) and the simulated sshd nodes share names, so one inventory
+drives both: the facts come over SSH from the sshd nodes, drains go to slurmctld.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import SimCluster
+from tests.conftest import REPO, Result, run_jueying
+from tests.nvmlsim import default_state
+from tests.slurm import SlurmCluster
+
+NAMES = [f"node{i:02d}" for i in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
+    with SimCluster(tmp_path_factory.mktemp("drain-sim"), len(NAMES), prefix="node", first_octets=(127, 66),
+                    gpu_lib_dir=nvml_lib) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    with SlurmCluster(tmp_path_factory.mktemp("drain-slurm"), NAMES) as cluster:
+        yield cluster
+
+
+def _inventory(sim: SimCluster, path: Path, backend: str, extra_vars: str = "") -> Path:
+    lines = ["vars:", "  ssh_user: root", f"  scheduler: {backend}", "  max_unavailable: 3", extra_vars,
+             "groups:", "  gpu:", '    nodes: "node[01-06]"', "    vars: {expected_gpus: 8}", "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
+    path.write_text("\n".join(line for line in lines if line) + "\n")
+    return path
+
+
+@pytest.fixture(params=["slurm", "builtin"])
+def env(request: pytest.FixtureRequest, sim: SimCluster, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Everything a jueying process needs for one backend, with a fresh state DB; restores the cluster."""
+    backend = request.param
+    variables = {**sim.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+                 "JUEYING_INVENTORY": str(_inventory(sim, tmp_path / "inventory.yaml", backend)),
+                 "JUEYING_BACKEND": backend}
+    slurm_cluster = None
+    if backend == "slurm":
+        slurm_cluster = request.getfixturevalue("slurm")
+        variables.update(slurm_cluster.env)
+    yield variables
+    for node in sim.nodes:
+        node.write_gpu_state(default_state())
+        node.clear_kernel_log()
+        marker = node.dir / "drained"
+        if marker.exists():
+            marker.unlink()
+    if slurm_cluster is not None:
+        slurm_cluster.cancel_all()
+        for name in NAMES:  # resuming a node that is not drained is an error in Slurm: ignore those
+            slurm_cluster.run("scontrol", "update", f"NodeName={name}", "State=RESUME", check=False)
+        slurm_cluster.wait_nodes("idle", timeout_s=30)
+
+
+def jy(env: dict[str, str], *args: str, timeout: float = 120) -> Result:
+    return run_jueying(list(args), env, timeout=timeout)
+
+
+def drained_reason(env: dict[str, str], node: str) -> str | None:
+    """What the backend itself says, not what jueying printed."""
+    if env["JUEYING_BACKEND"] == "slurm":
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True).stdout
+        if "DRAIN" not in out.split("State=")[1].split()[0]:
+            return None
+        return out.split(" Reason=")[1].rsplit(" [", 1)[0]
+    if not Path(env["JUEYING_STATE_DB"]).exists():
+        return None
+    db = sqlite3.connect(env["JUEYING_STATE_DB"])
+    try:
+        row = db.execute("SELECT drained, reason FROM ledger WHERE node = ?", (node,)).fetchone()
+    except sqlite3.OperationalError:  # no ledger yet: nothing was ever drained
+        row = None
+    finally:
+        db.close()
+    return row[1] if row and row[0] else None
+
+
+def audit(env: dict[str, str]) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = jy(env, "log", "--json", "-n", "500").json()["data"]["entries"]
+    return entries
+
+
+def test_drain_is_recorded_idempotent_and_resumable(env: dict[str, str], sim: SimCluster) -> None:
+    first = jy(env, "drain", "node02", "--reason", "xid 79 on GPU 3, OPS-1")
+    assert first.rc == 0, first.stderr
+    assert first.stdout.startswith("node02: drained:")
+    assert drained_reason(env, "node02") == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+    if env["JUEYING_BACKEND"] == "builtin":  # marked on the node itself for other tooling
+        assert (sim.node("node02").dir / "drained").read_text().strip() == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+
+    again = jy(env, "drain", "node02", "--reason", "something else")
+    assert again.rc == 0
+    assert "unchanged: already drained by root at" in again.stdout and "xid 79" in again.stdout
+    assert drained_reason(env, "node02") == "jueying: xid 79 on GPU 3, OPS-1 [root]"  # changed nothing
+
+    updated = jy(env, "drain", "node02", "--reason", "RMA ticket 77", "--update-reason")
+    assert updated.rc == 0 and "reason updated" in updated.stdout
+    assert drained_reason(env, "node02") == "jueying: RMA ticket 77 [root]"
+
+    dry = jy(env, "resume", "node02", "--dry-run")
+    assert dry.rc == 0 and "would resume" in dry.stdout
+    assert drained_reason(env, "node02") is not None
+
+    back = jy(env, "resume", "node02")
+    assert back.rc == 0 and "resumed" in back.stdout
+    assert drained_reason(env, "node02") is None
+
+    entries = [e for e in audit(env) if e["node"] == "node02"]
+    assert [(e["action"], e["result"]) for e in entries] == [("drain", "done"), ("update_reason", "done"),
+                                                             ("resume", "done")]
+    assert entries[0]["actor"] == "root" and entries[0]["reason"] == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+    assert entries[0]["after_reason"] == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+
+
+def test_a_reason_is_required(env: dict[str, str]) -> None:
+    result = jy(env, "drain", "node01")
+    assert result.rc == 2 and "a reason is required" in result.stderr
+    assert drained_reason(env, "node01") is None
+
+
+def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], slurm: SlurmCluster) -> None:
+    if env["JUEYING_BACKEND"] == "slurm":
+        slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
+    else:
+        db = sqlite3.connect(env["JUEYING_STATE_DB"])
+        jy(env, "log")  # creates the database
+        db.execute("INSERT INTO ledger (node, drained, reason, user, since) VALUES ('node03', 1, 'hw: PSU fan', "
+                   "'alice', 0)")
+        db.commit()
+        db.close()
+    refused = jy(env, "resume", "node03")
+    assert refused.rc == 1
+    assert "not a jueying drain: --force to resume" in refused.stdout
+    assert drained_reason(env, "node03") is not None
+    forced = jy(env, "resume", "node03", "--force")
+    assert forced.rc == 0 and "resumed" in forced.stdout
+    assert drained_reason(env, "node03") is None
+    assert audit(env)[-1]["message"] == "forced: not a jueying drain"
+
+
+def test_the_cap_refuses_a_drain_past_max_unavailable(env: dict[str, str]) -> None:
+    assert jy(env, "drain", "node[01-02]", "-r", "maintenance").rc == 0
+    refused = jy(env, "drain", "node[03-04]", "-r", "maintenance")
+    assert refused.rc == 1
+    assert "max_unavailable 3" in refused.stderr and "would make 4 of 6 unavailable" in refused.stderr
+    assert drained_reason(env, "node03") is None and drained_reason(env, "node04") is None
+    forced = jy(env, "drain", "node[03-04]", "-r", "maintenance", "--force")
+    assert forced.rc == 0
+    assert drained_reason(env, "node04") is not None
+    assert jy(env, "resume", "node[01-04]").rc == 0
+
+
+def test_drain_wait_for_running_jobs(env: dict[str, str], slurm: SlurmCluster, sim: SimCluster) -> None:
+    if env["JUEYING_BACKEND"] == "slurm":
+        job = slurm.submit_sleep("node05", 4)
+        short = jy(env, "drain", "node05", "-r", "wait test", "--wait", "--timeout", "60")
+        assert short.rc == 0, short.stdout + short.stderr
+        assert "drained: no jobs left" in short.stdout
+        assert slurm.job_state(job) in ("COMPLETED", "")
+        long_job = slurm.submit_sleep("node06", 60)
+        timed_out = jy(env, "drain", "node06", "-r", "wait test", "--wait", "--timeout", "2", "--json")
+        assert timed_out.rc == 1
+        wait = timed_out.json()["data"]["wait"]
+        assert wait["outcome"] == "timeout" and wait["blocking_jobs"] == {"node06": [long_job]}
+    else:
+        # builtin: the jobs are the GPUs' compute processes; an idle node drains at once
+        idle = jy(env, "drain", "node05", "-r", "wait test", "--wait", "--timeout", "10")
+        assert idle.rc == 0 and "drained: no jobs left" in idle.stdout
+
+
+def test_check_drains_and_resumes_automatically(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    checks = tmp_path / "checks.yaml"
+    checks.write_text("checks:\n  load: {enabled: false}\n")
+    env = {**env, "JUEYING_CHECKS": str(checks)}
+    sim.node("node04").add_kernel_log("NVRM: Xid (PCI:0000:18:00): 79, pid=77, GPU has fallen off the bus.")
+    sim.node("node05").set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 1})
+    jy(env, "drain", "node01", "-r", "manual maintenance")  # an operator's drain: automation never resumes it
+    first = jy(env, "check", "--drain", "--resume", "--resume-after", "2", "--json")
+    assert first.rc == 2
+    actions = {(a["node"], a["action"]): a for a in first.json()["data"]["actions"]}
+    assert actions[("node04", "drain")]["result"] == "drained"
+    assert actions[("node05", "drain")]["result"] == "drained"
+    assert drained_reason(env, "node04") == "jueying: auto: xid XID_79 gpu0 [jueying-check]"
+    assert drained_reason(env, "node05", ).startswith("jueying: auto: ecc_uncorrected")
+    # the fault goes away; two clean runs later the node is back, the manual drain stays
+    sim.node("node04").clear_kernel_log()
+    sim.node("node05").set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 0})
+    second = jy(env, "check", "--drain", "--resume", "--resume-after", "2", "--json")
+    waiting = {a["node"]: a for a in second.json()["data"]["actions"]}
+    assert waiting["node04"]["result"] == "waiting" and waiting["node04"]["note"] == "1/2 clean runs"
+    third = jy(env, "check", "--drain", "--resume", "--resume-after", "2", "--json")
+    resumed = {a["node"]: a["result"] for a in third.json()["data"]["actions"]}
+    assert resumed == {"node04": "resumed", "node05": "resumed"}
+    assert drained_reason(env, "node04") is None
+    assert drained_reason(env, "node01") == "jueying: manual maintenance [root]"
+    actors = {(e["node"], e["action"]): e["actor"] for e in audit(env)}
+    assert actors[("node04", "drain")] == "jueying-check" and actors[("node04", "resume")] == "jueying-check"
+
+
+def test_automation_never_exceeds_the_cap(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    checks = tmp_path / "checks.yaml"
+    checks.write_text("checks:\n  load: {enabled: false}\n")
+    env = {**env, "JUEYING_CHECKS": str(checks)}
+    for name in NAMES:  # a bad check (or a bad day) flags every node
+        sim.node(name).set_gpus(**{"gpu.0.ecc_uncorrected_volatile": 5})
+    result = jy(env, "check", "--drain", "--json")
+    outcome = [a["result"] for a in result.json()["data"]["actions"]]
+    assert outcome.count("drained") == 3 and outcome.count("held back") == 3
+    assert sum(drained_reason(env, n) is not None for n in NAMES) == 3
+
+
+def test_sigkill_mid_drain_leaves_log_and_backend_consistent(env: dict[str, str], sim: SimCluster,
+                                                             tmp_path: Path) -> None:
+    victims = "node[01-04]"
+    full = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    full.update(env, PYTHONPATH=str(REPO))
+    if env["JUEYING_BACKEND"] == "slurm":
+        # scontrol that applies the update and then dawdles: jueying is killed after the scheduler acted
+        # but before it recorded the result.
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        real = subprocess.run(["sh", "-c", "command -v scontrol"], capture_output=True, text=True).stdout.strip()
+        (bindir / "scontrol").write_text(f'#!/bin/sh\n{real} "$@"; rc=$?\n'
+                                         'case "$*" in *update*) sleep 30;; esac\nexit $rc\n')
+        (bindir / "scontrol").chmod(0o755)
+        full["PATH"] = f"{bindir}:{full['PATH']}"
+    else:
+        sim.node("node03").freeze()  # the builtin drain goes node by node and hangs on node03's handshake
+    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "drain", victims, "-r", "kill test",
+                             "--force", "--connect-timeout", "30"], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if env["JUEYING_BACKEND"] == "builtin":
+            sim.node("node03").thaw()
+    db = sqlite3.connect(env["JUEYING_STATE_DB"])
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        pending = db.execute("SELECT node FROM audit WHERE result = 'pending'").fetchall()
+    finally:
+        db.close()
+    assert sorted(p[0] for p in pending) == ["node01", "node02", "node03", "node04"]  # intent was written first
+    # The next command settles the log against what the backend shows.
+    settle = jy(env, "resume", victims, "--dry-run")
+    assert "settled 4 audit entries" in settle.stderr
+    entries = {e["node"]: e for e in audit(env) if e["action"] == "drain"}
+    for node in ("node01", "node02", "node03", "node04"):
+        actually = drained_reason(env, node) is not None
+        assert entries[node]["result"] == ("done" if actually else "not_done"), (node, entries[node])
+    if env["JUEYING_BACKEND"] == "slurm":
+        assert all(entries[n]["result"] == "done" for n in ("node01", "node02", "node03", "node04"))
+    else:  # node by node: the first two were done, the hung one and the next were not
+        assert [entries[n]["result"] for n in ("node01", "node02", "node03", "node04")] == [
+            "done", "done", "not_done", "not_done"]
+    assert jy(env, "resume", victims).rc == 0
+    assert json.loads(jy(env, "log", "--json").stdout)["data"]["entries"][-1]["result"] == "done"
