@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from jueying_cli.models import Facts, GpuFacts
 from jueying_cli.store import HistoryRow
 
 # Node states that mean the node answered.
-UP_STATES = frozenset({"ok", "degraded", "no_driver", "drained"})
+UP_STATES = frozenset({"ok", "degraded", "no_driver", "drained", "draining"})
 
 # Fields whose loss makes a GPU's telemetry untrustworthy (not merely an unsupported extra).
 _ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "temperature_c"})
@@ -49,6 +50,9 @@ class NodeSummary:
     collected_at_unix: float | None
     stale: bool = False  # shown from an earlier refresh: this one missed its deadline
     nodes: int = 1  # > 1 for a folded row of identical healthy nodes
+    scheduler: str | None = None  # the backend that drains this node (slurm, builtin)
+    scheduler_state: str | None = None  # what it says: idle, allocated, mixed, draining, drained, down
+    drain_reason: str | None = None
 
 
 def _sum(values: list[float]) -> float | None:
@@ -152,7 +156,7 @@ def unanswered(node: str, state: str, reason: str, expected_gpus: int | None = N
 
 # Problems first, in this order; then healthy nodes.
 STATE_ORDER = ("unreachable", "timeout", "auth_failed", "hostkey_failed", "failed", "no_driver", "degraded",
-               "drained", "ok")
+               "draining", "drained", "ok")
 
 
 def _natural(name: str) -> tuple[object, ...]:
@@ -281,3 +285,18 @@ def history_changes(rows: list[HistoryRow]) -> list[HistoryRow]:
             changes.append(row)
         previous = key
     return changes
+
+
+def with_scheduler(row: NodeSummary, backend: str, state: Any) -> NodeSummary:
+    """Add what the scheduler says; a drained or draining node that answered shows as `drained` with
+    its reason (a node that did not answer keeps that more urgent state)."""
+    import dataclasses
+
+    if state is None:
+        return dataclasses.replace(row, scheduler=backend)
+    row = dataclasses.replace(row, scheduler=backend, scheduler_state=state.state, drain_reason=state.reason)
+    if state.drain and row.state in ("ok", "degraded", "no_driver"):
+        why = state.reason or "no reason"
+        reason = f"{why}; {row.reason}" if row.reason else why
+        row = dataclasses.replace(row, state="drained" if state.state == "drained" else "draining", reason=reason)
+    return row

@@ -75,11 +75,11 @@ def _build(loader: Any, node: Any, path: Path, where: str) -> Any:
         result.key_lines = {}
         written: set[str] = set()  # keys written in this mapping itself (merged ones may be overridden)
         for position, (key_node, value_node) in enumerate(node.value):
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise BadInputError("mapping keys must be plain strings", path=str(path),
                                     line=key_node.start_mark.line + 1, field=where or None)
-            key = str(key)
+            # The key as written: YAML 1.1 would turn `on:`, `yes:` or `no:` into booleans.
+            key = str(key_node.value)
             field = f"{where}.{key}" if where else key
             if key in written:
                 raise BadInputError(f"duplicate key {key!r} (first on line {result.key_lines[key]})",

@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
     app.command("drain")(drain)
     app.command("resume")(resume)
     app.command("log")(log)
+    app.command("failover")(failover)
 
 
 class _Context:
@@ -230,3 +231,163 @@ def log(
               f"{e.before_state or '?'} -> {e.after_state or '?'}"
               + (f"; reason: {e.reason}" if e.reason else "") + (f"; {e.message}" if e.message else ""))
     raise typer.Exit(int(ExitCode.OK))
+
+
+def failover(
+    node: str = typer.Argument(..., metavar="NODE", help="The node that failed."),
+    spare: str | None = typer.Option(None, "--spare", help="Use this spare (default: the first healthy one)."),
+    playbook: str | None = typer.Option(None, "--playbook", help="Failover steps (default: "
+                                        "playbooks/failover/<role>.yaml beside the inventory, or in this directory)."),
+    reason: str | None = typer.Option(None, "-r", "--reason", help="Why (goes into the drain reason and the log)."),
+    yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask before acting."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and the chosen spare; change nothing."),
+    force: bool = typer.Option(False, "--force", help="Drain the failed node even past max_unavailable."),
+    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS",
+                                           help="Check set used to judge the spares."),
+    json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    inventory: str | None = common.InventoryOpt,
+    connect_timeout: float = common.ConnectTimeoutOpt,
+    ssh_config: str | None = common.SshConfigOpt,
+) -> None:
+    """Replace a failed node by a healthy spare from its spare pool (same GPU model and count, passing the
+    health checks): drain it, run the promote steps of its role, verify, record. A plan is shown first
+    (--yes to skip the question; without a terminal --yes is required). If a step or the verification fails,
+    the steps done are undone in reverse order and the output says what state was left; the failed node
+    stays drained. Exit codes: 0 done (or --dry-run); 1 rolled back, no healthy spare, or the cap refused;
+    2 bad usage, inventory or playbook.
+    """
+    from jueying_cli.errors import BadInputError
+    from jueying_cli.failover import describe_plan, find_playbook, load_playbook, spare_candidates
+
+    ctx = _Context(node, inventory, ssh_config, connect_timeout)
+    try:
+        if len(ctx.nodes) != 1:
+            raise BadInputError("failover takes exactly one node", field="NODE")
+        failed = ctx.nodes[0]
+        role = str(failed.vars.get("role") or "compute")
+        book = load_playbook(find_playbook(playbook, role, ctx.inventory))
+        candidates, rejected = spare_candidates(ctx.inventory, failed)
+        if spare is not None:
+            if spare not in {c.name for c in candidates}:
+                why = dict(rejected).get(spare, "not a spare in the same spare_pool")
+                raise BadInputError(f"{spare} cannot replace {failed.name}: {why}", field="--spare")
+            candidates = [c for c in candidates if c.name == spare]
+        verdicts = _judge_spares(ctx, candidates, failed, checks_file, connect_timeout)
+        chosen = next((c for c in candidates if verdicts.get(c.name) is None), None)
+        rows = [{"spare": n, "verdict": why} for n, why in rejected] + [
+            {"spare": c.name, "verdict": verdicts.get(c.name) or "healthy"} for c in candidates]
+        if chosen is None:
+            _failover_out(json_output, failed.name, None, "no_spare", "no healthy spare available", rows, [], [])
+            raise typer.Exit(int(ExitCode.NODES_FAILED))
+        plan = describe_plan(book, failed.name, chosen.name)
+        if dry_run:
+            _failover_out(json_output, failed.name, chosen.name, "planned", "dry run: nothing changed", rows, plan, [])
+            raise typer.Exit(int(ExitCode.OK))
+        if not yes:
+            if not sys.stdin.isatty():
+                raise BadInputError("refusing to act without a terminal to confirm on: add --yes", field="--yes")
+            print("\n".join([f"failover {failed.name} -> {chosen.name} ({book.source}):", *plan]))
+            if not typer.confirm("go ahead?", default=False):
+                raise typer.Exit(int(ExitCode.OK))
+        report = _do_failover(ctx, failed, chosen, book, reason, force, json_output)
+        _failover_out(json_output, failed.name, chosen.name, report.result, report.left, rows, plan,
+                      [{"phase": r.phase, "step": r.step.name, "target": r.target, "status": r.outcome.status,
+                        "rc": r.outcome.rc, "error": r.outcome.error} for r in report.records])
+        raise typer.Exit(int(ExitCode.OK if report.result == "done" else ExitCode.NODES_FAILED))
+    finally:
+        ctx.close()
+
+
+def _judge_spares(ctx: _Context, candidates: list[Any], failed: Any, checks_file: str | None,
+                  connect_timeout: float) -> dict[str, str | None]:
+    """None for a healthy spare, else why not: drained, unreachable, wrong GPUs, or a CRITICAL check."""
+    from pathlib import Path
+
+    from jueying_cli.checks import Level, builtin_config, load_check_config, run_checks
+    from jueying_cli.collect import collect_nodes
+    from jueying_cli.scheduler import schedulers_for
+
+    verdicts: dict[str, str | None] = {}
+    for scheduler, names in schedulers_for(ctx.inventory, candidates, ctx.transport, ctx.store).values():
+        for name, state in scheduler.states(names).items():
+            if state.drain or state.state == "down":
+                verdicts[name] = f"{state.state}: {state.reason or ''}".strip()
+    live = [c for c in candidates if c.name not in verdicts]
+    if not live:
+        return verdicts
+    ctx.transport.prepare(live)
+    results, _ = collect_nodes(ctx.transport, live, fanout=64, deadline_s=connect_timeout + 40)
+    config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
+    answered = [(r.node, r.facts) for r in results if r.facts is not None]
+    findings = run_checks(answered, config, ctx.inventory, now=time.time())
+    model = failed.vars.get("gpu_model")
+    for r in results:
+        if r.facts is None:
+            verdicts[r.name] = f"{r.outcome.status}: {r.outcome.error}"
+            continue
+        critical = [f for f in findings if f.node == r.name and f.level == Level.CRITICAL]
+        models = {g.name or "?" for g in r.facts.gpus if not g.lost}
+        if critical:
+            verdicts[r.name] = f"{critical[0].check} CRITICAL: {critical[0].message}"
+        elif model and models and models != {model}:
+            verdicts[r.name] = f"GPUs are {', '.join(sorted(models))}, not {model}"
+        else:
+            verdicts[r.name] = None
+    return verdicts
+
+
+def _do_failover(ctx: _Context, failed: Any, spare: Any, book: Any, reason: str | None, force: bool,
+                 json_output: bool) -> Any:
+    from jueying_cli.drain import apply, cap_for, plan_drain
+    from jueying_cli.failover import run_steps
+    from jueying_cli.scheduler import all_states
+    from jueying_cli.scheduler.base import jueying_reason
+    from jueying_cli.store import AuditEntry
+
+    scheduler = next(s for s, names in ctx.schedulers.values() if failed.name in names)
+    full_reason = jueying_reason(f"failover to {spare.name}" + (f": {reason}" if reason else ""))
+    changes = plan_drain([failed.name], scheduler.states([failed.name]), update_reason=False)
+    if any(c.action == "drain" for c in changes) and not force:
+        cap_for(ctx.inventory, all_states(ctx.schedulers, ctx.inventory)).check(1)
+    entry = ctx.store.audit_intent([AuditEntry(at=time.time(), actor=_operator(), action="failover",
+                                               node=failed.name, backend=scheduler.name, reason=full_reason,
+                                               message=f"to {spare.name} ({book.source})")])[0]
+    drain_report = apply(changes, scheduler, ctx.store, reason=full_reason, message=f"failover to {spare.name}")
+    if drain_report.failed:
+        ctx.store.audit_finish([(entry, "failed", None, None, f"drain failed: {drain_report.failed}")])
+        from jueying_cli.errors import JueyingError
+
+        raise JueyingError(f"could not drain {failed.name}: {drain_report.failed[failed.name]}; nothing else done")
+
+    def progress(record: Any) -> None:
+        if not json_output:
+            sys.stderr.write(f"jueying: {record.phase} '{record.step.name}' on {record.target}: "
+                             f"{record.outcome.status}\n")
+
+    report = run_steps(book, failed, spare, ctx.transport, on_record=progress)
+    ctx.store.audit_finish([(entry, "done" if report.result == "done" else "failed", report.result, None,
+                             report.left)])
+    return report
+
+
+def _operator() -> str:
+    from jueying_cli.scheduler.base import operator
+
+    return operator()
+
+
+def _failover_out(json_output: bool, failed: str, spare: str | None, result: str, left: str,
+                  spares: list[dict[str, Any]], plan: list[str], steps: list[dict[str, Any]]) -> None:
+    if json_output:
+        from jueying_cli.render.json import dumps, envelope
+
+        print(dumps(envelope("failover", {"failed": failed, "spare": spare, "result": result, "left": left,
+                                          "spares": spares, "plan": plan, "steps": steps},
+                             status="ok" if result in ("done", "planned") else "error")))
+        return
+    for row in spares:
+        print(f"spare {row['spare']}: {row['verdict']}")
+    if plan:
+        print(f"plan ({failed} -> {spare}):")
+        print("\n".join(plan))
+    print(f"failover {result}: {left}")

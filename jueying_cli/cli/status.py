@@ -54,7 +54,7 @@ def status(
         raise typer.BadParameter(f"must be one of {', '.join(SORT_KEYS)}", param_hint="--sort")
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
-    _, selected = common.select(opts)
+    inventory, selected = common.select(opts)
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
 
@@ -63,7 +63,8 @@ def status(
     results, interrupted = _collect(opts, selected, timeout, keep_open=False)
     if history_:
         _record_history(results)
-    rc = render_status(results, gpus=gpus, json_output=json_output, sort=sort, fold=fold)
+    rc = render_status(results, gpus=gpus, json_output=json_output, sort=sort, fold=fold,
+                       scheduler=scheduler_states(inventory, selected) if inventory.source else None)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 
@@ -86,29 +87,60 @@ def _collect(opts: common.FleetOptions, selected: list[Any], timeout: float, *, 
             transport.close()
 
 
-def summaries_for(results: list[Any], stale: set[str] | frozenset[str] = frozenset()) -> list[Any]:
+def summaries_for(results: list[Any], stale: set[str] | frozenset[str] = frozenset(),
+                  scheduler_states: dict[str, tuple[str, Any]] | None = None) -> list[Any]:
     import dataclasses
 
-    from jueying_cli.status import summarize, unanswered
+    from jueying_cli.status import summarize, unanswered, with_scheduler
 
     rows = []
     for r in results:
         if r.facts is not None:
             row = summarize(r.name, r.facts, r.node.expected_gpus)
-            rows.append(dataclasses.replace(row, stale=True) if r.name in stale else row)
+            row = dataclasses.replace(row, stale=True) if r.name in stale else row
         else:
-            rows.append(unanswered(r.name, r.outcome.status, r.outcome.error or r.outcome.status,
-                                   r.node.expected_gpus))
+            row = unanswered(r.name, r.outcome.status, r.outcome.error or r.outcome.status, r.node.expected_gpus)
+        if scheduler_states and r.name in scheduler_states:
+            row = with_scheduler(row, *scheduler_states[r.name])
+        rows.append(row)
     return rows
 
 
+def scheduler_states(inventory: Any, selected: list[Any]) -> dict[str, tuple[str, Any]]:
+    """{node: (backend, NodeState or None)}: one scontrol call for Slurm nodes, the ledger for builtin ones.
+    Best effort: a scheduler that cannot be asked is reported on stderr and the status is still shown."""
+    from jueying_cli.errors import JueyingError
+    from jueying_cli.scheduler import schedulers_for
+    from jueying_cli.store import Store
+
+    found: dict[str, tuple[str, Any]] = {}
+    try:
+        store = Store()
+    except (OSError, JueyingError) as exc:
+        sys.stderr.write(f"jueying: warning: state database unavailable: {exc}\n")
+        return found
+    try:
+        for backend, (scheduler, names) in schedulers_for(inventory, selected, None, store).items():
+            try:
+                states = scheduler.states(names)
+            except JueyingError as exc:
+                sys.stderr.write(f"jueying: warning: {backend} scheduler state unavailable: {exc}\n")
+                continue
+            for name in names:
+                found[name] = (backend, states.get(name))
+    finally:
+        store.close()
+    return found
+
+
 def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: str, fold: bool,
-                  console: Any = None, stale: set[str] | frozenset[str] = frozenset()) -> int:
+                  console: Any = None, stale: set[str] | frozenset[str] = frozenset(),
+                  scheduler: dict[str, tuple[str, Any]] | None = None) -> int:
     """Print one status view; returns the exit code (1 when some node gave no facts)."""
     from jueying_cli.inventory.select import fold as fold_names
     from jueying_cli.status import fold_healthy, sort_summaries, summary_line, totals
 
-    rows = sort_summaries(summaries_for(results, stale), sort)
+    rows = sort_summaries(summaries_for(results, stale, scheduler), sort)
     missing = [r for r in results if r.facts is None or r.name in stale]
     rc = int(ExitCode.NODES_FAILED if missing else ExitCode.OK)
     if json_output:
@@ -131,6 +163,12 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
     else:
         print_nodes(fold_healthy(rows, fold_names) if fold else rows, console)
     print_message(console, summary_line(totals(rows)))
+    if scheduler:
+        by_backend: dict[str, list[str]] = {}
+        for name, (backend, _) in scheduler.items():
+            by_backend.setdefault(backend, []).append(name)
+        print_message(console, "drain/resume through " + ", ".join(
+            f"{backend} for {fold_names(names)}" for backend, names in sorted(by_backend.items())))
     return rc
 
 

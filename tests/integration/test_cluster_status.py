@@ -97,10 +97,12 @@ def test_status_json_schema(cluster: SimCluster, state_db: Path) -> None:
     node_keys = {"node", "state", "reason", "gpus_present", "gpus_expected", "gpus_lost", "gpu_models",
                  "utilization_avg_pct", "utilization_max_pct", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
                  "hottest_gpu_c", "hottest_gpu_index", "power_watts", "power_limit_watts", "load1", "cpu_threads",
-                 "host_memory_used_bytes", "host_memory_total_bytes", "collected_at_unix", "stale", "nodes"}
+                 "host_memory_used_bytes", "host_memory_total_bytes", "collected_at_unix", "stale", "nodes",
+                 "scheduler", "scheduler_state", "drain_reason"}
     for node in doc["data"]["nodes"]:
         assert set(node) == node_keys
         assert isinstance(node["gpus_present"], int) and isinstance(node["collected_at_unix"], float)
+        assert node["scheduler"] == "builtin" and node["scheduler_state"] == "idle"
     assert doc["data"]["summary"] == {"nodes_total": 2, "nodes_up": 2, "nodes_ok": 2, "gpus_healthy": 16,
                                       "gpus_total": 16, "gpu_models": [{"model": "NVIDIA H100 80GB HBM3",
                                                                         "gpus_healthy": 16, "nodes": 2}]}
@@ -238,9 +240,9 @@ def test_watch_reuses_connections_between_refreshes(cluster: SimCluster, state_d
     node = cluster.node("gpu01")
     try:
         _read_envelope(proc)
-        sessions_after_first = set(_node_processes(node))
+        sessions_after_first = set(_node_processes(node, direct=True))
         _read_envelope(proc)
-        sessions_after_second = set(_node_processes(node))
+        sessions_after_second = set(_node_processes(node, direct=True))
         proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -254,7 +256,8 @@ def test_watch_reuses_connections_between_refreshes(cluster: SimCluster, state_d
     assert _node_processes(node) == []
 
 
-def _node_processes(node: object) -> list[int]:
+def _node_processes(node: object, *, direct: bool = False) -> list[int]:
+    """Processes under the node's sshd listener: every descendant, or (direct) the per-connection sshds."""
     listener = node.pid  # type: ignore[attr-defined]
     out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True, check=True).stdout
     children: dict[int, list[int]] = {}
@@ -262,6 +265,8 @@ def _node_processes(node: object) -> list[int]:
         pid, ppid = (int(x) for x in line.split())
         children.setdefault(ppid, []).append(pid)
     found, todo = [], list(children.get(listener, []))
+    if direct:
+        return todo
     while todo:
         pid = todo.pop()
         found.append(pid)

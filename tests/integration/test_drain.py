@@ -281,3 +281,82 @@ def test_sigkill_mid_drain_leaves_log_and_backend_consistent(env: dict[str, str]
             "done", "done", "not_done", "not_done"]
     assert jy(env, "resume", victims).rc == 0
     assert json.loads(jy(env, "log", "--json").stdout)["data"]["entries"][-1]["result"] == "done"
+
+
+PLAYBOOK = """\
+role: compute
+steps:
+  - name: fence the old node
+    on: failed
+    run: echo fenced > "$JUEYING_NODE_STATE_DIR/fenced"
+    undo: rm -f "$JUEYING_NODE_STATE_DIR/fenced"
+  - name: promote the spare
+    on: spare
+    run: echo "replaces $JUEYING_FAILED_NODE" > "$JUEYING_NODE_STATE_DIR/promoted"
+    undo: rm -f "$JUEYING_NODE_STATE_DIR/promoted"
+  - name: start the service
+    on: spare
+    run: test ! -e "$JUEYING_NODE_STATE_DIR/break"
+    timeout: 20
+verify:
+  - name: the spare says whom it replaces
+    on: spare
+    run: grep -q "replaces $JUEYING_FAILED_NODE" "$JUEYING_NODE_STATE_DIR/promoted"
+"""
+
+
+@pytest.fixture
+def failover_env(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> Iterator[dict[str, str]]:
+    inventory = tmp_path / "failover.yaml"
+    lines = ["vars:", "  ssh_user: root", f"  scheduler: {env['JUEYING_BACKEND']}", "  max_unavailable: 3",
+             "  expected_gpus: 8", '  gpu_model: "NVIDIA H100 80GB HBM3"', "  spare_pool: rack1",
+             "groups:", "  compute:", '    nodes: "node[01-04]"', "    vars: {role: compute}",
+             "  spares:", '    nodes: "node[05-06]"', "    vars: {role: spare}", "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
+    inventory.write_text("\n".join(lines) + "\n")
+    playbook = tmp_path / "compute.yaml"
+    playbook.write_text(PLAYBOOK)
+    checks = tmp_path / "checks.yaml"
+    checks.write_text("checks:\n  load: {enabled: false}\n")
+    yield {**env, "JUEYING_INVENTORY": str(inventory), "JUEYING_CHECKS": str(checks), "PLAYBOOK": str(playbook)}
+    for name in ("node02", "node03", "node06"):
+        for leftover in ("fenced", "promoted", "break"):
+            (sim.node(name).dir / leftover).unlink(missing_ok=True)
+
+
+def test_failover_rolls_back_a_failing_step_and_keeps_the_failed_node_drained(
+        failover_env: dict[str, str], sim: SimCluster) -> None:
+    sim.node("node05").set_gpus(**{"gpu.4.lost": 1})  # an unhealthy spare is never chosen
+    (sim.node("node06").dir / "break").write_text("")  # the service will not start on the spare
+    result = jy(failover_env, "failover", "node02", "--playbook", failover_env["PLAYBOOK"], "--yes", "--json",
+                "-r", "xid 79")
+    assert result.rc == 1, result.stderr
+    data = result.json()["data"]
+    assert data["spare"] == "node06" and data["result"] == "rolled_back"
+    verdicts = {row["spare"]: row["verdict"] for row in data["spares"]}
+    assert verdicts["node06"] == "healthy" and "CRITICAL" in verdicts["node05"]
+    assert [(s["phase"], s["step"]) for s in data["steps"]] == [
+        ("run", "fence the old node"), ("run", "promote the spare"), ("run", "start the service"),
+        ("undo", "promote the spare"), ("undo", "fence the old node")]
+    assert not (sim.node("node02").dir / "fenced").exists()
+    assert not (sim.node("node06").dir / "promoted").exists()
+    assert "node02 stays drained" in data["left"]
+    assert drained_reason(failover_env, "node02") == "jueying: failover to node06: xid 79 [root]"
+    entry = [e for e in audit(failover_env) if e["action"] == "failover"][-1]
+    assert entry["node"] == "node02" and entry["after_state"] == "rolled_back" and entry["result"] == "failed"
+
+
+def test_failover_onto_a_healthy_spare(failover_env: dict[str, str], sim: SimCluster) -> None:
+    plan = jy(failover_env, "failover", "node03", "--playbook", failover_env["PLAYBOOK"], "--dry-run")
+    assert plan.rc == 0 and "1. drain node03" in plan.stdout and "promote the spare on node05" in plan.stdout
+    assert drained_reason(failover_env, "node03") is None  # a dry run changes nothing
+    refused = jy(failover_env, "failover", "node03", "--playbook", failover_env["PLAYBOOK"])
+    assert refused.rc == 2 and "--yes" in refused.stderr  # no terminal to confirm on
+    result = jy(failover_env, "failover", "node03", "--playbook", failover_env["PLAYBOOK"], "--yes")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "failover done: node03 drained; node05 promoted (3 steps)" in result.stdout
+    assert (sim.node("node05").dir / "promoted").read_text().strip() == "replaces node03"
+    assert (sim.node("node03").dir / "fenced").exists()
+    entry = [e for e in audit(failover_env) if e["action"] == "failover"][-1]
+    assert entry["result"] == "done" and entry["after_state"] == "done"
+    (sim.node("node05").dir / "promoted").unlink()
