@@ -105,16 +105,16 @@ def check(
 
 
 def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config: Any, timeout: float,
-         unreachable: str, record_history: bool) -> tuple[list[Finding], list[Any]]:
+         unreachable: str, keep_history: bool) -> tuple[list[Finding], list[Any]]:
     from jueying_cli.checks import CheckResult, Level, run_checks
-    from jueying_cli.cli.status import _collect, _record_history
+    from jueying_cli.cli.status import collect_facts, record_history
     from jueying_cli.store import Store
 
-    results, interrupted = _collect(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
     if interrupted:
         raise KeyboardInterrupt
-    if record_history:
-        _record_history(results)
+    if keep_history:
+        record_history(results)
     now = time.time()
     answered = [(r.node, r.facts) for r in results if r.facts is not None]
     check_results = list(run_checks(answered, config, inventory, now=now))

@@ -60,16 +60,17 @@ def status(
 
         raise typer.Exit(watch_status(opts, selected, interval_s=watch, timeout_s=timeout, gpus=gpus, sort=sort,
                                       fold=fold, json_output=json_output, count=count))
-    results, interrupted = _collect(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
     if history_:
-        _record_history(results)
+        record_history(results)
     rc = render_status(results, gpus=gpus, json_output=json_output, sort=sort, fold=fold,
                        scheduler=scheduler_states(inventory, selected) if inventory.source else None)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 
-def _collect(opts: common.FleetOptions, selected: list[Any], timeout: float, *, keep_open: bool,
-             transport: Any = None) -> tuple[list[Any], bool]:
+def collect_facts(opts: common.FleetOptions, selected: list[Any], timeout: float, *, keep_open: bool,
+                  transport: Any = None) -> tuple[list[Any], bool]:
+    """Facts from every selected node, with a progress bar on a terminal; (results, interrupted)."""
     from jueying_cli.collect import collect_nodes
 
     own = transport is None
@@ -172,7 +173,7 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
     return rc
 
 
-def _record_history(results: list[Any]) -> None:
+def record_history(results: list[Any]) -> None:
     from jueying_cli.status import history_row
     from jueying_cli.store import Store
 
@@ -208,7 +209,7 @@ def inventory(
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
     _, selected = common.select(opts)
-    results, interrupted = _collect(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
     missing = [r for r in results if r.facts is None]
     if json_output:
         from jueying_cli.render.json import dumps, envelope
