@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -546,28 +546,34 @@ class SshTransport:
             transport.close()
 
 
+class _Capped:
+    """One output stream, kept up to MAX_OUTPUT_BYTES and drained past it (a full window would stall the node)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def take(self, ready: Callable[[], bool], recv: Callable[[int], bytes]) -> None:
+        while ready():
+            chunk = recv(65536)
+            if self.size < MAX_OUTPUT_BYTES:
+                self.chunks.append(chunk)
+            else:
+                self.truncated = True
+            self.size += len(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
+
+
 def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool]:
     """Read stdout and stderr together until the command exits, or raise TIMEOUT at the deadline."""
-    out: list[bytes] = []
-    err: list[bytes] = []
-    sizes = [0, 0]
-    truncated = False
+    out, err = _Capped(), _Capped()
     fd = channel.fileno()  # readable whenever either stream has data or the channel closes
     while True:
-        while channel.recv_ready():
-            chunk = channel.recv(65536)
-            if sizes[0] < MAX_OUTPUT_BYTES:
-                out.append(chunk)
-            else:
-                truncated = True
-            sizes[0] += len(chunk)
-        while channel.recv_stderr_ready():
-            chunk = channel.recv_stderr(65536)
-            if sizes[1] < MAX_OUTPUT_BYTES:
-                err.append(chunk)
-            else:
-                truncated = True
-            sizes[1] += len(chunk)
+        out.take(channel.recv_ready, channel.recv)
+        err.take(channel.recv_stderr_ready, channel.recv_stderr)
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready() and (
                 channel.eof_received or channel.closed):
             break
@@ -576,9 +582,7 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, b
             raise NodeError(TIMEOUT, "no answer before the deadline (command still running?)")
         select.select([fd], [], [], min(left, 1.0))
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
-    stdout = b"".join(out)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
-    stderr = b"".join(err)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
-    return rc, stdout, stderr, truncated
+    return rc, out.text(), err.text(), out.truncated or err.truncated
 
 
 def _short(path: str) -> str:

@@ -213,3 +213,12 @@ def test_nodes_command_folds_and_expands(cluster: SimCluster) -> None:
     assert jy(cluster, "nodes", "-w", "@all_sim!node[01-10]").stdout.strip() == "node[11-32] (22)"
     assert jy(cluster, "nodes", "-w", "node[01-03]", "--expand").stdout.split() == ["node01", "node02", "node03"]
     assert jy(cluster, "nodes", "-w", "node[01-04]", "-x", "node02").stdout.strip() == "node[01,03-04] (3)"
+
+
+def test_output_larger_than_the_ssh_window_does_not_deadlock(cluster: SimCluster) -> None:
+    # paramiko#448: more than ~2 MiB unread on one stream used to hang recv_exit_status
+    result = jy(cluster, "run", "-w", "node31", "--json", "-t", "60", "--",
+                "head -c 5000000 /dev/zero | tr '\\0' a; head -c 3000000 /dev/zero | tr '\\0' b >&2")
+    node = by_node(result)["node31"]
+    assert node["status"] == "ok"
+    assert len(str(node["stdout"])) == 5_000_000 and len(str(node["stderr"])) == 3_000_000
