@@ -72,6 +72,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if len(octets) != 2:
         raise SystemExit("sim-cluster: --octets takes two numbers, e.g. 127.77")
     env = dict(item.split("=", 1) for item in args.env)
+    gpu_lib_dir = args.gpu_lib_dir
+    if gpu_lib_dir is None and not args.no_gpus:  # every node gets the simulated 8x H100 NVML by default
+        from tests.nvmlsim import build_library
+
+        gpu_lib_dir = build_library(directory / "nvmlsim")
     cluster = SimCluster(
         directory,
         args.count,
@@ -79,7 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         first_octets=(octets[0], octets[1]),
         start_index=args.start_index,
         digits=args.digits,
-        gpu_lib_dir=args.gpu_lib_dir,
+        gpu_lib_dir=gpu_lib_dir,
         extra_env=env,
     )
     start = time.monotonic()
@@ -94,6 +99,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  ssh -F {cluster.ssh_config_path} {first.name} hostname\n\n"
         f"Faults:  {me} freeze|stop|blackhole|change-host-key {first.name} --dir {directory}  "
         f"(undo: thaw|start|unblackhole|trust-host-key)\n"
+        f"GPUs:    {me} set-gpus {first.name} gpu.3.lost=1 --dir {directory}; "
+        f"{me} xid {first.name} 79 --gpu 0 --dir {directory}\n"
         f"Status:  {me} status --dir {directory}\n"
         f"Stop:    {me} down --dir {directory}"
     )
@@ -156,6 +163,17 @@ def cmd_set_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_xid(args: argparse.Namespace) -> int:
+    """Append an `NVRM: Xid` line to the nodes' kernel logs, on the PCI address of GPU --gpu."""
+    cluster = _attach(args.dir)
+    for node in _select(cluster, args.nodes):
+        bus = node.read_gpu_state().get(f"gpu.{args.gpu}.pci_bus_id", "00000000:18:00.0")
+        pci = bus[4:-2] if bus.count(":") == 2 and len(bus) >= 12 else bus  # NVML's 00000000:18:00.0 -> 0000:18:00
+        node.add_kernel_log(f"NVRM: Xid (PCI:{pci}): {args.xid}, pid=0, name=sim, {args.text}")
+        print(f"{node.name}: XID {args.xid} on GPU {args.gpu} ({pci})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sim-cluster", description="Simulated cluster of real sshd nodes.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--octets", default="127.77", help="first two address octets (default 127.77)")
     up.add_argument("--start-index", type=int, default=1)
     up.add_argument("--digits", type=int, default=2)
-    up.add_argument("--gpu-lib-dir", type=Path, default=None, help="LD_LIBRARY_PATH for node sessions")
+    up.add_argument("--gpu-lib-dir", type=Path, default=None,
+                    help="LD_LIBRARY_PATH for node sessions (default: build the simulated NVML into DIR/nvmlsim)")
+    up.add_argument("--no-gpus", action="store_true", help="nodes without any NVML library")
     up.add_argument("--env", action="append", default=[], metavar="K=V", help="extra session environment")
     up.add_argument("--timeout", type=float, default=120.0)
     up.set_defaults(func=cmd_up)
@@ -188,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     gpus.add_argument("nodes")
     gpus.add_argument("fields", nargs="+", metavar="KEY=VALUE")
     gpus.set_defaults(func=cmd_set_gpus)
+    xid = add("xid", "append an NVRM Xid line to the nodes' kernel logs (what jueying check reads)")
+    xid.add_argument("nodes")
+    xid.add_argument("xid", type=int)
+    xid.add_argument("--gpu", type=int, default=0)
+    xid.add_argument("--text", default="injected by sim-cluster")
+    xid.set_defaults(func=cmd_xid)
     return parser
 
 
