@@ -42,7 +42,7 @@ class _Context:
         self.transport.close()
 
 
-def _print_changes(title: str, report_rows: list[dict[str, Any]]) -> None:
+def _print_changes(report_rows: list[dict[str, Any]]) -> None:
     for row in report_rows:
         sys.stdout.write(f"{row['node']}: {row['result']}: {row['note']}\n")
     sys.stdout.flush()
@@ -142,7 +142,7 @@ def _finish(rows: list[dict[str, Any]], wait_result: Any, json_output: bool, com
         print(dumps(envelope(command, data, status="ok" if not failed else "partial",
                              errors=[{"node": r["node"], "status": "failed", "message": r["note"]} for r in failed])))
         return
-    _print_changes(command, rows)
+    _print_changes(rows)
     if wait_result is not None:
         if wait_result.outcome == "drained":
             print(f"drained: no jobs left after {wait_result.waited_s:.0f} s")
