@@ -222,3 +222,25 @@ def test_output_larger_than_the_ssh_window_does_not_deadlock(cluster: SimCluster
     node = by_node(result)["node31"]
     assert node["status"] == "ok"
     assert len(str(node["stdout"])) == 5_000_000 and len(str(node["stderr"])) == 3_000_000
+
+
+def test_hashed_known_hosts_entries_and_plain_ssh_config(cluster: SimCluster, tmp_path: Path) -> None:
+    """No HostKeyAlias: the node is checked by its address, recorded hashed (ssh-keygen -H), as OpenSSH does."""
+    node = cluster.node("node08")
+    key = next(line.split(None, 1)[1] for line in cluster.known_hosts_path.read_text().splitlines()
+               if line.startswith("node08 "))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{node.address} {key}\n")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert node.address not in known.read_text() and known.read_text().startswith("|1|")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host node08\n  HostName {node.address}\n  User root\n  IdentityFile {cluster.client_key_path}\n"
+                      f"  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n")
+    ok = run_jueying(["run", "-w", "node08", "--json", "--", "hostname"],
+                     {"JUEYING_INVENTORY": str(cluster.inventory_path), "JUEYING_SSH_CONFIG": str(config)})
+    assert by_node(ok)["node08"]["stdout"] == "node08\n"
+    known.write_text("")  # nothing recorded: refused, with a hint, never silently trusted
+    refused = run_jueying(["run", "-w", "node08", "--json", "--", "hostname"],
+                          {"JUEYING_INVENTORY": str(cluster.inventory_path), "JUEYING_SSH_CONFIG": str(config)})
+    node08 = by_node(refused)["node08"]
+    assert node08["status"] == "hostkey_failed" and "--accept-new-hostkeys" in str(node08["error"])
