@@ -43,8 +43,11 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
             live.start()
         while count is None or refreshes < count:
             started = time.monotonic()
-            results, interrupted = collect_nodes(transport, selected, fanout=opts.fanout, deadline_s=deadline,
-                                                 timeout_s=min(timeout_s, deadline))
+            # The first refresh opens every connection: per-node limits only. Later ones reuse them and
+            # must not freeze the screen: they get the refresh deadline.
+            limit = deadline if refreshes else opts.deadline_s
+            results, interrupted = collect_nodes(transport, selected, fanout=opts.fanout, deadline_s=limit,
+                                                 timeout_s=min(timeout_s, limit) if limit else timeout_s)
             if interrupted:
                 break
             merged, stale = _merge_stale(results, last)

@@ -13,7 +13,10 @@ What it guarantees, because fan-out tools are hated for the opposite:
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
+import hmac
 import logging
 import os
 import select
@@ -198,33 +201,71 @@ class _HostIndex:
         return options
 
 
+class _KnownHostsFile:
+    """One known_hosts file, indexed: plain names in a dict, hashed entries (|1|salt|hash) in a list.
+    paramiko's HostKeys scans every entry per lookup and every earlier line per loaded line, which is
+    O(nodes^2) over a run on a thousand-node file."""
+
+    def __init__(self) -> None:
+        self.plain: dict[str, dict[str, paramiko.PKey]] = {}
+        self.hashed: list[tuple[bytes, bytes, str, paramiko.PKey]] = []
+
+    @classmethod
+    def read(cls, path: str) -> _KnownHostsFile:
+        index = cls()
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                lines = fh.readlines()
+        except OSError:
+            return index  # an unreadable file knows no host
+        for number, line in enumerate(lines, start=1):
+            line = line.strip()
+            if not line or line.startswith(("#", "@")):  # @cert-authority / @revoked: not trusted as plain keys
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+            except (paramiko.SSHException, ValueError, TypeError, IndexError):
+                entry = None
+            if entry is None or entry.key is None:
+                continue
+            for name in entry.hostnames:
+                index.add(name, entry.key)
+        return index
+
+    def add(self, name: str, key: paramiko.PKey) -> None:
+        if name.startswith("|1|"):
+            salt, digest = (base64.b64decode(part) for part in name[3:].split("|", 1))
+            self.hashed.append((salt, digest, key.get_name(), key))
+        else:
+            self.plain.setdefault(name, {}).setdefault(key.get_name(), key)
+
+    def lookup(self, name: str) -> dict[str, paramiko.PKey]:
+        found = dict(self.plain.get(name, {}))
+        for salt, digest, keytype, key in self.hashed:
+            if hmac.compare_digest(hmac.new(salt, name.encode(), hashlib.sha1).digest(), digest):
+                found.setdefault(keytype, key)
+        return found
+
+
 class KnownHosts:
     """known_hosts files parsed once per run and shared by all threads."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()  # add() reloads under the same lock
-        self._files: dict[str, paramiko.HostKeys] = {}
+        self._lock = threading.RLock()
+        self._files: dict[str, _KnownHostsFile] = {}
 
-    def _load(self, path: str) -> paramiko.HostKeys:
+    def _load(self, path: str) -> _KnownHostsFile:
         with self._lock:
-            keys = self._files.get(path)
-            if keys is None:
-                keys = paramiko.HostKeys()
-                if os.path.isfile(path):
-                    try:
-                        keys.load(path)
-                    except (OSError, paramiko.SSHException, ValueError):
-                        keys = paramiko.HostKeys()  # an unreadable file knows no host
-                self._files[path] = keys
-            return keys
+            index = self._files.get(path)
+            if index is None:
+                index = self._files[path] = _KnownHostsFile.read(path)
+            return index
 
     def lookup(self, name: str, files: Sequence[str]) -> dict[str, paramiko.PKey]:
         found: dict[str, paramiko.PKey] = {}
         for path in files:
-            entry = self._load(path).lookup(name)
-            if entry:
-                for keytype in entry:
-                    found.setdefault(keytype, entry[keytype])
+            for keytype, key in self._load(path).lookup(name).items():
+                found.setdefault(keytype, key)
         return found
 
     def add(self, name: str, key: paramiko.PKey, path: str) -> None:
@@ -237,7 +278,7 @@ class KnownHosts:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-            self._load(path).add(name, key.get_name(), key)
+            self._load(path).add(name, key)
 
 
 class Identities:
@@ -428,6 +469,10 @@ class SshTransport:
                                 f"{limit:.0f} s (node hung?)")
             self._verify_host_key(ep, transport, known)
             self._authenticate(ep, transport)
+            if self.options.keep_open:
+                # paramiko's reader thread wakes every 0.1 s on an idle socket; a kept connection that
+                # waits for the next --watch refresh need not burn the controller's CPU doing so.
+                transport.sock.settimeout(1.0)
             return transport
         except BaseException:
             transport.close()
@@ -570,7 +615,8 @@ class _Capped:
 def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool]:
     """Read stdout and stderr together until the command exits, or raise TIMEOUT at the deadline."""
     out, err = _Capped(), _Capped()
-    fd = channel.fileno()  # readable whenever either stream has data or the channel closes
+    poller = select.poll()  # not select(): with a thousand kept connections, descriptors pass 1024
+    poller.register(channel.fileno(), select.POLLIN)  # readable when either stream has data or it closes
     while True:
         out.take(channel.recv_ready, channel.recv)
         err.take(channel.recv_stderr_ready, channel.recv_stderr)
@@ -580,7 +626,7 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, b
         left = remaining(deadline)
         if left <= 0:
             raise NodeError(TIMEOUT, "no answer before the deadline (command still running?)")
-        select.select([fd], [], [], min(left, 1.0))
+        poller.poll(min(left, 1.0) * 1000)
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
     return rc, out.text(), err.text(), out.truncated or err.truncated
 
