@@ -70,10 +70,11 @@ _KEY_ALGORITHMS = {
 class NodeError(Exception):
     """A failure with its outcome status and a short reason for the operator."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: str, reason: str, *, command_sent: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.command_sent = command_sent  # the node may have started the command: never run it again
 
 
 @dataclass(frozen=True)
@@ -549,12 +550,23 @@ class SshTransport:
         started = time.monotonic()
         if command.timeout_s:
             deadline = min(deadline, started + command.timeout_s + self.options.connect_timeout_s + 2)
-        try:
-            ep = self.endpoint(node)
-            with self._connection(node, ep, deadline) as transport:
-                rc, out, err, truncated = self._exec(transport, wrap_command(command), command.stdin, deadline)
-        except NodeError as exc:
-            return Outcome(node.name, exc.status, duration_s=time.monotonic() - started, error=exc.reason)
+        ep = self.endpoint(node)
+        attempts = 2 if ep.proxy_jump else 1
+        for attempt in range(attempts):
+            try:
+                with self._connection(node, ep, deadline) as transport:
+                    rc, out, err, truncated = self._exec(transport, wrap_command(command), command.stdin, deadline)
+                break
+            except NodeError as exc:
+                failure = exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
+                failure = NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip(),
+                                    command_sent=True)
+            # Behind a shared jump connection a forwarded channel is sometimes closed mid-handshake: one more
+            # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
+            if (attempt + 1 == attempts or failure.status != UNREACHABLE or failure.command_sent
+                    or remaining(deadline) <= 0):
+                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
         duration = time.monotonic() - started
         if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
             return Outcome(node.name, TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
@@ -575,8 +587,11 @@ class SshTransport:
                 channel.sendall(stdin)
             channel.shutdown_write()
             return _drain(channel, deadline)
+        except NodeError as exc:
+            exc.command_sent = True
+            raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise NodeError(UNREACHABLE, f"connection lost: {exc}") from exc
+            raise NodeError(UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
         finally:
             channel.close()
 
