@@ -8,6 +8,7 @@ controller's version. psutil is used when the node has it, /proc and /sys otherw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -24,19 +25,31 @@ from jueying_cli.transport.base import FAILED, OK, Command, Outcome, Transport
 
 DEFAULT_PROBE_TIMEOUT_S = 30.0
 _PROBE_MODULES = ("jueying_cli", "jueying_cli.probe", "jueying_cli.probe.host", "jueying_cli.probe.kernel",
-                  "jueying_cli.probe.nvml", "jueying_cli.probe.__main__")
+                  "jueying_cli.probe.nvml", "jueying_cli.probe.serve", "jueying_cli.probe.__main__")
 # Exit code the bootstrap uses when the node cannot run the probe at all.
 NO_PYTHON_RC = 127
 
-# Python 3.8-compatible. Reads the payload from stdin: a JSON header line, then zlib blobs.
+# Python 3.8-compatible. Reads the payload from stdin: a JSON header line, then zlib blobs; reads exactly
+# that much (os.read, no buffering), so in serve mode the requests that follow stay for the probe.
 _BOOTSTRAP = r"""
-import sys, json, zlib, importlib.abc, importlib.util
+import os, sys, json, zlib, importlib.abc, importlib.util
 if sys.version_info < (3, 8):
     sys.stderr.write("jueying: python3 on this node is %d.%d; the probe needs 3.8 or newer\n" % sys.version_info[:2])
     sys.exit(127)
-data = sys.stdin.buffer.read()
+def read_until(data, done):
+    while not done(data):
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            sys.stderr.write("jueying: probe payload cut short\n")
+            sys.exit(3)
+        data += chunk
+    return data
+data = read_until(b"", lambda d: b"\n" in d)
 head, _, rest = data.partition(b"\n")
 header = json.loads(head.decode())
+total = sum(size for _, size in header["sizes"])
+rest = read_until(rest, lambda d: len(d) >= total)
+rest, pending = rest[:total], rest[total:]
 blobs = {}
 pos = 0
 for name, size in header["sizes"]:
@@ -65,14 +78,19 @@ sys.meta_path.insert(0, Finder())
 for name in list(sys.modules):
     if name == "jueying_cli" or name.startswith("jueying_cli."):
         del sys.modules[name]
+if header.get("serve"):
+    from jueying_cli.probe.serve import serve
+    sys.exit(serve(sys.stdout.buffer, gpus="--no-gpus" not in header["args"], idle_s=header["idle_s"],
+                   pending=pending))
 from jueying_cli.probe.__main__ import main
 sys.exit(main(["--compact"] + header["args"]))
 """
 
 
 @lru_cache(maxsize=4)
-def probe_payload(with_gpus: bool = True) -> bytes:
-    """The stdin payload: header line + zlib-compressed sources (built once per run)."""
+def probe_payload(with_gpus: bool = True, serve_idle_s: float | None = None) -> bytes:
+    """The stdin payload: header line + zlib-compressed sources (built once per run). With `serve_idle_s` the
+    probe stays up and answers requests (see probe/serve.py), leaving after that many idle seconds."""
     import importlib.util
 
     sources: list[tuple[str, bytes]] = []
@@ -89,17 +107,23 @@ def probe_payload(with_gpus: bool = True) -> bytes:
         "sizes": [[name, len(blob)] for name, blob in blobs],
         "packages": ["jueying_cli", "jueying_cli.probe"],
         "args": [] if with_gpus else ["--no-gpus"],
+        "serve": serve_idle_s is not None,
+        "idle_s": serve_idle_s,
     }
     return json.dumps(header).encode() + b"\n" + b"".join(blob for _, blob in blobs)
 
 
-def probe_command(timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, with_gpus: bool = True) -> Command:
-    script = (
+def probe_script() -> str:
+    """The shell script that starts the probe from the payload on stdin; fixed text, nothing spliced in."""
+    return (
         "command -v python3 >/dev/null 2>&1 || "
         f"{{ echo 'jueying: python3 not found on PATH' >&2; exit {NO_PYTHON_RC}; }}; "
         f"exec python3 -c {shlex.quote(_BOOTSTRAP)}"
     )
-    return Command(script=script, timeout_s=timeout_s, stdin=probe_payload(with_gpus))
+
+
+def probe_command(timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, with_gpus: bool = True) -> Command:
+    return Command(script=probe_script(), timeout_s=timeout_s, stdin=probe_payload(with_gpus))
 
 
 @dataclass(frozen=True)
@@ -115,8 +139,10 @@ class NodeFacts:
         return self.node.name
 
 
-def parse_outcome(node: Node, outcome: Outcome) -> NodeFacts:
-    """Turn a probe run into facts; garbage output becomes `failed` with the reason, never a crash."""
+def parse_outcome(node: Node, outcome: Outcome, *, keep_document: bool = True) -> NodeFacts:
+    """Turn a probe run into facts; garbage output becomes `failed` with the reason, never a crash.
+    Without `keep_document` the raw document (two thirds of a node's facts in memory, ~50 KB) is dropped:
+    only `inventory --json` prints it."""
     if outcome.status != OK:
         if outcome.rc == NO_PYTHON_RC:
             reason = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "python3 not found"
@@ -132,6 +158,8 @@ def parse_outcome(node: Node, outcome: Outcome) -> NodeFacts:
                          None)
     except FactsError as exc:
         return NodeFacts(node, _replace(outcome, FAILED, f"probe output rejected: {exc}"), None)
+    if not keep_document:
+        facts = dataclasses.replace(facts, document={})
     # The raw JSON is no longer needed (facts.document holds it): at a thousand nodes it is ~15 MB.
     return NodeFacts(node, Outcome(outcome.node, outcome.status, rc=outcome.rc, stderr=outcome.stderr[:2000],
                                    duration_s=outcome.duration_s), facts)

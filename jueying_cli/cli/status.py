@@ -59,7 +59,8 @@ def status(
         from jueying_cli.cli.watch import watch_status
 
         raise typer.Exit(watch_status(opts, selected, interval_s=watch, timeout_s=timeout, gpus=gpus, sort=sort,
-                                      fold=fold, json_output=json_output, count=count))
+                                      fold=fold, json_output=json_output, count=count, inventory=inventory,
+                                      history=history_))
     results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
     if history_:
         record_history(results)

@@ -1,12 +1,14 @@
-"""`jueying status --watch`: refresh in place, SSH connections kept open between refreshes.
+"""`jueying status --watch`: refresh in place over kept SSH connections and kept probes (sessions.py).
 
 Each refresh has its own deadline; a node that misses it keeps its last values, marked stale, so one hung
-node never freezes the screen. Ends with Ctrl-C (exit 0) or after --count refreshes.
+node never freezes the screen. History is recorded at most every HISTORY_EVERY_S. Ends with Ctrl-C
+(exit 0) or after --count refreshes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from typing import Any
 
@@ -14,29 +16,43 @@ from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 from jueying_cli.transport.base import TIMEOUT
 
+HISTORY_EVERY_S = 60.0
+
 
 def refresh_deadline_s(opts: common.FleetOptions, interval_s: float) -> float:
     """How long one refresh may wait for nodes (seconds)."""
     return opts.deadline_s or max(3 * interval_s, 5.0)
 
 
+def probe_idle_s(interval_s: float, timeout_s: float) -> float:
+    """Seconds a kept probe waits for the next request before it leaves on its own (a controller that
+    vanished without closing): long enough for a first refresh of thousands of nodes."""
+    return max(900.0, 4 * interval_s + timeout_s)
+
+
 def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: float, timeout_s: float,
-                 gpus: bool, sort: str, fold: bool, json_output: bool = False, count: int | None = None) -> int:
+                 gpus: bool, sort: str, fold: bool, json_output: bool = False, count: int | None = None,
+                 inventory: Any = None, history: bool = True) -> int:
     from rich.live import Live
     from rich.text import Text
 
-    from jueying_cli.cli.status import render_status
-    from jueying_cli.collect import collect_nodes
+    from jueying_cli.cli.status import record_history, render_status, scheduler_states
     from jueying_cli.render.table import make_console
+    from jueying_cli.sessions import ProbeSessions
+    from jueying_cli.transport.fanout import raise_open_files_limit
 
     transport = common.make_transport(opts, keep_open=True)
     transport.prepare(selected)
+    raise_open_files_limit(len(selected), len(selected))  # a kept connection, channel and probe per node
+    sessions = ProbeSessions(transport, fanout=opts.fanout, connect_timeout_s=opts.connect_timeout_s,
+                             probe_timeout_s=timeout_s, idle_s=probe_idle_s(interval_s, timeout_s))
     console = make_console()
     live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal and not json_output \
         else None
     last: dict[str, Any] = {}
     deadline = refresh_deadline_s(opts, interval_s)
     refreshes = 0
+    recorded_at = float("-inf")
     rc = int(ExitCode.OK)
     try:
         if live is not None:
@@ -45,19 +61,23 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
             started = time.monotonic()
             # The first refresh opens every connection: per-node limits only. Later ones reuse them and
             # must not freeze the screen: they get the refresh deadline.
-            limit = deadline if refreshes else opts.deadline_s
-            results, interrupted = collect_nodes(transport, selected, fanout=opts.fanout, deadline_s=limit,
-                                                 timeout_s=min(timeout_s, limit) if limit else timeout_s)
+            results, interrupted = sessions.refresh(selected, deadline if refreshes else opts.deadline_s)
             if interrupted:
                 break
+            if history and time.monotonic() - recorded_at >= HISTORY_EVERY_S:
+                record_history(results)
+                recorded_at = time.monotonic()
             merged, stale = _merge_stale(results, last)
+            scheduler = scheduler_states(inventory, selected) if inventory is not None and inventory.source else None
             if live is not None:
                 with console.capture() as capture:
                     rc = render_status(merged, gpus=gpus, json_output=False, sort=sort, fold=fold, console=console,
-                                       stale=stale)
+                                       stale=stale, scheduler=scheduler)
                 live.update(Text.from_ansi(capture.get()), refresh=True)
             else:
-                rc = render_status(merged, gpus=gpus, json_output=json_output, sort=sort, fold=fold, stale=stale)
+                rc = render_status(merged, gpus=gpus, json_output=json_output, sort=sort, fold=fold, stale=stale,
+                                   scheduler=scheduler)
+                sys.stdout.flush()
             refreshes += 1
             if count is not None and refreshes >= count:
                 break
@@ -67,6 +87,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
     finally:
         if live is not None:
             live.stop()
+        sessions.close()
         transport.close()
     return rc
 

@@ -9,21 +9,66 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 FACTS_SCHEMA = 1
 
 
 def collect(gpus: bool = True) -> Dict[str, Any]:
     """One facts document for this machine (see DESIGN.md: schema 1, units in key names)."""
-    from jueying_cli.probe.host import collect_host
     from jueying_cli.probe.kernel import collect_time_sync, collect_xids
     from jueying_cli.probe.nvml import collect_gpus
 
+    return _document(gpus, collect_gpus, collect_time_sync, collect_xids, None)
+
+
+class Collector:
+    """Facts documents for repeated reads in one process (`status --watch`, the probe's serve mode): NVML
+    stays initialised, static facts (OS, CPU model, kernel, GPU identity and limits) are read once, the
+    kernel log is tailed, and the time-sync state (two subprocesses) is asked at most every
+    TIME_SYNC_EVERY_S seconds. Each document is as complete as one from collect()."""
+
+    TIME_SYNC_EVERY_S = 60.0
+
+    def __init__(self, gpus: bool = True) -> None:
+        from jueying_cli.probe.host import static_host
+        from jueying_cli.probe.kernel import KernelLogTail
+        from jueying_cli.probe.nvml import NvmlSession
+
+        self.gpus = gpus
+        self._nvml = NvmlSession()
+        self._kernel = KernelLogTail()
+        self._time_sync: Optional[Dict[str, Any]] = None
+        self._time_sync_at = 0.0
+        self._static_host = static_host()
+
+    def collect(self) -> Dict[str, Any]:
+        return _document(self.gpus, self._nvml.collect, self._cached_time_sync, self._kernel.collect,
+                         self._static_host)
+
+    def _cached_time_sync(self) -> Dict[str, Any]:
+        from jueying_cli.probe.kernel import collect_time_sync
+
+        now = time.monotonic()
+        if self._time_sync is None or now - self._time_sync_at >= self.TIME_SYNC_EVERY_S:
+            self._time_sync = collect_time_sync()
+            self._time_sync_at = now
+        return dict(self._time_sync)
+
+    def close(self) -> None:
+        self._nvml.close()
+        self._kernel.close()
+
+
+def _document(gpus: bool, collect_gpus: Callable[[List[Dict[str, Any]]], Tuple[Dict[str, Any], List[Any]]],
+              time_sync: Callable[[], Dict[str, Any]], xids: Callable[[], Dict[str, Any]],
+              static_host: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    from jueying_cli.probe.host import collect_host
+
     started = time.time()
     errors: List[Dict[str, Any]] = []
-    host = collect_host(errors)
-    host["time_sync"] = collect_time_sync()
+    host = collect_host(errors, static_host)
+    host["time_sync"] = time_sync()
     if gpus:
         nvml, gpu_list = collect_gpus(errors)
     else:
@@ -43,6 +88,6 @@ def collect(gpus: bool = True) -> Dict[str, Any]:
         "host": host,
         "nvml": nvml,
         "gpus": gpu_list,
-        "kernel_log": collect_xids(),
+        "kernel_log": xids(),
         "errors": errors,
     }

@@ -239,8 +239,14 @@ def uptime_seconds() -> Optional[float]:
     return None
 
 
-def collect_host(errors: Errors) -> Dict[str, Any]:
+def static_host() -> Dict[str, Any]:
+    """Facts that do not change while the machine runs: a kept probe reads them once."""
     uname = platform.uname()
+    return {"os": os_release(), "kernel": uname.release, "architecture": uname.machine, "cpu": cpu_info()}
+
+
+def collect_host(errors: Errors, static: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    static = static or static_host()
     try:
         load1, load5, load15 = os.getloadavg()
         load: Dict[str, Optional[float]] = {"load1": load1, "load5": load5, "load15": load15}
@@ -248,11 +254,11 @@ def collect_host(errors: Errors) -> Dict[str, Any]:
         load = {"load1": None, "load5": None, "load15": None}
     host: Dict[str, Any] = {
         "hostname": socket.gethostname(),
-        "os": os_release(),
-        "kernel": uname.release,
-        "architecture": uname.machine,
+        "os": dict(static["os"]),
+        "kernel": static["kernel"],
+        "architecture": static["architecture"],
         "uptime_s": uptime_seconds(),
-        "cpu": cpu_info(),
+        "cpu": dict(static["cpu"]),
         "load": load,
     }
     host.update(memory_info())

@@ -61,26 +61,31 @@ def parse_line(line: str, boot: Optional[float]) -> Tuple[Optional[float], str]:
     return None, line
 
 
+def _read_records(fd: int) -> List[str]:
+    """The records readable from an open /dev/kmsg descriptor now, without blocking."""
+    lines = []
+    while True:
+        try:
+            record = os.read(fd, 8192)
+        except OSError as exc:
+            if exc.errno == errno.EAGAIN:
+                break
+            if exc.errno == errno.EPIPE:  # overwritten while reading: skip ahead
+                continue
+            raise
+        if not record:
+            break
+        lines.append(record.decode("utf-8", "replace").split("\n", 1)[0])
+    return lines
+
+
 def _read_kmsg() -> List[str]:
     """All records in the kernel ring buffer, without blocking."""
     fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-    lines = []
     try:
-        while True:
-            try:
-                record = os.read(fd, 8192)
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
-                    break
-                if exc.errno == errno.EPIPE:  # overwritten while reading: skip ahead
-                    continue
-                raise
-            if not record:
-                break
-            lines.append(record.decode("utf-8", "replace").split("\n", 1)[0])
+        return _read_records(fd)
     finally:
         os.close(fd)
-    return lines
 
 
 def _read_source() -> Tuple[str, List[str]]:
@@ -98,22 +103,15 @@ def _read_source() -> Tuple[str, List[str]]:
     return "dmesg", out.stdout.decode("utf-8", "replace").splitlines()
 
 
-def collect_xids(now: Optional[float] = None) -> Dict[str, Any]:
-    """{status, source, message, xid_events: [{time_unix, pci_bus_id, xid, pid, text}]} for the last day."""
-    now = time.time() if now is None else now
-    try:
-        source, lines = _read_source()
-    except (OSError, subprocess.SubprocessError) as exc:
-        return {"status": "unavailable", "source": None, "message": "cannot read the kernel log: %s" % exc,
-                "xid_events": None}
-    boot = _boot_time()
+def _events(lines: List[str], boot: Optional[float]) -> List[Dict[str, Any]]:
+    """XID events among kernel log lines, oldest first, without the age window."""
     events = []
     for line in lines:
         if "NVRM: Xid" not in line:
             continue
         when, message = parse_line(line, boot)
         match = _XID_RE.search(message)
-        if not match or (when is not None and when < now - WINDOW_S):
+        if not match:
             continue
         pid = match.group(3)
         events.append({
@@ -123,9 +121,86 @@ def collect_xids(now: Optional[float] = None) -> Dict[str, Any]:
             "pid": int(pid) if pid and pid.isdigit() else None,
             "text": (match.group(4) or "").strip()[:200],
         })
-    truncated = len(events) > MAX_EVENTS
+    return events
+
+
+def _section(source: str, events: List[Dict[str, Any]], now: float) -> Dict[str, Any]:
+    recent = [e for e in events if e["time_unix"] is None or e["time_unix"] >= now - WINDOW_S]
+    truncated = len(recent) > MAX_EVENTS
     return {"status": "ok", "source": source, "message": "only the newest %d XID events kept" % MAX_EVENTS
-            if truncated else None, "xid_events": events[-MAX_EVENTS:]}
+            if truncated else None, "xid_events": recent[-MAX_EVENTS:]}
+
+
+def _unavailable(exc: BaseException) -> Dict[str, Any]:
+    return {"status": "unavailable", "source": None, "message": "cannot read the kernel log: %s" % exc,
+            "xid_events": None}
+
+
+def collect_xids(now: Optional[float] = None) -> Dict[str, Any]:
+    """{status, source, message, xid_events: [{time_unix, pci_bus_id, xid, pid, text}]} for the last day."""
+    now = time.time() if now is None else now
+    try:
+        source, lines = _read_source()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return _unavailable(exc)
+    return _section(source, _events(lines, _boot_time()), now)
+
+
+class KernelLogTail:
+    """XID events for repeated reads in one process (`status --watch`): /dev/kmsg stays open and each read
+    parses only the records logged since the last one; a log file named by JUEYING_PROBE_KERNEL_LOG is
+    parsed again only when it changed. dmesg, the fallback, is run at most every DMESG_EVERY_S."""
+
+    DMESG_EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        self._fd: Optional[int] = None
+        self._events: List[Dict[str, Any]] = []
+        self._file_stamp: Optional[Tuple[int, int, int]] = None
+        self._source: Optional[str] = None
+        self._dmesg_at = 0.0
+        self._boot = _boot_time()
+
+    def collect(self, now: Optional[float] = None) -> Dict[str, Any]:
+        now = time.time() if now is None else now
+        try:
+            self._update(time.monotonic())
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.close()
+            return _unavailable(exc)
+        # Bounded memory however long the watch: drop what left the window, keep at most MAX_EVENTS + 1.
+        self._events = [e for e in self._events if e["time_unix"] is None or e["time_unix"] >= now - WINDOW_S]
+        del self._events[:-(MAX_EVENTS + 1)]
+        return _section(self._source or "", self._events, now)
+
+    def _update(self, mono: float) -> None:
+        override = os.environ.get("JUEYING_PROBE_KERNEL_LOG")
+        if override:
+            st = os.stat(override)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if stamp != self._file_stamp:
+                self._source, lines = _read_source()
+                self._events = _events(lines, self._boot)
+                self._file_stamp = stamp
+            return
+        if self._fd is None and self._source != "dmesg":
+            try:
+                self._fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+                self._source = "/dev/kmsg"
+            except OSError:
+                self._source = "dmesg"
+        if self._fd is not None:
+            self._events.extend(_events(_read_records(self._fd), self._boot))
+            return
+        if not self._events or mono - self._dmesg_at >= self.DMESG_EVERY_S:
+            self._source, lines = _read_source()
+            self._events = _events(lines, self._boot)
+            self._dmesg_at = mono
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = None
 
 
 def _run(argv: List[str]) -> Optional[str]:

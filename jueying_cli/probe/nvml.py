@@ -190,16 +190,51 @@ def _pair(value: Any) -> Tuple[Any, Any]:
     return value[0], value[1]
 
 
-def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any]) -> None:
-    """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone."""
+# Fields that cannot change while the driver stays loaded (identity, thresholds, maxima): a kept session
+# reads them once per GPU and repeats them, with any errors they gave, in every later document.
+STATIC_KEYS = ("name", "uuid", "serial", "pci_bus_id", "vbios_version", "temperature_slowdown_c",
+               "temperature_shutdown_c", "clock_sm_max_mhz", "clock_mem_max_mhz", "pcie_gen_max", "pcie_width_max")
+
+
+def _read_static(r: _Reader, index: int, handle: Any) -> Dict[str, Any]:
     nv = r.nv
     c = r.call
-    gpu["name"] = _text(c(index, "name", nv.nvmlDeviceGetName, handle))
-    gpu["uuid"] = _text(c(index, "uuid", nv.nvmlDeviceGetUUID, handle))
-    gpu["serial"] = _text(c(index, "serial", nv.nvmlDeviceGetSerial, handle))
+    static: Dict[str, Any] = {}
+    static["name"] = _text(c(index, "name", nv.nvmlDeviceGetName, handle))
+    static["uuid"] = _text(c(index, "uuid", nv.nvmlDeviceGetUUID, handle))
+    static["serial"] = _text(c(index, "serial", nv.nvmlDeviceGetSerial, handle))
     pci = c(index, "pci_bus_id", nv.nvmlDeviceGetPciInfo, handle)
-    gpu["pci_bus_id"] = _text(pci.busId) if pci is not None else None
-    gpu["vbios_version"] = _text(c(index, "vbios_version", nv.nvmlDeviceGetVbiosVersion, handle))
+    static["pci_bus_id"] = _text(pci.busId) if pci is not None else None
+    static["vbios_version"] = _text(c(index, "vbios_version", nv.nvmlDeviceGetVbiosVersion, handle))
+    static["temperature_slowdown_c"] = c(index, "temperature_slowdown_c", nv.nvmlDeviceGetTemperatureThreshold,
+                                         handle, nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
+    static["temperature_shutdown_c"] = c(index, "temperature_shutdown_c", nv.nvmlDeviceGetTemperatureThreshold,
+                                         handle, nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
+    static["clock_sm_max_mhz"] = c(index, "clock_sm_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_SM)
+    static["clock_mem_max_mhz"] = c(index, "clock_mem_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle,
+                                    nv.NVML_CLOCK_MEM)
+    static["pcie_gen_max"] = c(index, "pcie.gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, handle)
+    static["pcie_width_max"] = c(index, "pcie.width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, handle)
+    return static
+
+
+def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any],
+              cache: Optional[Dict[int, Tuple[Dict[str, Any], Errors]]] = None) -> None:
+    """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone. With `cache` (a kept
+    session), the static fields come from it after the first read."""
+    nv = r.nv
+    c = r.call
+    if cache is not None and index in cache:
+        static, static_errors = cache[index]
+        r.errors.extend(dict(e) for e in static_errors)
+    else:
+        mark = len(r.errors)
+        static = _read_static(r, index, handle)
+        if cache is not None:
+            cache[index] = (static, [dict(e) for e in r.errors[mark:]])
+    for key in STATIC_KEYS:
+        if not key.startswith("pcie_"):
+            gpu[key] = static[key]
 
     mem = c(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
     gpu["memory_total_bytes"] = mem.total if mem is not None else None
@@ -211,19 +246,12 @@ def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any]) -> None:
 
     gpu["temperature_c"] = c(index, "temperature_c", nv.nvmlDeviceGetTemperature, handle,
                              nv.NVML_TEMPERATURE_GPU)
-    gpu["temperature_slowdown_c"] = c(index, "temperature_slowdown_c", nv.nvmlDeviceGetTemperatureThreshold,
-                                      handle, nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
-    gpu["temperature_shutdown_c"] = c(index, "temperature_shutdown_c", nv.nvmlDeviceGetTemperatureThreshold,
-                                      handle, nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
 
     gpu["power_watts"] = _watts(c(index, "power_watts", nv.nvmlDeviceGetPowerUsage, handle))
     gpu["power_limit_watts"] = _watts(c(index, "power_limit_watts", nv.nvmlDeviceGetEnforcedPowerLimit, handle))
 
     gpu["clock_sm_mhz"] = c(index, "clock_sm_mhz", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_SM)
-    gpu["clock_sm_max_mhz"] = c(index, "clock_sm_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_SM)
     gpu["clock_mem_mhz"] = c(index, "clock_mem_mhz", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM)
-    gpu["clock_mem_max_mhz"] = c(index, "clock_mem_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle,
-                                 nv.NVML_CLOCK_MEM)
     mask = _read_clock_reasons(r, index, handle)
     gpu["clocks_event_reasons_mask"] = mask
     gpu["clocks_event_reasons"] = None if mask is None else decode_clocks_event_reasons(int(mask))
@@ -265,9 +293,9 @@ def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any]) -> None:
 
     gpu["pcie"] = {
         "gen_current": c(index, "pcie.gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, handle),
-        "gen_max": c(index, "pcie.gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        "gen_max": static["pcie_gen_max"],
         "width_current": c(index, "pcie.width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, handle),
-        "width_max": c(index, "pcie.width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, handle),
+        "width_max": static["pcie_width_max"],
         "replay_counter": c(index, "pcie.replay_counter", nv.nvmlDeviceGetPcieReplayCounter, handle),
     }
     gpu["nvlinks"] = _read_nvlinks(r, index, handle)
@@ -307,18 +335,21 @@ _INIT_STATUS = {
 }
 
 
-def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """Return (nvml section, gpu list). Never raises for NVML trouble: it is reported in the nvml status."""
-    nvml: Dict[str, Any] = {
+def _empty_nvml() -> Dict[str, Any]:
+    return {
         "status": "ok", "message": None,
         "driver_version": None, "cuda_driver_version": None, "nvml_version": None,
         "gpu_count": None,
     }
+
+
+def _open(nvml: Dict[str, Any]) -> Any:
+    """Import pynvml and initialise NVML; the module, or None with the reason in the nvml section."""
     try:
         import pynvml
     except ImportError as exc:
         nvml.update(status="pynvml_missing", message="python module pynvml (package nvidia-ml-py) not found: %s" % exc)
-        return nvml, []
+        return None
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
@@ -327,28 +358,85 @@ def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
         nvml["message"] = "nvmlInit failed: %s (%s)" % (_message(exc), name)
         if name == "LIBRARY_NOT_FOUND":
             nvml["message"] = "libnvidia-ml.so.1 not found (no NVIDIA driver installed?)"
+        return None
+    return pynvml
+
+
+def _close(pynvml: Any) -> None:
+    try:
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        pass
+
+
+def _read_all(pynvml: Any, nvml: Dict[str, Any], errors: Errors,
+              cache: Optional[Dict[int, Tuple[Dict[str, Any], Errors]]] = None) -> List[Dict[str, Any]]:
+    r = _Reader(pynvml, errors)
+    nvml["driver_version"] = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
+    nvml["cuda_driver_version"] = _cuda_version(
+        r.call(None, "cuda_driver_version", pynvml.nvmlSystemGetCudaDriverVersion_v2))
+    nvml["nvml_version"] = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
+    count = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
+    nvml["gpu_count"] = count
+    gpus = []
+    for index in range(count or 0):
+        gpu = _empty_gpu(index)
+        try:
+            handle = r.call(index, "handle", pynvml.nvmlDeviceGetHandleByIndex, index)
+            if handle is not None:
+                _read_gpu(r, index, handle, gpu, cache)
+        except _GpuLost:
+            gpu["lost"] = True
+        gpus.append(gpu)
+    return gpus
+
+
+def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """Return (nvml section, gpu list). Never raises for NVML trouble: it is reported in the nvml status."""
+    nvml = _empty_nvml()
+    pynvml = _open(nvml)
+    if pynvml is None:
         return nvml, []
     try:
-        r = _Reader(pynvml, errors)
-        nvml["driver_version"] = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
-        nvml["cuda_driver_version"] = _cuda_version(
-            r.call(None, "cuda_driver_version", pynvml.nvmlSystemGetCudaDriverVersion_v2))
-        nvml["nvml_version"] = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
-        count = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
-        nvml["gpu_count"] = count
-        gpus = []
-        for index in range(count or 0):
-            gpu = _empty_gpu(index)
-            try:
-                handle = r.call(index, "handle", pynvml.nvmlDeviceGetHandleByIndex, index)
-                if handle is not None:
-                    _read_gpu(r, index, handle, gpu)
-            except _GpuLost:
-                gpu["lost"] = True
-            gpus.append(gpu)
-        return nvml, gpus
+        return nvml, _read_all(pynvml, nvml, errors)
     finally:
-        try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
+        _close(pynvml)
+
+
+# Errors after which a kept NVML session is not trusted for the next read: initialise again.
+_REINIT_ERRORS = ("UNINITIALIZED", "DRIVER_NOT_LOADED", "GPU_IS_LOST", "RESET_REQUIRED",
+                  "LIB_RM_VERSION_MISMATCH", "UNKNOWN")
+
+
+class NvmlSession:
+    """NVML initialised once for many reads (`status --watch`): nvmlInit costs more than a whole read of
+    eight GPUs, and the static fields (STATIC_KEYS) are read once per GPU. After a lost GPU, a driver error
+    or a change in GPU count it initialises again and forgets them, so a GPU reset or driver reload shows up
+    on the next read; a failed init is retried on every read."""
+
+    def __init__(self) -> None:
+        self._pynvml: Any = None
+        self._count: Optional[int] = None
+        self._static: Dict[int, Tuple[Dict[str, Any], Errors]] = {}
+
+    def collect(self, errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+        nvml = _empty_nvml()
+        if self._pynvml is None:
+            self._pynvml = _open(nvml)
+            if self._pynvml is None:
+                return nvml, []
+        mark = len(errors)
+        gpus = _read_all(self._pynvml, nvml, errors, self._static)
+        troubled = any(e.get("error") in _REINIT_ERRORS for e in errors[mark:]) or any(g["lost"] for g in gpus)
+        if troubled or (self._count is not None and nvml["gpu_count"] != self._count):
+            self.close()
+        else:
+            self._count = nvml["gpu_count"]
+        return nvml, gpus
+
+    def close(self) -> None:
+        if self._pynvml is not None:
+            _close(self._pynvml)
+        self._pynvml = None
+        self._count = None
+        self._static = {}

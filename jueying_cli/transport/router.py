@@ -34,6 +34,15 @@ class RoutingTransport:
             return self._local.run(node, command, deadline)
         return self._ssh_transport().run(node, command, deadline)  # type: ignore[no-any-return]
 
+    def open_stream(self, node: Node, command: Command, deadline: float) -> Any:
+        """A command left running on the node (SSH nodes only; see SshTransport.open_stream)."""
+        return self._ssh_transport().open_stream(node, command, deadline)
+
+    def drop(self, node: Node) -> None:
+        """Forget the kept connection to a node that stopped answering."""
+        if self._ssh is not None and not node.is_local:
+            self._ssh.drop(node)
+
     def close(self) -> None:
         if self._ssh is not None:
             self._ssh.close()

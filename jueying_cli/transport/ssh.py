@@ -595,6 +595,55 @@ class SshTransport:
         finally:
             channel.close()
 
+    def open_stream(self, node: Node, command: Command, deadline: float) -> SshStream:
+        """Start `command` on the node and leave it running, stdin open (the probe's serve mode); the
+        connection is kept until close(). Raises StreamError with the node's outcome when it cannot."""
+        started = time.monotonic()
+        ep = self.endpoint(node)
+        attempts = 2 if ep.proxy_jump else 1
+        for attempt in range(attempts):
+            try:
+                transport = self._kept_transport(node, ep, deadline)
+                try:
+                    channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
+                    channel.exec_command(wrap_command(command))
+                    if command.stdin:
+                        channel.sendall(command.stdin)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    self._forget(node.name, transport)
+                    raise NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip()) from exc
+                return SshStream(channel)
+            except NodeError as exc:
+                failure = exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
+                failure = NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip())
+            if attempt + 1 == attempts or failure.status != UNREACHABLE or remaining(deadline) <= 0:
+                break
+        raise StreamError(Outcome(node.name, failure.status, duration_s=time.monotonic() - started,
+                                  error=failure.reason))
+
+    def _kept_transport(self, node: Node, ep: Endpoint, deadline: float) -> paramiko.Transport:
+        with self._open_lock:
+            transport = self._open.get(node.name)
+        if transport is None or not transport.is_active():
+            transport = self._handshake(ep, deadline)
+            with self._open_lock:
+                self._open[node.name] = transport
+        return transport
+
+    def _forget(self, name: str, transport: paramiko.Transport) -> None:
+        with self._open_lock:
+            if self._open.get(name) is transport:
+                del self._open[name]
+        transport.close()
+
+    def drop(self, node: Node) -> None:
+        """Close the kept connection to one node (it stopped answering): the next use connects afresh."""
+        with self._open_lock:
+            transport = self._open.pop(node.name, None)
+        if transport is not None:
+            transport.close()
+
     def close(self) -> None:
         with self._open_lock:
             transports = list(self._open.values())
@@ -604,6 +653,63 @@ class SshTransport:
             self._jumps.clear()
         for transport in transports:
             transport.close()
+
+
+class StreamError(Exception):
+    """A stream could not be opened; `outcome` says why, in the node outcome vocabulary."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
+class SshStream:
+    """A command left running on a kept channel. `fileno()` becomes readable when stdout or stderr has data
+    or the command ended, so one thread can poll() a thousand of them."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+        self._fd = channel.fileno()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def send(self, data: bytes) -> bool:
+        """Write to the command's stdin; False when the channel is gone."""
+        try:
+            self._channel.sendall(data)
+        except (paramiko.SSHException, EOFError, OSError):
+            return False
+        return True
+
+    def read(self) -> tuple[bytes, bytes]:
+        """(stdout, stderr) available now, without waiting."""
+        out = err = b""
+        with suppress(paramiko.SSHException, EOFError, OSError, TimeoutError):
+            while self._channel.recv_ready():
+                out += self._channel.recv(1 << 16)
+            while self._channel.recv_stderr_ready():
+                err += self._channel.recv_stderr(1 << 16)
+        return out, err
+
+    def finished(self) -> bool:
+        """The command closed its output or the connection is gone (read() first: data may remain)."""
+        channel = self._channel
+        transport = channel.get_transport()
+        return bool(channel.eof_received or channel.closed or transport is None or not transport.is_active())
+
+    def exit_code(self, wait_s: float = 0.2) -> int | None:
+        """The exit code of a finished command (it follows the end of output within milliseconds), or None
+        when the connection was lost without one."""
+        channel = self._channel
+        if channel.status_event.wait(wait_s):
+            code = channel.recv_exit_status()  # -1: closed without a status
+            return None if code < 0 else code
+        return None
+
+    def close(self) -> None:
+        with suppress(paramiko.SSHException, EOFError, OSError):
+            self._channel.close()
 
 
 class _Capped:

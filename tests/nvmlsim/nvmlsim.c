@@ -8,7 +8,10 @@
  * file, so that the real pynvml, gpustat and nvitop run unmodified against a
  * simulated 8x H100 SXM node and tests can inject faults.
  *
- * State file: path in $JUEYING_NVMLSIM_STATE, re-read on every nvmlInit*.
+ * State file: path in $JUEYING_NVMLSIM_STATE, re-read on every nvmlInit* and,
+ * while initialised, whenever the file is replaced or changed (checked at
+ * most every 50 ms): a real driver's readings are live, and a long-lived
+ * NVML session (jueying's probe in serve mode) must see injected faults.
  * Missing variable or file -> built-in defaults.  Format: one "key = value"
  * per line, '#' starts a comment line, later lines override earlier ones,
  * unknown keys are ignored.  The keys and their defaults are listed in
@@ -38,6 +41,8 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,8 +161,17 @@ typedef struct {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static sim_entry_t *g_entries;  /* in file order; guarded by g_lock */
 static size_t g_nentries;
+/* Open-addressing index over g_entries: slot -> entry number + 1 (0: empty),
+ * the last occurrence of each key.  Every entry point looks up three or four
+ * keys (lost, two fault injections, the value), mostly absent ones; a linear
+ * scan of the ~450 entries made the simulator, not the caller, the cost of a
+ * call.  Guarded by g_lock. */
+static size_t *g_slots;
+static size_t g_nslots;         /* a power of two, at least twice g_nentries */
 static size_t g_capacity;
 static unsigned g_init_refs;    /* nvmlInit* minus nvmlShutdown; guarded by g_lock */
+static struct stat g_loaded;    /* the state file as last loaded (st_ino 0: none); guarded by g_lock */
+static struct timespec g_checked; /* when the file was last compared with g_loaded; guarded by g_lock */
 
 /* Device handles are pointers into this array: GPU i's handle is &g_devices[i].
  * (The struct is opaque in nvml.h; the member only gives it a size.) */
@@ -186,6 +200,54 @@ static void clear_entries_locked(void)
         free(g_entries[i].value);
     }
     g_nentries = 0;
+    free(g_slots);
+    g_slots = NULL;
+    g_nslots = 0;
+}
+
+static size_t hash_key(const char *key)
+{
+    size_t h = 1469598103934665603ULL & (size_t)-1; /* FNV-1a */
+    while (*key)
+        h = (h ^ (unsigned char)*key++) * (size_t)1099511628211ULL;
+    return h;
+}
+
+/* Builds g_slots over g_entries; later entries replace earlier ones. */
+static void index_entries_locked(void)
+{
+    size_t i, n = 64, slot;
+    while (n < 2 * g_nentries)
+        n *= 2;
+    g_slots = calloc(n, sizeof *g_slots);
+    if (g_slots == NULL)
+        return; /* lookups fall back to the linear scan */
+    g_nslots = n;
+    for (i = 0; i < g_nentries; i++) {
+        slot = hash_key(g_entries[i].key) & (n - 1);
+        while (g_slots[slot] != 0 && strcmp(g_entries[g_slots[slot] - 1].key, g_entries[i].key) != 0)
+            slot = (slot + 1) & (n - 1);
+        g_slots[slot] = i + 1;
+    }
+}
+
+/* The entry for `key` (last occurrence), or NULL.  Caller holds g_lock. */
+static const sim_entry_t *find_entry_locked(const char *key)
+{
+    size_t i, slot;
+    if (g_slots == NULL) {
+        for (i = g_nentries; i-- > 0;)
+            if (strcmp(g_entries[i].key, key) == 0)
+                return &g_entries[i];
+        return NULL;
+    }
+    slot = hash_key(key) & (g_nslots - 1);
+    while (g_slots[slot] != 0) {
+        if (strcmp(g_entries[g_slots[slot] - 1].key, key) == 0)
+            return &g_entries[g_slots[slot] - 1];
+        slot = (slot + 1) & (g_nslots - 1);
+    }
+    return NULL;
 }
 
 static void add_entry_locked(const char *key, const char *value)
@@ -221,8 +283,12 @@ static void load_state_locked(void)
     size_t cap = 0;
 
     clear_entries_locked();
+    memset(&g_loaded, 0, sizeof g_loaded);
+    clock_gettime(CLOCK_MONOTONIC, &g_checked);
     if (path == NULL || *path == '\0' || (f = fopen(path, "r")) == NULL)
         return; /* built-in defaults */
+    if (fstat(fileno(f), &g_loaded) != 0)
+        memset(&g_loaded, 0, sizeof g_loaded);
     while (getline(&line, &cap, f) != -1) {
         char *s = trim(line), *eq;
         if (*s == '\0' || *s == '#')
@@ -235,21 +301,44 @@ static void load_state_locked(void)
     }
     free(line);
     fclose(f);
+    index_entries_locked();
+}
+
+/* Reloads the state file if it was replaced or changed since it was loaded,
+ * looking at most every 50 ms.  Caller holds g_lock. */
+static void reload_if_changed_locked(void)
+{
+    const char *path = getenv(SIM_STATE_ENV);
+    struct timespec now;
+    struct stat st;
+    long elapsed_ms;
+
+    if (g_init_refs == 0 || path == NULL || *path == '\0')
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    elapsed_ms = (now.tv_sec - g_checked.tv_sec) * 1000L + (now.tv_nsec - g_checked.tv_nsec) / 1000000L;
+    if (elapsed_ms < 50)
+        return;
+    g_checked = now;
+    if (stat(path, &st) != 0)
+        memset(&st, 0, sizeof st);
+    if (st.st_ino != g_loaded.st_ino || st.st_dev != g_loaded.st_dev || st.st_size != g_loaded.st_size ||
+        st.st_mtim.tv_sec != g_loaded.st_mtim.tv_sec || st.st_mtim.tv_nsec != g_loaded.st_mtim.tv_nsec)
+        load_state_locked();
 }
 
 /* Copies the value of `key` from the state file into `out`; 0 if absent.
  * The last occurrence wins. */
 static int lookup(const char *key, char *out, size_t n)
 {
-    size_t i;
+    const sim_entry_t *entry;
     int found = 0;
     pthread_mutex_lock(&g_lock);
-    for (i = g_nentries; i-- > 0;) {
-        if (strcmp(g_entries[i].key, key) == 0) {
-            snprintf(out, n, "%s", g_entries[i].value);
-            found = 1;
-            break;
-        }
+    reload_if_changed_locked();
+    entry = find_entry_locked(key);
+    if (entry != NULL) {
+        snprintf(out, n, "%s", entry->value);
+        found = 1;
     }
     pthread_mutex_unlock(&g_lock);
     return found;
@@ -258,15 +347,13 @@ static int lookup(const char *key, char *out, size_t n)
 /* Like lookup() but returns a malloc'd copy of any length (NULL if absent). */
 static char *lookup_dup(const char *key)
 {
-    size_t i;
+    const sim_entry_t *entry;
     char *copy = NULL;
     pthread_mutex_lock(&g_lock);
-    for (i = g_nentries; i-- > 0;) {
-        if (strcmp(g_entries[i].key, key) == 0) {
-            copy = strdup(g_entries[i].value);
-            break;
-        }
-    }
+    reload_if_changed_locked();
+    entry = find_entry_locked(key);
+    if (entry != NULL)
+        copy = strdup(entry->value);
     pthread_mutex_unlock(&g_lock);
     return copy;
 }
