@@ -148,8 +148,8 @@ def parse_outcome(node: Node, outcome: Outcome, *, keep_document: bool = True) -
             reason = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "python3 not found"
             outcome = _replace(outcome, FAILED, reason)
         elif outcome.status == FAILED and outcome.stderr.strip():
-            outcome = _replace(outcome, FAILED, f"probe failed (exit {outcome.rc}): "
-                               f"{outcome.stderr.strip().splitlines()[-1][:200]}")
+            code = f" (exit {outcome.rc})" if outcome.rc is not None else ""
+            outcome = _replace(outcome, FAILED, f"probe failed{code}: {outcome.stderr.strip().splitlines()[-1][:200]}")
         return NodeFacts(node, outcome, None)
     try:
         facts = Facts.from_document(json.loads(outcome.stdout))

@@ -33,7 +33,7 @@ STDERR_KEPT = 4096  # bytes of a probe's stderr kept for its error message
 @dataclass(eq=False)
 class _Session:
     node: Node
-    stream: Any  # transport stream: fileno(), send(), read(), finished(), exit_code(), close()
+    stream: Any  # transport stream: fileno(), send(), read(), finished(), exit_code(), connected(), close()
     out: bytearray = field(default_factory=bytearray)
     err: bytearray = field(default_factory=bytearray)
     asked: int = 0  # sequence number of the last request
@@ -276,7 +276,8 @@ class ProbeSessions:
         """The probe exited or its channel closed: report why, in one-shot mode's words. A probe that left
         cleanly (its idle limit) is started again, once per refresh, without a word."""
         code = session.stream.exit_code()
-        self._discard(session, drop_connection=code is None)
+        connected = session.stream.connected()
+        self._discard(session, drop_connection=not connected)
         name = session.node.name
         if code == 0 and not session.err and name not in self._restarted and name not in self._opening:
             self._restarted.add(name)
@@ -284,8 +285,11 @@ class ProbeSessions:
             self._opener.submit(session.node)
             return
         stderr = session.err.decode("utf-8", "replace")
-        if code is None:
+        if code is None and not connected:
             outcome = Outcome(session.node.name, UNREACHABLE, stderr=stderr, error="connection lost")
+        elif code is None:
+            outcome = Outcome(session.node.name, FAILED, stderr=stderr,
+                              error="probe ended without an exit status (killed by a signal?)")
         elif code == NO_PYTHON_RC or stderr.strip():
             outcome = Outcome(session.node.name, FAILED, rc=code, stderr=stderr, error=f"exit code {code}")
         else:

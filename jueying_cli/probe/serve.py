@@ -14,6 +14,7 @@ so nothing is ever left running on the node.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -30,6 +31,7 @@ def serve(out: BinaryIO, *, gpus: bool = True, idle_s: float = 300.0, pending: b
     """Answer requests from `in_fd` on `out` until quit, end of input or `idle_s` seconds without a request."""
     collector = Collector(gpus)
     buf = pending
+    frozen = False
     try:
         while True:
             while b"\n" in buf:
@@ -42,6 +44,12 @@ def serve(out: BinaryIO, *, gpus: bool = True, idle_s: float = 300.0, pending: b
                 if words[0] == "collect" and len(words) == 2 and words[1].isdigit():
                     out.write(_answer(collector, words[1]))
                     out.flush()
+                    if not frozen:
+                        # Everything alive now (modules, NVML handles, caches) lives as long as the probe:
+                        # keep the garbage collector from walking it on later requests (a full collection
+                        # costs more than a request).
+                        gc.freeze()
+                        frozen = True
                 else:
                     out.write(_frame("error", "0", ("unknown request: %r" % line[:80]).encode()))
                     out.flush()

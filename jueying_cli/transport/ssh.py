@@ -698,9 +698,14 @@ class SshStream:
         transport = channel.get_transport()
         return bool(channel.eof_received or channel.closed or transport is None or not transport.is_active())
 
+    def connected(self) -> bool:
+        """Whether the SSH connection under the stream is still up (the command may have ended)."""
+        transport = self._channel.get_transport()
+        return bool(transport is not None and transport.is_active())
+
     def exit_code(self, wait_s: float = 0.2) -> int | None:
         """The exit code of a finished command (it follows the end of output within milliseconds), or None
-        when the connection was lost without one."""
+        when there is none (killed by a signal, or the connection was lost)."""
         channel = self._channel
         if channel.status_event.wait(wait_s):
             code = channel.recv_exit_status()  # -1: closed without a status
