@@ -11,10 +11,10 @@ selects its first N nodes with -w. Per size and run, interleaved (order rotated 
   unshare wrappers) being reaped meanwhile, and a per-process high-water mark, where RUSAGE_CHILDREN's
   ru_maxrss is the largest of all children ever.
 - warm: `jueying status --watch 0.5 --count 4 --json --no-history --deadline <timeout> -w <N nodes>`:
-  connections are opened by refresh 1 and kept; refreshes 2-4 are the warm ones. The output is read
-  as it comes (PYTHONUNBUFFERED=1, so each envelope leaves the process when printed, not when a pipe
-  buffer fills) and T(k) is the moment envelope k's closing line `}` arrives. The watch loop sleeps
-  `interval - d(k)` after a refresh that took d(k), so refresh k+1 starts at
+  connections and one probe per node are opened by refresh 1 and kept; refreshes 2-4 are the warm
+  ones. The output is read as it comes (PYTHONUNBUFFERED=1, so each envelope leaves the process when
+  printed, not when a pipe buffer fills) and T(k) is the moment envelope k's closing line `}` arrives.
+  The watch loop sleeps `interval - d(k)` after a refresh that took d(k), so refresh k+1 starts at
   T(k) + max(0, interval - d(k)) and d(k+1) = T(k+1) - that start: the whole refresh (probe on every
   node over the open connections, parsing, printing the envelope), recovered exactly, sleep removed.
   The chain is anchored by refresh 1: it must have taken at least the interval, which is checked
@@ -695,7 +695,8 @@ def main() -> int:
             "",
             f"Medians of {args.runs} runs. cold = `jueying status --json --no-history` (fresh connections); "
             f"warm = each refresh after the first of `--watch {args.watch_interval:g} --count {args.watch_count}"
-            f"{f' --deadline {warm_deadline:g}' if warm_deadline else ''}` (connections kept; sleep excluded; "
+            f"{f' --deadline {warm_deadline:g}' if warm_deadline else ''}` (connections and probes kept; "
+            "sleep excluded; "
             "median over all runs' warm refreshes); clush = `clush -b -f 64` running the same probe and payload "
             "(default OpenSSH kex; c25519: -oKexAlgorithms=curve25519-sha256, what paramiko negotiates). "
             "CPU = user+sys of the client process and its reaped children / nodes; RSS = ru_maxrss of the jueying "

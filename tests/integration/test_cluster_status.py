@@ -301,3 +301,130 @@ def test_watch_shows_a_node_that_misses_a_refresh_as_stale(cluster: SimCluster, 
     assert nodes["gpu11"]["stale"] is True and nodes["gpu11"]["gpus_present"] == 8
     assert nodes["gpu10"]["stale"] is False
     time.sleep(0.1)
+
+
+def _python_pids(node: object) -> set[int]:
+    """python3 processes under the node's sshd: the kept probe of a watch."""
+    found = set()
+    for pid in _node_processes(node):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/comm").read_text().strip().startswith("python"):
+                found.add(pid)
+    return found
+
+
+def _watch(cluster: SimCluster, state_db: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    env.update(cluster.client_env(), JUEYING_STATE_DB=str(state_db), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--json", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
+def _next_nodes(proc: subprocess.Popen[str]) -> dict[str, dict[str, object]]:
+    """The node rows of the watch's next envelope (one ends with a `}` line at column 0)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or lines[-1] != "}\n":
+        line = proc.stdout.readline()
+        assert line, "watch ended early"
+        lines.append(line)
+    envelope = json.loads("".join(lines))
+    return {n["node"]: n for n in envelope["data"]["nodes"]}
+
+
+def _wait_until(check: object, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_watch_keeps_one_probe_per_node_and_sees_faults_live(cluster: SimCluster, state_db: Path) -> None:
+    node = cluster.node("gpu07")
+    proc = _watch(cluster, state_db, "--watch", "1", "--count", "12", "-w", "gpu[07-08]")
+    try:
+        first = _next_nodes(proc)
+        probes = _python_pids(node)
+        assert first["gpu07"]["state"] == "ok" and len(probes) == 1
+        node.set_gpus(**{"gpu.2.lost": 1})
+        seen = [_next_nodes(proc)["gpu07"] for _ in range(3)]
+        assert any(n["state"] == "degraded" and n["reason"] == "GPU 2 lost" and n["gpus_present"] == 7 for n in seen)
+        node.write_gpu_state(_default_state())
+        seen = [_next_nodes(proc)["gpu07"] for _ in range(3)]
+        assert seen[-1]["state"] == "ok" and seen[-1]["gpus_present"] == 8 and seen[-1]["stale"] is False
+        # The same probe process answered every refresh: no new python3, no new handshake, NVML kept open
+        # and initialised again after the lost GPU.
+        assert _python_pids(node) == probes
+    finally:
+        node.write_gpu_state(_default_state())
+        _stop(proc)
+    assert proc.returncode == 0
+    # Ending the watch leaves nothing behind on the nodes.
+    assert _wait_until(lambda: not _node_processes(node)), _node_processes(node)
+    history = jy(cluster, "history", "gpu07", "--json", db=state_db).json()
+    assert history["data"]["collections"] >= 1  # the watch records history too (at most once a minute)
+
+
+def test_watch_reports_garbage_and_a_missing_python3_on_every_refresh(odd_cluster: SimCluster,
+                                                                     bare_cluster: SimCluster,
+                                                                     state_db: Path) -> None:
+    proc = _watch(odd_cluster, state_db, "--watch", "0.5", "--count", "2")
+    try:
+        refreshes = [_next_nodes(proc), _next_nodes(proc)]
+        proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 1  # some nodes failed
+    for nodes in refreshes:
+        assert nodes["odd1"]["state"] == "failed" and "not a facts frame" in str(nodes["odd1"]["reason"])
+        assert nodes["odd2"]["state"] == "failed" and "not a facts frame" in str(nodes["odd2"]["reason"])
+        assert nodes["odd3"]["state"] == "ok" and nodes["odd3"]["gpus_present"] == 8
+    proc = _watch(bare_cluster, state_db, "--watch", "0.5", "--count", "2")
+    try:
+        refreshes = [_next_nodes(proc), _next_nodes(proc)]
+        proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
+    for nodes in refreshes:
+        assert nodes["bare1"]["state"] == "failed" and nodes["bare1"]["reason"] == "jueying: python3 not found on PATH"
+
+
+def test_watch_replaces_a_hung_probe_and_the_node_comes_back(cluster: SimCluster, state_db: Path) -> None:
+    node = cluster.node("gpu12")
+    proc = _watch(cluster, state_db, "--watch", "1", "--deadline", "3", "-t", "4", "--count", "20", "-w", "gpu12")
+    frozen: list[int] = []
+    try:
+        assert _next_nodes(proc)["gpu12"]["state"] == "ok"
+        hung_probe = _python_pids(node)
+        frozen = _node_processes(node)  # the kept connection's sshd and the probe: they stop answering
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        states = []
+        for _ in range(12):
+            row = _next_nodes(proc)["gpu12"]
+            states.append((row["state"], row["stale"]))
+            if states[-1] == ("ok", False) and any(stale for _, stale in states):
+                break
+        # Shown stale (last values) while the probe hangs, never blocking the screen; after the probe timeout
+        # the connection is dropped and a new one, with a new probe, brings the node back.
+        assert ("ok", True) in states and states[-1] == ("ok", False), states
+        assert _python_pids(node) - set(frozen) and not hung_probe & (_python_pids(node) - set(frozen))
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        _stop(proc)
+    assert proc.returncode == 0
+    assert _wait_until(lambda: not _node_processes(node)), _node_processes(node)
