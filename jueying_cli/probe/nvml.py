@@ -218,20 +218,40 @@ def _read_static(r: _Reader, index: int, handle: Any) -> Dict[str, Any]:
     return static
 
 
+# Errors that a static field keeps for as long as the driver stays loaded; a static read that failed
+# otherwise (TIMEOUT, IN_USE, ...) is tried again on the next read instead of being remembered.
+_LASTING_ERRORS = ("NOT_SUPPORTED", "NO_PERMISSION", "FUNCTION_NOT_FOUND", "CORRUPTED_INFOROM")
+
+
+class StaticCache:
+    """Static fields per GPU index, valid for one GPU count: when the count changes, indexes may now name
+    other GPUs, so everything is forgotten before the read that sees the new count."""
+
+    def __init__(self) -> None:
+        self.count: Optional[int] = None
+        self.gpus: Dict[int, Tuple[Dict[str, Any], Errors]] = {}
+
+    def check_count(self, count: Optional[int]) -> None:
+        if count != self.count:
+            self.gpus = {}
+            self.count = count
+
+
 def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any],
-              cache: Optional[Dict[int, Tuple[Dict[str, Any], Errors]]] = None) -> None:
+              cache: Optional[StaticCache] = None) -> None:
     """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone. With `cache` (a kept
     session), the static fields come from it after the first read."""
     nv = r.nv
     c = r.call
-    if cache is not None and index in cache:
-        static, static_errors = cache[index]
+    if cache is not None and index in cache.gpus:
+        static, static_errors = cache.gpus[index]
         r.errors.extend(dict(e) for e in static_errors)
     else:
         mark = len(r.errors)
         static = _read_static(r, index, handle)
-        if cache is not None:
-            cache[index] = (static, [dict(e) for e in r.errors[mark:]])
+        errors = r.errors[mark:]
+        if cache is not None and all(e["error"] in _LASTING_ERRORS for e in errors):
+            cache.gpus[index] = (static, [dict(e) for e in errors])
     for key in STATIC_KEYS:
         if not key.startswith("pcie_"):
             gpu[key] = static[key]
@@ -370,7 +390,7 @@ def _close(pynvml: Any) -> None:
 
 
 def _read_all(pynvml: Any, nvml: Dict[str, Any], errors: Errors,
-              cache: Optional[Dict[int, Tuple[Dict[str, Any], Errors]]] = None) -> List[Dict[str, Any]]:
+              cache: Optional[StaticCache] = None) -> List[Dict[str, Any]]:
     r = _Reader(pynvml, errors)
     nvml["driver_version"] = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
     nvml["cuda_driver_version"] = _cuda_version(
@@ -378,6 +398,8 @@ def _read_all(pynvml: Any, nvml: Dict[str, Any], errors: Errors,
     nvml["nvml_version"] = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
     count = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
     nvml["gpu_count"] = count
+    if cache is not None:
+        cache.check_count(count)
     gpus = []
     for index in range(count or 0):
         gpu = _empty_gpu(index)
@@ -417,7 +439,7 @@ class NvmlSession:
     def __init__(self) -> None:
         self._pynvml: Any = None
         self._count: Optional[int] = None
-        self._static: Dict[int, Tuple[Dict[str, Any], Errors]] = {}
+        self._static = StaticCache()
 
     def collect(self, errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
         nvml = _empty_nvml()
@@ -439,4 +461,4 @@ class NvmlSession:
             _close(self._pynvml)
         self._pynvml = None
         self._count = None
-        self._static = {}
+        self._static = StaticCache()

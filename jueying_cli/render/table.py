@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -95,44 +96,77 @@ def _age(collected_at_unix: float, now: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+# Dropped first, in this order, when a terminal is too narrow for every column.
+_NODE_COLUMNS_BY_PRIORITY = ("HOST MEM GiB", "LOAD", "POWER W", "AGE", "HOTTEST", "GPU MEM GiB", "UTIL avg/max")
+_NODE_COLUMNS = ("NODE", "STATE", "GPUS", "UTIL avg/max", "GPU MEM GiB", "HOTTEST", "POWER W", "LOAD",
+                 "HOST MEM GiB", "AGE")
+
+
 def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float | None = None) -> None:
     now = time.time() if now is None else now
-    table = _table(console)
-    for column in ("NODE", "STATE", "GPUS", "UTIL avg/max", "GPU MEM GiB", "HOTTEST", "POWER W",
-                   "LOAD", "HOST MEM GiB", "AGE"):
-        table.add_column(column, no_wrap=True)
-    for s in summaries:
-        gpus = "-" if s.gpus_present is None else str(s.gpus_present)
-        if s.gpus_expected is not None:
-            gpus += f"/{s.gpus_expected}"
-        if s.gpus_lost:
-            gpus += f" ({s.gpus_lost} lost)"
-        state = Text(s.state, style=STATE_STYLE.get(s.state, ""))
-        if s.reason:
-            state.append(f" ({s.reason})")
-        util = _load(s.utilization_avg_pct)
-        util.append("/" + ("-" if s.utilization_max_pct is None else f"{s.utilization_max_pct}%"))
-        hottest = _heat(s.hottest_gpu_c)
-        if s.hottest_gpu_index is not None:
-            hottest.append(f" gpu{s.hottest_gpu_index}")
-        power = "-" if s.power_watts is None else f"{s.power_watts:.0f}"
-        if s.power_limit_watts:
-            power += f"/{s.power_limit_watts:.0f}"
-        load = "-" if s.load1 is None else f"{s.load1:.2f}"
-        if s.cpu_threads:
-            load += f"/{s.cpu_threads}"
-        node = s.node if s.nodes == 1 else f"{s.node} ({s.nodes})"
-        age = "-" if s.collected_at_unix is None else _age(s.collected_at_unix, now)
-        if s.stale:
-            age += " stale"
-        table.add_row(
-            node, state, gpus, util,
-            f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}",
-            hottest, power, load,
-            f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
-            Text(age, style="yellow" if s.stale else ""),
-        )
+    rows = [_node_cells(s, now) for s in summaries]
+    # On a terminal a long reason is cut (the full text is in --json and in piped output), and the least
+    # useful columns go when the screen is too narrow, so the numbers are never squeezed into "…".
+    on_screen = _is_tty(console)  # NO_COLOR on a terminal still has the terminal's width
+    state_limit = max(24, console.width // 4) if on_screen else None
+    columns = list(_NODE_COLUMNS)
+    hidden: list[str] = []
+    table = _node_table(console, columns, rows, state_limit)
+    if on_screen:
+        for candidate in _NODE_COLUMNS_BY_PRIORITY:
+            if Measurement.get(console, console.options.update_width(100_000), table).maximum <= console.width:
+                break
+            columns.remove(candidate)
+            hidden.append(candidate)
+            table = _node_table(console, columns, rows, state_limit)
     console.print(table)
+    if hidden:
+        console.print(f"(not shown for lack of width: {', '.join(reversed(hidden))})", style="dim")
+
+
+def _is_tty(console: Console) -> bool:
+    isatty = getattr(console.file, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _node_table(console: Console, columns: list[str], rows: list[list[str | Text]], state_limit: int | None) -> Table:
+    table = _table(console)
+    for column in columns:
+        table.add_column(column, no_wrap=True, overflow="ellipsis",
+                         max_width=state_limit if column == "STATE" else None)
+    keep = [i for i, c in enumerate(_NODE_COLUMNS) if c in columns]
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
+    return table
+
+
+def _node_cells(s: NodeSummary, now: float) -> list[str | Text]:
+    gpus = "-" if s.gpus_present is None else str(s.gpus_present)
+    if s.gpus_expected is not None:
+        gpus += f"/{s.gpus_expected}"
+    if s.gpus_lost:
+        gpus += f" ({s.gpus_lost} lost)"
+    state = Text(s.state, style=STATE_STYLE.get(s.state, ""))
+    if s.reason:
+        state.append(f" ({s.reason})")
+    util = _load(s.utilization_avg_pct)
+    util.append("/" + ("-" if s.utilization_max_pct is None else f"{s.utilization_max_pct}%"))
+    hottest = _heat(s.hottest_gpu_c)
+    if s.hottest_gpu_index is not None:
+        hottest.append(f" gpu{s.hottest_gpu_index}")
+    power = "-" if s.power_watts is None else f"{s.power_watts:.0f}"
+    if s.power_limit_watts:
+        power += f"/{s.power_limit_watts:.0f}"
+    load = "-" if s.load1 is None else f"{s.load1:.2f}"
+    if s.cpu_threads:
+        load += f"/{s.cpu_threads}"
+    node = s.node if s.nodes == 1 else f"{s.node} ({s.nodes})"
+    age = "-" if s.collected_at_unix is None else _age(s.collected_at_unix, now)
+    if s.stale:
+        age += " stale"
+    return [node, state, gpus, util, f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}", hottest,
+            power, load, f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
+            Text(age, style="yellow" if s.stale else "")]
 
 
 def _gpu_state(facts: Facts, gpu: GpuFacts) -> Text:

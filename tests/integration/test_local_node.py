@@ -324,3 +324,17 @@ def test_colours_on_a_terminal_and_none_with_no_color(gpu_node: GpuNode) -> None
     assert "\x1b[1;31m86°C" in coloured
     plain = _run_in_pty(["status", "--gpus"], {**env, "NO_COLOR": "1"})
     assert not ANSI.search(plain) and "86°C" in plain
+
+
+def test_a_narrow_terminal_hides_columns_instead_of_cutting_numbers(gpu_node: GpuNode) -> None:
+    env = {**os.environ, **sim_env(gpu_node.lib_dir, gpu_node.state_path), "PYTHONPATH": str(REPO),
+           "TERM": "xterm-256color", "NO_COLOR": "1"}
+    env.pop("JUEYING_INVENTORY", None)
+    wide = _run_in_pty(["status"], {**env, "COLUMNS": "200"})
+    assert "HOST MEM GiB" in wide and "not shown" not in wide
+    narrow = _run_in_pty(["status"], {**env, "COLUMNS": "90"})
+    header = next(line for line in narrow.splitlines() if line.startswith("NODE"))
+    assert "GPUS" in header and "UTIL avg/max" in header and "HOST MEM GiB" not in header
+    assert "(not shown for lack of width: " in narrow and "HOST MEM GiB" in narrow
+    assert "…" not in header  # what is shown is shown whole
+    assert all(len(line) <= 90 for line in narrow.splitlines())

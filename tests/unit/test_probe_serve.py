@@ -19,13 +19,13 @@ import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from jueying_cli.collect import probe_payload, probe_script
 from jueying_cli.probe.kernel import KernelLogTail
-from tests.nvmlsim import default_state, sim_env, write_state
+from tests.nvmlsim import default_state, gpu_defaults, sim_env, write_state
 
 pytest.importorskip("pynvml")
 pytestmark = pytest.mark.timeout(120)
@@ -112,7 +112,6 @@ class ProbeProcess:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._fail(f"still running {timeout} s after it should have ended")
-            raise  # unreachable: _fail raises
 
     def stop(self) -> None:
         """Kill (if still running) and reap the process, close the pipes."""
@@ -125,7 +124,7 @@ class ProbeProcess:
                 if pipe is not None and not pipe.closed:
                     pipe.close()
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         """Kill the probe and fail the test with the tail of its stderr."""
         if self.proc.poll() is None:
             self.proc.kill()
@@ -176,6 +175,12 @@ def change_gpus(state_path: Path, **changes: object) -> None:
     state.update((key.replace("__", "."), value) for key, value in changes.items())
     write_state(state_path, state)
     time.sleep(RELOAD_PAUSE_S)
+
+
+def iso_line(message: str, when: float | None = None) -> str:
+    """A `dmesg --time-format iso` line logged at `when` (now by default)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() if when is None else when))
+    return f"{stamp},123456+00:00 {message}\n"
 
 
 def gpu_errors(doc: dict[str, Any], index: int) -> list[dict[str, Any]]:
@@ -280,6 +285,25 @@ def test_readings_are_live_and_gpu_count_change_is_followed(node: tuple[dict[str
             assert doc["errors"] == []
 
 
+def test_gpu_vanishing_from_the_bus_keeps_every_gpu_identity(node: tuple[dict[str, str], Path, Path]) -> None:
+    """GPU 3 disappears from enumeration (8 -> 7 GPUs, 4..7 become 3..6): the first answer already names them right."""
+    env, state_path, _ = node
+    with started(env, probe_payload(True, 30.0)) as probe:
+        assert_all_fine(probe.collect(1, STARTUP_S))
+        state = {k: v for k, v in default_state(7).items() if not k.startswith("gpu.")}
+        for new, old in enumerate((0, 1, 2, 4, 5, 6, 7)):
+            state.update((f"gpu.{new}.{field}", value) for field, value in gpu_defaults(old).items())
+        write_state(state_path, state)
+        time.sleep(RELOAD_PAUSE_S)
+        doc = probe.collect(2)
+        assert doc["nvml"]["gpu_count"] == 7
+        # Live readings and identity must describe the same board: GPU 4's temperature (34) with GPU 4's serial.
+        seen = [(g["temperature_c"], g["serial"], g["pci_bus_id"]) for g in doc["gpus"]]
+        expected = [(int(gpu_defaults(old)["temperature_c"]), gpu_defaults(old)["serial"],
+                     gpu_defaults(old)["pci_bus_id"]) for old in (0, 1, 2, 4, 5, 6, 7)]
+        assert seen == expected
+
+
 def test_static_field_errors_are_repeated_in_every_answer(node: tuple[dict[str, str], Path, Path]) -> None:
     """A serial number that cannot be read is null, with its error, in the first answer and every later one."""
     env, state_path, _ = node
@@ -319,10 +343,14 @@ def test_idle_probe_exits_by_itself(node: tuple[dict[str, str], Path, Path]) -> 
     env, _, _ = node
     with started(env, probe_payload(True, 0.5)) as probe:
         assert_all_fine(probe.collect(1, STARTUP_S))
-        quiet_since = time.monotonic()
+        for seq in (2, 3, 4):  # requests inside the limit keep it up
+            time.sleep(0.05)
+            assert probe.collect(seq)["probe"]["pid"] == probe.pid
+        asked_at = time.monotonic()  # the idle clock starts after the answer, so after this
+        assert probe.collect(5)["schema"] == 1
         assert probe.wait_exit(timeout=EXIT_S) == 0
-        waited = time.monotonic() - quiet_since
-        assert waited >= 0.4, f"left after {waited:.2f} s, before its idle limit"
+        waited = time.monotonic() - asked_at
+        assert waited >= 0.5, f"left {waited:.2f} s after the last request, before its idle limit"
 
 
 def test_unknown_request_gets_an_error_frame_and_serving_goes_on(node: tuple[dict[str, str], Path, Path]) -> None:
@@ -374,12 +402,6 @@ def test_one_shot_probe_prints_one_plain_document(node: tuple[dict[str, str], Pa
         probe.stop()
 
 
-def iso_line(message: str, when: float | None = None) -> str:
-    """A `dmesg --time-format iso` line logged at `when` (now by default)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() if when is None else when))
-    return f"{stamp},123456+00:00 {message}\n"
-
-
 def test_kernel_log_tail_rereads_the_file_only_when_it_changed(tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "kern.log"
@@ -412,3 +434,15 @@ def test_kernel_log_tail_rereads_the_file_only_when_it_changed(tmp_path: Path,
         assert third["status"] == "ok"
     finally:
         tail.close()
+
+
+def test_a_transient_error_on_a_static_field_is_not_remembered(node: tuple[dict[str, str], Path, Path]) -> None:
+    env, state_path, _ = node
+    change_gpus(state_path, gpu__0__fail__nvmlDeviceGetUUID="TIMEOUT")
+    with started(env, probe_payload(True, 30.0)) as probe:
+        first = probe.collect(1)
+        assert first["gpus"][0]["uuid"] is None
+        change_gpus(state_path)
+        second = probe.collect(2)
+    assert second["gpus"][0]["uuid"] == default_state()["gpu.0.uuid"]
+    assert not [e for e in second["errors"] if e["field"] == "uuid"]
