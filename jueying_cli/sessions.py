@@ -103,6 +103,8 @@ class _Opener:
             self.done.put((node, stream, failure))
             try:
                 os.write(self._wake_fd, b"x")
+            except BlockingIOError:  # full: the poll is woken already
+                pass
             except OSError:  # closed: the pool is shutting down
                 return
 
@@ -122,6 +124,7 @@ class ProbeSessions:
         self._poller = select.poll()  # not select(): a thousand channels pass descriptor 1024
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full pipe already wakes the poll: never block an opener
         self._poller.register(self._wake_r, select.POLLIN)
         self._opener = _Opener(self._open_one, max(1, fanout), self._wake_w)
         self._seq = 0
