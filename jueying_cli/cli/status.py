@@ -27,8 +27,8 @@ def status(
     fold: bool = typer.Option(True, "--fold/--no-fold", help="Fold healthy nodes that look alike into one row."),
     watch: float | None = typer.Option(None, "--watch", min=0.5, metavar="[SECONDS]",
                                        help=f"Refresh every SECONDS (default {DEFAULT_WATCH_S:g}) until Ctrl-C "
-                                       "(exit 0), keeping SSH connections open; a node that misses a refresh "
-                                       "shows its last values marked stale."),
+                                       "(exit 0), keeping SSH connections and one probe per node open; a node "
+                                       "that misses a refresh shows its last values marked stale."),
     count: int | None = typer.Option(None, "--count", min=1, help="With --watch: stop after this many refreshes."),
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, help="Seconds the probe may run on each node."),
