@@ -26,9 +26,13 @@ class Collector:
     """Facts documents for repeated reads in one process (`status --watch`, the probe's serve mode): NVML
     stays initialised, static facts (OS, CPU model, kernel, GPU identity and limits) are read once, the
     kernel log is tailed, and the time-sync state (two subprocesses) is asked at most every
-    TIME_SYNC_EVERY_S seconds. Each document is as complete as one from collect()."""
+    TIME_SYNC_EVERY_S seconds and TIME_SYNC_EVERY_READS reads. Each document is as complete as one from
+    collect()."""
 
     TIME_SYNC_EVERY_S = 60.0
+    # ... and not before this many reads since the last ask: a first refresh of thousands of nodes can take
+    # longer than a minute, and every probe asking again on the next refresh would make it a slow one.
+    TIME_SYNC_EVERY_READS = 10
 
     def __init__(self, gpus: bool = True) -> None:
         from jueying_cli.probe.host import static_host
@@ -40,6 +44,7 @@ class Collector:
         self._kernel = KernelLogTail()
         self._time_sync: Optional[Dict[str, Any]] = None
         self._time_sync_at = 0.0
+        self._reads_since_time_sync = 0
         self._static_host = static_host()
 
     def collect(self) -> Dict[str, Any]:
@@ -50,9 +55,12 @@ class Collector:
         from jueying_cli.probe.kernel import collect_time_sync
 
         now = time.monotonic()
-        if self._time_sync is None or now - self._time_sync_at >= self.TIME_SYNC_EVERY_S:
+        self._reads_since_time_sync += 1
+        if self._time_sync is None or (now - self._time_sync_at >= self.TIME_SYNC_EVERY_S
+                                       and self._reads_since_time_sync >= self.TIME_SYNC_EVERY_READS):
             self._time_sync = collect_time_sync()
             self._time_sync_at = now
+            self._reads_since_time_sync = 0
         return dict(self._time_sync)
 
     def close(self) -> None:
