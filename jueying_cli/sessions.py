@@ -11,6 +11,7 @@ node that hangs while connecting costs its own row, never the screen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import select
@@ -21,7 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jueying_cli.collect import NO_PYTHON_RC, NodeFacts, collect_local, parse_outcome, probe_payload, probe_script
+from jueying_cli.collect import NO_PYTHON_RC, NodeFacts, parse_outcome, probe_payload, probe_script
+from jueying_cli.errors import FactsError
 from jueying_cli.inventory.model import Node
 from jueying_cli.transport.base import FAILED, OK, TIMEOUT, UNREACHABLE, Command, Outcome
 
@@ -129,6 +131,7 @@ class ProbeSessions:
         self._opener = _Opener(self._open_one, max(1, fanout), self._wake_w)
         self._seq = 0
         self._restarted: set[str] = set()  # nodes whose probe was started again during this refresh
+        self._local: dict[str, Any] = {}  # node -> probe Collector, for nodes that are this machine
 
     # ------------------------------------------------------------ one refresh
 
@@ -150,7 +153,7 @@ class ProbeSessions:
 
         for node in nodes:
             if node.is_local:
-                finish(_collect_here(node))
+                finish(self._collect_here(node))
                 continue
             session = self._sessions.get(node.name)
             if session is None:
@@ -184,6 +187,21 @@ class ProbeSessions:
                 still = "still connecting; " if node.name in self._opening else ""
                 results[node.name] = NodeFacts(node, Outcome(node.name, TIMEOUT, error=still + reason), None)
         return [results[n.name] for n in nodes], interrupted
+
+    def _collect_here(self, node: Node) -> NodeFacts:
+        """This machine, in-process, with its own kept Collector (NVML stays initialised here too)."""
+        from jueying_cli.models import Facts
+        from jueying_cli.probe import Collector
+
+        started = time.monotonic()
+        collector = self._local.get(node.name)
+        if collector is None:
+            collector = self._local[node.name] = Collector()
+        try:
+            facts = dataclasses.replace(Facts.from_document(collector.collect()), document={})
+        except FactsError as exc:
+            return NodeFacts(node, Outcome(node.name, FAILED, error=f"probe output rejected: {exc}"), None)
+        return NodeFacts(node, Outcome(node.name, OK, rc=0, duration_s=time.monotonic() - started), facts)
 
     def _wait_s(self, now: float, deadline: float) -> float:
         """How long poll() may sleep: to the deadline, the next probe timeout, at most 1 s."""
@@ -318,6 +336,9 @@ class ProbeSessions:
     def close(self) -> None:
         """Stop every probe (closing its channel ends it) and the opener threads."""
         self._opener.stopped = True
+        for collector in self._local.values():
+            collector.close()
+        self._local.clear()
         for session in list(self._sessions.values()):
             session.stream.send(b"quit\n")
             self._discard(session, drop_connection=False)
@@ -352,9 +373,3 @@ def _drain_pipe(fd: int) -> None:
             pass
     except (BlockingIOError, OSError):
         pass
-
-
-def _collect_here(node: Node) -> NodeFacts:
-    started = time.monotonic()
-    _, facts = collect_local()
-    return NodeFacts(node, Outcome(node.name, OK, rc=0, duration_s=time.monotonic() - started), facts)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -338,3 +340,37 @@ def test_a_narrow_terminal_hides_columns_instead_of_cutting_numbers(gpu_node: Gp
     assert "(not shown for lack of width: " in narrow and "HOST MEM GiB" in narrow
     assert "…" not in header  # what is shown is shown whole
     assert all(len(line) <= 90 for line in narrow.splitlines())
+
+
+def test_watch_on_this_machine_sees_a_fault_between_refreshes(gpu_node: GpuNode, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    env.update(gpu_node.env, JUEYING_STATE_DB=str(tmp_path / "state.db"), PYTHONPATH=str(REPO),
+               PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--watch", "0.5", "--count", "8",
+                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+    def next_row() -> dict[str, Any]:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, "watch ended early"
+            lines.append(line)
+        rows: list[dict[str, Any]] = json.loads("".join(lines))["data"]["nodes"]
+        assert len(rows) == 1
+        return rows[0]
+
+    try:
+        assert next_row()["gpus_present"] == 8
+        gpu_node.set(**{"gpu.6.lost": 1})
+        rows = [next_row() for _ in range(3)]
+        assert any(r["state"] == "degraded" and r["reason"] == "GPU 6 lost" for r in rows), rows
+        gpu_node.set(**{"gpu.6.lost": 0})
+        rows = [next_row() for _ in range(3)]
+        assert rows[-1]["state"] == "ok" and rows[-1]["gpus_present"] == 8
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
