@@ -110,7 +110,7 @@ def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config:
     from jueying_cli.cli.status import collect_facts, record_history
     from jueying_cli.store import Store
 
-    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout)
     if interrupted:
         raise KeyboardInterrupt
     if keep_history:

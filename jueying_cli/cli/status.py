@@ -61,7 +61,7 @@ def status(
         raise typer.Exit(watch_status(opts, selected, interval_s=watch, timeout_s=timeout, gpus=gpus, sort=sort,
                                       fold=fold, json_output=json_output, count=count, inventory=inventory,
                                       history=history_))
-    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout)
     if history_:
         record_history(results)
     rc = render_status(results, gpus=gpus, json_output=json_output, sort=sort, fold=fold,
@@ -69,13 +69,11 @@ def status(
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 
-def collect_facts(opts: common.FleetOptions, selected: list[Any], timeout: float, *, keep_open: bool,
-                  transport: Any = None) -> tuple[list[Any], bool]:
+def collect_facts(opts: common.FleetOptions, selected: list[Any], timeout: float) -> tuple[list[Any], bool]:
     """Facts from every selected node, with a progress bar on a terminal; (results, interrupted)."""
     from jueying_cli.collect import collect_nodes
 
-    own = transport is None
-    transport = transport or common.make_transport(opts, keep_open=keep_open)
+    transport = common.make_transport(opts)
     transport.prepare(selected)
     progress = common.progress_for(len(selected))
     # Without --deadline each node is bounded by its own limits (connect + probe timeout), so a hung node
@@ -86,8 +84,7 @@ def collect_facts(opts: common.FleetOptions, selected: list[Any], timeout: float
             return collect_nodes(transport, selected, fanout=opts.fanout, deadline_s=deadline, timeout_s=timeout,
                                  on_result=lambda _: progress.advance())
     finally:
-        if own:
-            transport.close()
+        transport.close()
 
 
 def summaries_for(results: list[Any], stale: set[str] | frozenset[str] = frozenset(),
@@ -211,7 +208,7 @@ def inventory(
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
     _, selected = common.select(opts)
-    results, interrupted = collect_facts(opts, selected, timeout, keep_open=False)
+    results, interrupted = collect_facts(opts, selected, timeout)
     missing = [r for r in results if r.facts is None]
     if json_output:
         from jueying_cli.render.json import dumps, envelope

@@ -524,18 +524,11 @@ class SshTransport:
     @contextmanager
     def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
         if self.options.keep_open:
-            with self._open_lock:
-                transport = self._open.get(node.name)
-            if transport is None or not transport.is_active():
-                transport = self._handshake(ep, deadline)
-                with self._open_lock:
-                    self._open[node.name] = transport
+            transport = self._kept_transport(node, ep, deadline)
             try:
                 yield transport
             except BaseException:
-                with self._open_lock:
-                    self._open.pop(node.name, None)
-                transport.close()
+                self._forget(node.name, transport)
                 raise
             return
         transport = self._handshake(ep, deadline)
