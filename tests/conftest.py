@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,38 @@ class GpuNode:
         assert result.rc == 0, result.stderr
         doc: dict[str, Any] = result.json()
         return doc
+
+
+def start_watch(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
+    """`jueying status --json ARGS` (with --watch among them) left running, its envelopes on stdout as
+    they are printed; stop it with stop_watch()."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    full_env.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--json", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+
+
+def next_envelope(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    """The watch's next JSON envelope (it ends with a `}` line at column 0)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not lines or lines[-1] != "}\n":
+        line = proc.stdout.readline()
+        assert line, "watch ended early"
+        lines.append(line)
+    envelope: dict[str, Any] = json.loads("".join(lines))
+    return envelope
+
+
+def stop_watch(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a user ends a watch; killed if it does not end within 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.fixture

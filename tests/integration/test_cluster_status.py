@@ -12,11 +12,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.cluster import SimCluster
-from tests.conftest import REPO, Result, run_jueying
+from tests.conftest import REPO, Result, next_envelope, run_jueying, start_watch, stop_watch
 
 NODES = 12
 
@@ -314,32 +315,11 @@ def _python_pids(node: object) -> set[int]:
 
 
 def _watch(cluster: SimCluster, state_db: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
-    env.update(cluster.client_env(), JUEYING_STATE_DB=str(state_db), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--json", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_watch({**cluster.client_env(), "JUEYING_STATE_DB": str(state_db)}, *args)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-
-
-def _next_nodes(proc: subprocess.Popen[str]) -> dict[str, dict[str, object]]:
-    """The node rows of the watch's next envelope (one ends with a `}` line at column 0)."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    while not lines or lines[-1] != "}\n":
-        line = proc.stdout.readline()
-        assert line, "watch ended early"
-        lines.append(line)
-    envelope = json.loads("".join(lines))
-    return {n["node"]: n for n in envelope["data"]["nodes"]}
+def _next_nodes(proc: subprocess.Popen[str]) -> dict[str, dict[str, Any]]:
+    return {n["node"]: n for n in next_envelope(proc)["data"]["nodes"]}
 
 
 def _wait_until(check: object, timeout_s: float = 10.0) -> bool:
@@ -369,7 +349,7 @@ def test_watch_keeps_one_probe_per_node_and_sees_faults_live(cluster: SimCluster
         assert _python_pids(node) == probes
     finally:
         node.write_gpu_state(_default_state())
-        _stop(proc)
+        stop_watch(proc)
     assert proc.returncode == 0
     # Ending the watch leaves nothing behind on the nodes.
     assert _wait_until(lambda: not _node_processes(node)), _node_processes(node)
@@ -380,24 +360,20 @@ def test_watch_keeps_one_probe_per_node_and_sees_faults_live(cluster: SimCluster
 def test_watch_reports_garbage_and_a_missing_python3_on_every_refresh(odd_cluster: SimCluster,
                                                                      bare_cluster: SimCluster,
                                                                      state_db: Path) -> None:
-    proc = _watch(odd_cluster, state_db, "--watch", "0.5", "--count", "2")
-    try:
-        refreshes = [_next_nodes(proc), _next_nodes(proc)]
-        proc.communicate(timeout=30)
-    finally:
-        _stop(proc)
-    assert proc.returncode == 1  # some nodes failed
-    for nodes in refreshes:
+    refreshes_of = {}
+    for sim in (odd_cluster, bare_cluster):
+        proc = _watch(sim, state_db, "--watch", "0.5", "--count", "2")
+        try:
+            refreshes_of[sim] = [_next_nodes(proc), _next_nodes(proc)]
+            proc.communicate(timeout=30)
+        finally:
+            stop_watch(proc)
+        assert proc.returncode == 1  # some nodes failed
+    for nodes in refreshes_of[odd_cluster]:
         assert nodes["odd1"]["state"] == "failed" and "not a facts frame" in str(nodes["odd1"]["reason"])
         assert nodes["odd2"]["state"] == "failed" and "not a facts frame" in str(nodes["odd2"]["reason"])
         assert nodes["odd3"]["state"] == "ok" and nodes["odd3"]["gpus_present"] == 8
-    proc = _watch(bare_cluster, state_db, "--watch", "0.5", "--count", "2")
-    try:
-        refreshes = [_next_nodes(proc), _next_nodes(proc)]
-        proc.communicate(timeout=30)
-    finally:
-        _stop(proc)
-    for nodes in refreshes:
+    for nodes in refreshes_of[bare_cluster]:
         assert nodes["bare1"]["state"] == "failed" and nodes["bare1"]["reason"] == "jueying: python3 not found on PATH"
 
 
@@ -425,6 +401,6 @@ def test_watch_replaces_a_hung_probe_and_the_node_comes_back(cluster: SimCluster
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-        _stop(proc)
+        stop_watch(proc)
     assert proc.returncode == 0
     assert _wait_until(lambda: not _node_processes(node)), _node_processes(node)

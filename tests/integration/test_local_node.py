@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, GpuNode
+from tests.conftest import REPO, GpuNode, next_envelope, start_watch, stop_watch
 from tests.nvmlsim import build_library, sim_env
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -343,20 +342,11 @@ def test_a_narrow_terminal_hides_columns_instead_of_cutting_numbers(gpu_node: Gp
 
 
 def test_watch_on_this_machine_sees_a_fault_between_refreshes(gpu_node: GpuNode, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
-    env.update(gpu_node.env, JUEYING_STATE_DB=str(tmp_path / "state.db"), PYTHONPATH=str(REPO),
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--watch", "0.5", "--count", "8",
-                             "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = start_watch({**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}, "--watch", "0.5",
+                       "--count", "8")
 
     def next_row() -> dict[str, Any]:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        while not lines or lines[-1] != "}\n":
-            line = proc.stdout.readline()
-            assert line, "watch ended early"
-            lines.append(line)
-        rows: list[dict[str, Any]] = json.loads("".join(lines))["data"]["nodes"]
+        rows: list[dict[str, Any]] = next_envelope(proc)["data"]["nodes"]
         assert len(rows) == 1
         return rows[0]
 
@@ -370,7 +360,5 @@ def test_watch_on_this_machine_sees_a_fault_between_refreshes(gpu_node: GpuNode,
         assert rows[-1]["state"] == "ok" and rows[-1]["gpus_present"] == 8
         proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        stop_watch(proc)
     assert proc.returncode == 0
