@@ -476,7 +476,7 @@ class SshTransport:
                 transport.sock.settimeout(1.0)
             return transport
         except BaseException:
-            transport.close()
+            _close_quietly(transport)
             raise
 
     def _verify_host_key(self, ep: Endpoint, transport: paramiko.Transport,
@@ -535,7 +535,7 @@ class SshTransport:
         try:
             yield transport
         finally:
-            transport.close()
+            _close_quietly(transport)
 
     # ------------------------------------------------------------ running
 
@@ -628,14 +628,14 @@ class SshTransport:
         with self._open_lock:
             if self._open.get(name) is transport:
                 del self._open[name]
-        transport.close()
+        _close_quietly(transport)
 
     def drop(self, node: Node) -> None:
         """Close the kept connection to one node (it stopped answering): the next use connects afresh."""
         with self._open_lock:
             transport = self._open.pop(node.name, None)
         if transport is not None:
-            transport.close()
+            _close_quietly(transport)
 
     def close(self) -> None:
         with self._open_lock:
@@ -645,7 +645,7 @@ class SshTransport:
             transports.extend(c.transport for c in self._jumps.values() if c.transport is not None)
             self._jumps.clear()
         for transport in transports:
-            transport.close()
+            _close_quietly(transport)
 
 
 class StreamError(Exception):
@@ -748,6 +748,14 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, b
         poller.poll(min(left, 1.0) * 1000)
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
     return rc, out.text(), err.text(), out.truncated or err.truncated
+
+
+def _close_quietly(transport: paramiko.Transport) -> None:
+    """Close a connection that may already be broken. Over a jump host, closing sends a channel close on
+    the jump connection, which raises EOFError when that channel died first; such an error must not
+    replace the reason the connection is being closed (and hide that the command was never sent)."""
+    with suppress(paramiko.SSHException, EOFError, OSError):
+        transport.close()
 
 
 def _short(path: str) -> str:
