@@ -515,6 +515,10 @@ class SimCluster:
             raise ValueError("count must be at least 1")
         if not _PREFIX_RE.match(prefix):
             raise ValueError(f"bad node name prefix {prefix!r}")
+        # Several checkouts may run their suites at once on one machine: each sets a different
+        # JUEYING_SIM_OCTET_SHIFT so their clusters live on different 127.x.0.0/16 blocks.
+        shift = int(os.environ.get("JUEYING_SIM_OCTET_SHIFT", "0") or 0)
+        first_octets = (first_octets[0], (first_octets[1] + shift) % 256)
         if first_octets[0] != 127 or not 0 <= first_octets[1] <= 255:
             raise ValueError("nodes must live in 127.0.0.0/8: first_octets must be (127, 0..255)")
         if count > 254 * 256:

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.skipif(
 OCTETS = (127, 79)
 DOWN_OCTETS = (127, 80)
 SCRIPT_OCTETS = "127.81"
+# SimCluster moves every cluster by this many /16 blocks (several checkouts testing at once).
+SHIFT = int(os.environ.get("JUEYING_SIM_OCTET_SHIFT", "0") or 0)
 NODES = 8
 
 
@@ -68,12 +70,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
 
 def test_files_describe_the_cluster(cluster: SimCluster) -> None:
     assert cluster.nodeset == "node[01-08]"
-    assert [n.address for n in cluster.nodes[:2]] == ["127.79.0.1", "127.79.0.2"]
+    assert [n.address for n in cluster.nodes[:2]] == [f"127.{79 + SHIFT}.0.1", f"127.{79 + SHIFT}.0.2"]
     inventory = yaml.safe_load(cluster.inventory_path.read_text())
     assert inventory["vars"]["ssh_user"] == "root"
     assert inventory["groups"]["all_sim"]["nodes"] == "node[01-08]"
     assert inventory["groups"]["all_sim"]["vars"]["expected_gpus"] == 8
-    assert inventory["nodes"]["node08"] == {"address": "127.79.0.8"}
+    assert inventory["nodes"]["node08"] == {"address": f"127.{79 + SHIFT}.0.8"}
     known = cluster.known_hosts_path.read_text().splitlines()
     assert [line.split()[0] for line in known] == [n.name for n in cluster.nodes]
     assert len({line.split()[2] for line in known}) == NODES, "every node has its own host key"
