@@ -613,7 +613,7 @@ def main() -> int:
     sizes: list[int] = sorted(set(args.sizes))
     warm_deadline = args.timeout if args.warm_deadline is None else (args.warm_deadline or None)
 
-    from jueying_cli.collect import probe_command
+    from jueying_cli.collect.payload import probe_command
 
     jueying = find_program("jueying")
     clush = find_program("clush")

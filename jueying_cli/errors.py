@@ -17,15 +17,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 
-class NagiosCode(IntEnum):
-    """`jueying check` exit codes, in Nagios' order of meaning."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-
 class JueyingError(Exception):
     """Base of every error jueying raises on purpose; its message is shown to the user as is."""
 
@@ -51,3 +42,15 @@ class BadInputError(JueyingError):
 
 class FactsError(JueyingError):
     """A node answered with something that is not a valid facts document."""
+
+
+class SchedulerError(JueyingError):
+    """The scheduler refused or could not be asked; the message carries its own words."""
+
+
+class CapExceeded(JueyingError):
+    """A drain would take more nodes out of service than max_unavailable allows."""
+
+
+class LockBusy(JueyingError):
+    """Another run holds the run lock; the message says which process."""

@@ -8,9 +8,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-
-class LockBusy(Exception):
-    """Another run holds the lock; the message says which process."""
+from jueying_cli.errors import LockBusy
 
 
 class RunLock:

@@ -9,20 +9,11 @@ model (Level, Action, CheckResult), xid (the XID catalog), gpu / host / fleet (t
 from __future__ import annotations
 
 from jueying_cli.checks.config import CheckConfig, Override, builtin_config, load_check_config
-from jueying_cli.checks.model import (
-    Action,
-    CheckResult,
-    CheckSpec,
-    Level,
-    NodeContext,
-    Param,
-    severity,
-    strongest_action,
-    worst,
-)
+from jueying_cli.checks.model import CheckResult, CheckSpec, NodeContext, Param, severity, strongest_action, worst
 from jueying_cli.checks.registry import CHECKS
 from jueying_cli.checks.run import run_checks
 from jueying_cli.checks.xid import XID_CATALOG, XidInfo
+from jueying_cli.vocab import Action, Level
 
 __all__ = [
     "CHECKS",

@@ -6,7 +6,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from jueying_cli.checks.gpu import no_gpus_result
-from jueying_cli.checks.model import CheckResult, Level, NodeContext
+from jueying_cli.checks.model import CheckResult, NodeContext
+from jueying_cli.vocab import Level
 
 
 def _majority(values: Sequence[str]) -> str | None:

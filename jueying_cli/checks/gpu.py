@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jueying_cli.checks import xid as xid_catalog
-from jueying_cli.checks.model import Action, CheckResult, Level, NodeContext
-from jueying_cli.models import GpuFacts, XidEvent
+from jueying_cli.checks.model import CheckResult, NodeContext
+from jueying_cli.facts.model import GpuFacts, XidEvent
+from jueying_cli.vocab import Action, Level
 
 # ---------------------------------------------------------------- shared helpers
 

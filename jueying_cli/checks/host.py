@@ -5,8 +5,9 @@ Pure functions of the host section of one node's facts. A value the probe could 
 
 from __future__ import annotations
 
-from jueying_cli.checks.model import CheckResult, Level, NodeContext
-from jueying_cli.models import Filesystem
+from jueying_cli.checks.model import CheckResult, NodeContext
+from jueying_cli.facts.model import Filesystem
+from jueying_cli.vocab import Level
 
 
 def _pct(value: float) -> str:

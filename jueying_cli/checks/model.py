@@ -1,4 +1,6 @@
-"""The vocabulary of health checks: levels (Nagios codes), actions (NVIDIA XID catalog / DCGM), results.
+"""The model of health checks: how levels rank, how actions rank, results, specs and parameters.
+
+Level (Nagios codes) and Action (NVIDIA XID catalog / DCGM) are defined in jueying_cli.vocab.
 
 Everything here is plain data: a check is a pure function from facts to a list of CheckResult.
 """
@@ -7,21 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
 from typing import Any, Literal
 
+from jueying_cli.facts.model import Facts
 from jueying_cli.inventory.model import Node
-from jueying_cli.models import Facts
-
-
-class Level(IntEnum):
-    """Nagios plugin codes, which are also `jueying check`'s exit codes."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
+from jueying_cli.vocab import Action, Level
 
 # UNKNOWN ranks between OK and WARNING (as in Meta's GCM): "could not tell" must never hide a real
 # warning, and never outrank one either.
@@ -36,19 +28,6 @@ def severity(level: Level) -> int:
 def worst(levels: Iterable[Level]) -> Level:
     """The most severe level (CRITICAL > WARNING > UNKNOWN > OK); OK for none at all."""
     return max(levels, key=severity, default=Level.OK)
-
-
-class Action(StrEnum):
-    """What an operator (or automation) should do, in the XID catalog's / DCGM's terms.
-
-    reset_gpu always means "drain, then reset": nothing may run on a GPU while it is reset.
-    """
-
-    NONE = "none"
-    DRAIN = "drain"
-    RESET_GPU = "reset_gpu"
-    REBOOT = "reboot"
-    RMA = "rma"
 
 
 _ACTION_ORDER = (Action.NONE, Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action.RMA)

@@ -9,7 +9,8 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from jueying_cli.checks import fleet, gpu, host
-from jueying_cli.checks.model import Action, CheckResult, CheckSpec, Param, Scope
+from jueying_cli.checks.model import CheckResult, CheckSpec, Param, Scope
+from jueying_cli.vocab import Action
 
 # Checks whose findings flap with load or airflow wait for two consecutive runs by default.
 NOISY_CONFIRM_RUNS = 2

@@ -7,10 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 from jueying_cli.checks.config import CheckConfig
-from jueying_cli.checks.model import CheckResult, CheckSpec, Level, NodeContext
+from jueying_cli.checks.model import CheckResult, CheckSpec, NodeContext
 from jueying_cli.checks.registry import CHECKS
+from jueying_cli.facts.model import Facts
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.models import Facts
+from jueying_cli.vocab import Level
 
 
 def _apply_level(results: list[CheckResult], params: Mapping[str, Any]) -> list[CheckResult]:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from jueying_cli.checks.model import Action, Level
+from jueying_cli.vocab import Action, Level
 
 
 @dataclass(frozen=True)

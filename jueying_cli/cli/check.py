@@ -78,7 +78,8 @@ def check(
                                accept_new_hostkeys, ssh_config)
     inventory, selected = common.select(opts)
 
-    from jueying_cli.lock import LockBusy, RunLock
+    from jueying_cli.errors import LockBusy
+    from jueying_cli.lock import RunLock
     from jueying_cli.store import default_path
 
     try:
@@ -92,7 +93,7 @@ def check(
         exit_level = _exit_level(findings)
         actions: list[dict[str, Any]] = []
         if drain or resume:
-            from jueying_cli.cli.automation import automate
+            from jueying_cli.actions.automation import automate
 
             actions = automate(opts, inventory, selected, findings, results, drain=drain, resume=resume,
                                resume_after=resume_after)
@@ -227,7 +228,7 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
         for a in actions:
             print(f"{a['node']} {a['action']}: {a['result']}: {a['note']}")
         return
-    from jueying_cli.render.table import make_console, print_check_results, print_message
+    from jueying_cli.render.terminal import make_console, print_check_results, print_message
 
     console = make_console()
     shown = findings if verbose else confirmed + pending

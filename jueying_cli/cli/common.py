@@ -79,6 +79,6 @@ def progress_for(total: int, *, enabled: bool = True) -> Any:
 
     if not enabled or total < 16 or not sys.stderr.isatty():
         return _NoProgress()
-    from jueying_cli.render.progress import NodeProgress
+    from jueying_cli.render.terminal import NodeProgress
 
     return NodeProgress(total)

@@ -23,7 +23,7 @@ class _Context:
     """Inventory, nodes, transport, store and schedulers for one drain/resume run."""
 
     def __init__(self, nodes_arg: str, inventory: str | None, ssh_config: str | None, connect_timeout: float) -> None:
-        from jueying_cli.drain import reconcile
+        from jueying_cli.actions.drain import reconcile
         from jueying_cli.scheduler import schedulers_for
         from jueying_cli.store import Store
 
@@ -69,7 +69,8 @@ def drain(
     (Ctrl-C; the nodes stay drained). Exit codes: 0 done (or nothing to do); 1 a node failed, the wait timed
     out, or max_unavailable refused the drain; 2 bad usage or inventory; 130 aborted.
     """
-    from jueying_cli.drain import apply, cap_for, plan_drain, require_reason, wait_drained
+    from jueying_cli.actions.cap import cap_for
+    from jueying_cli.actions.drain import apply, plan_drain, require_reason, wait_drained
     from jueying_cli.scheduler import all_states
 
     full_reason = require_reason(reason)
@@ -166,7 +167,7 @@ def resume(
     anything else needs --force. Exit codes: 0 done (or nothing to do); 1 a node failed or was skipped as a
     foreign drain; 2 bad usage or inventory.
     """
-    from jueying_cli.drain import apply, plan_resume
+    from jueying_cli.actions.drain import apply, plan_resume
 
     ctx = _Context(nodes, inventory, ssh_config, connect_timeout)
     try:
@@ -256,8 +257,8 @@ def failover(
     stays drained. Exit codes: 0 done (or --dry-run); 1 rolled back, no healthy spare, or the cap refused;
     2 bad usage, inventory or playbook.
     """
+    from jueying_cli.actions.failover import describe_plan, find_playbook, load_playbook, spare_candidates
     from jueying_cli.errors import BadInputError
-    from jueying_cli.failover import describe_plan, find_playbook, load_playbook, spare_candidates
 
     ctx = _Context(node, inventory, ssh_config, connect_timeout)
     try:
@@ -304,7 +305,7 @@ def _judge_spares(ctx: _Context, candidates: list[Any], failed: Any, checks_file
     from pathlib import Path
 
     from jueying_cli.checks import Level, builtin_config, load_check_config, run_checks
-    from jueying_cli.collect import collect_nodes
+    from jueying_cli.collect.oneshot import collect_nodes
     from jueying_cli.scheduler import schedulers_for
 
     verdicts: dict[str, str | None] = {}
@@ -338,8 +339,9 @@ def _judge_spares(ctx: _Context, candidates: list[Any], failed: Any, checks_file
 
 def _do_failover(ctx: _Context, failed: Any, spare: Any, book: Any, reason: str | None, force: bool,
                  json_output: bool) -> Any:
-    from jueying_cli.drain import apply, cap_for, plan_drain
-    from jueying_cli.failover import run_steps
+    from jueying_cli.actions.cap import cap_for
+    from jueying_cli.actions.drain import apply, plan_drain
+    from jueying_cli.actions.failover import run_steps
     from jueying_cli.scheduler import all_states
     from jueying_cli.scheduler.base import jueying_reason
     from jueying_cli.store import AuditEntry

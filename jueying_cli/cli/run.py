@@ -41,8 +41,9 @@ def run(
     a summary lists every node that was not ok. Exit codes: 0 all ok; 1 some nodes failed, timed out or
     were unreachable; 2 bad usage or inventory; 130 interrupted (what was gathered is printed first).
     """
+    from jueying_cli.outcome import Outcome
     from jueying_cli.render import gather as render
-    from jueying_cli.transport.base import Command, Outcome
+    from jueying_cli.transport.base import Command
     from jueying_cli.transport.fanout import run_many
 
     opts = common.FleetOptions(inventory, nodes_, exclude, fanout, connect_timeout, deadline,

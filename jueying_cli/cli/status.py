@@ -48,7 +48,7 @@ def status(
     Exit codes: 0 every node answered (a degraded node is shown, not an error); 1 some nodes failed, timed
     out or were unreachable; 2 bad usage or inventory; 130 interrupted.
     """
-    from jueying_cli.status import SORT_KEYS
+    from jueying_cli.status.summary import SORT_KEYS
 
     if sort not in SORT_KEYS:
         raise typer.BadParameter(f"must be one of {', '.join(SORT_KEYS)}", param_hint="--sort")
@@ -71,7 +71,7 @@ def status(
 
 def collect_facts(opts: common.FleetOptions, selected: list[Any], timeout: float) -> tuple[list[Any], bool]:
     """Facts from every selected node, with a progress bar on a terminal; (results, interrupted)."""
-    from jueying_cli.collect import collect_nodes
+    from jueying_cli.collect.oneshot import collect_nodes
 
     transport = common.make_transport(opts)
     transport.prepare(selected)
@@ -91,7 +91,7 @@ def summaries_for(results: list[Any], stale: set[str] | frozenset[str] = frozens
                   scheduler_states: dict[str, tuple[str, Any]] | None = None) -> list[Any]:
     import dataclasses
 
-    from jueying_cli.status import summarize, unanswered, with_scheduler
+    from jueying_cli.status.summary import summarize, unanswered, with_scheduler
 
     rows = []
     for r in results:
@@ -138,7 +138,7 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
                   scheduler: dict[str, tuple[str, Any]] | None = None) -> int:
     """Print one status view; returns the exit code (1 when some node gave no facts)."""
     from jueying_cli.inventory.select import fold as fold_names
-    from jueying_cli.status import fold_healthy, sort_summaries, summary_line, totals
+    from jueying_cli.status.summary import fold_healthy, sort_summaries, summary_line, totals
 
     rows = sort_summaries(summaries_for(results, stale, scheduler), sort)
     missing = [r for r in results if r.facts is None or r.name in stale]
@@ -153,7 +153,7 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
         state = "ok" if not missing else ("error" if len(missing) == len(results) else "partial")
         print(dumps(envelope("status", data, status=state, errors=errors)))
         return rc
-    from jueying_cli.render.table import make_console, print_gpus, print_message, print_nodes
+    from jueying_cli.render.terminal import make_console, print_gpus, print_message, print_nodes
 
     console = console or make_console()
     if gpus:
@@ -173,7 +173,7 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
 
 
 def record_history(results: list[Any]) -> None:
-    from jueying_cli.status import history_row
+    from jueying_cli.status.history import history_row
     from jueying_cli.store import Store
 
     try:
@@ -220,8 +220,8 @@ def inventory(
                              errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
                                      for r in missing])))
     else:
-        from jueying_cli.render.table import make_console, print_inventory, print_nodes
-        from jueying_cli.status import unanswered
+        from jueying_cli.render.terminal import make_console, print_inventory, print_nodes
+        from jueying_cli.status.summary import unanswered
 
         console = make_console()
         print_inventory([(r.name, r.facts) for r in results if r.facts is not None], console)
@@ -244,7 +244,7 @@ def history(
 
     Exit codes: 0 shown (also when there is no history yet); 2 bad usage.
     """
-    from jueying_cli.status import history_changes
+    from jueying_cli.status.history import history_changes
     from jueying_cli.store import Store
 
     store = Store()
@@ -259,7 +259,7 @@ def history(
 
         print(dumps(envelope("history", {"node": node, "rows": shown, "collections": len(rows)})))
         raise typer.Exit(int(ExitCode.OK))
-    from jueying_cli.render.table import make_console, print_history, print_message
+    from jueying_cli.render.terminal import make_console, print_history, print_message
 
     console = make_console()
     if not rows:

@@ -8,6 +8,7 @@ node never freezes the screen. History is recorded at most every HISTORY_EVERY_S
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
-from jueying_cli.transport.base import TIMEOUT
+from jueying_cli.vocab import OutcomeStatus
 
 HISTORY_EVERY_S = 60.0
 
@@ -34,12 +35,9 @@ def probe_idle_s(interval_s: float, timeout_s: float) -> float:
 def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: float, timeout_s: float,
                  gpus: bool, sort: str, fold: bool, json_output: bool = False, count: int | None = None,
                  inventory: Any = None, history: bool = True) -> int:
-    from rich.live import Live
-    from rich.text import Text
-
     from jueying_cli.cli.status import record_history, render_status, scheduler_states
-    from jueying_cli.render.table import make_console
-    from jueying_cli.sessions import ProbeSessions
+    from jueying_cli.collect.sessions import ProbeSessions
+    from jueying_cli.render.terminal import LiveView, make_console
     from jueying_cli.transport.fanout import raise_open_files_limit
 
     transport = common.make_transport(opts, keep_open=True)
@@ -48,8 +46,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
     sessions = ProbeSessions(transport, fanout=opts.fanout, connect_timeout_s=opts.connect_timeout_s,
                              probe_timeout_s=timeout_s, idle_s=probe_idle_s(interval_s, timeout_s))
     console = make_console()
-    live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal and not json_output \
-        else None
+    live = LiveView(console) if console.is_terminal and not json_output else None
     last: dict[str, Any] = {}
     deadline = refresh_deadline_s(opts, interval_s)
     refreshes = 0
@@ -57,7 +54,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
     rc = int(ExitCode.OK)
     try:
         if live is not None:
-            live.start()
+            live.__enter__()
         while count is None or refreshes < count:
             started = time.monotonic()
             # The first refresh opens every connection: per-node limits only. Later ones reuse them and
@@ -71,10 +68,8 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
             merged, stale = _merge_stale(results, last)
             scheduler = scheduler_states(inventory, selected) if inventory is not None and inventory.source else None
             if live is not None:
-                with console.capture() as capture:
-                    rc = render_status(merged, gpus=gpus, json_output=False, sort=sort, fold=fold, console=console,
-                                       stale=stale, scheduler=scheduler)
-                live.update(Text.from_ansi(capture.get()), refresh=True)
+                rc = live.show(functools.partial(render_status, merged, gpus=gpus, json_output=False, sort=sort,
+                                                 fold=fold, stale=stale, scheduler=scheduler))
             else:
                 rc = render_status(merged, gpus=gpus, json_output=json_output, sort=sort, fold=fold, stale=stale,
                                    scheduler=scheduler)
@@ -91,7 +86,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
         pass
     finally:
         if live is not None:
-            live.stop()
+            live.__exit__()
         transport.close()  # first: closing the connections ends every probe at once
         sessions.close()
     return rc
@@ -105,7 +100,7 @@ def _merge_stale(results: list[Any], last: dict[str, Any]) -> tuple[list[Any], s
         if r.facts is not None:
             last[r.name] = r
             merged.append(r)
-        elif r.outcome.status == TIMEOUT and r.name in last:
+        elif r.outcome.status == OutcomeStatus.TIMEOUT and r.name in last:
             merged.append(dataclasses.replace(last[r.name]))
             stale.add(r.name)
         else:

@@ -11,7 +11,7 @@ import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-FACTS_SCHEMA = 1
+from jueying_cli.facts.schema import FACTS_SCHEMA
 
 
 def collect(gpus: bool = True) -> Dict[str, Any]:

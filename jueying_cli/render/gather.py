@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from typing import IO
 
 from jueying_cli.inventory.select import fold
-from jueying_cli.transport.base import OK, STATUSES, Outcome
+from jueying_cli.outcome import Outcome
+from jueying_cli.vocab import OutcomeStatus
 
 RULE = "-" * 15
 
@@ -55,10 +56,10 @@ def summary_lines(outcomes: Mapping[str, Outcome], limit_reasons: int = 20) -> l
     for o in outcomes.values():
         by_status.setdefault(o.status, []).append(o)
     lines = []
-    ok_count = len(by_status.get(OK, []))
+    ok_count = len(by_status.get(OutcomeStatus.OK, []))
     lines.append(f"{ok_count}/{len(outcomes)} nodes ok")
-    for status in STATUSES:
-        if status == OK or status not in by_status:
+    for status in tuple(OutcomeStatus):
+        if status == OutcomeStatus.OK or status not in by_status:
             continue
         group = by_status[status]
         lines.append(f"{status} ({len(group)}): {fold(o.node for o in group)}")

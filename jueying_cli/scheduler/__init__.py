@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.model import Inventory, Node
 from jueying_cli.scheduler.base import Scheduler
 
@@ -13,8 +14,6 @@ from jueying_cli.scheduler.base import Scheduler
 def schedulers_for(inventory: Inventory, nodes: Sequence[Node], transport: Any,
                    store: Any) -> dict[str, tuple[Scheduler, list[str]]]:
     """{backend name: (scheduler, names of the given nodes it manages)}."""
-    from jueying_cli.drain import backend_for
-
     groups: dict[str, list[Node]] = {}
     for node in nodes:
         groups.setdefault(backend_for(node), []).append(node)
@@ -27,7 +26,6 @@ def schedulers_for(inventory: Inventory, nodes: Sequence[Node], transport: Any,
 def make_scheduler(name: str, inventory: Inventory, members: Sequence[Node], transport: Any,
                    store: Any) -> Scheduler:
     if name == "slurm":
-        from jueying_cli.errors import BadInputError
         from jueying_cli.scheduler.slurm import SlurmScheduler, local_runner, remote_runner
 
         controllers = {str(n.vars["slurm_controller"]) for n in members if n.vars.get("slurm_controller")}
@@ -48,8 +46,6 @@ def make_scheduler(name: str, inventory: Inventory, members: Sequence[Node], tra
 
 def all_states(schedulers: Mapping[str, tuple[Scheduler, list[str]]], inventory: Inventory) -> dict[str, Any]:
     """Every node each backend knows (Slurm: the whole cluster; builtin: its inventory nodes), for the cap."""
-    from jueying_cli.drain import backend_for
-
     states: dict[str, Any] = {}
     for name, (scheduler, _) in schedulers.items():
         if name == "builtin":
@@ -58,3 +54,11 @@ def all_states(schedulers: Mapping[str, tuple[Scheduler, list[str]]], inventory:
         else:
             states.update(scheduler.all_states())  # type: ignore[attr-defined]
     return states
+
+
+def backend_for(node: Node) -> str:
+    """The scheduler a node is managed by: inventory variable `scheduler` (slurm or builtin, default builtin)."""
+    name = str(node.vars.get("scheduler") or "builtin")
+    if name not in ("slurm", "builtin"):
+        raise BadInputError(f"unknown scheduler {name!r} for {node.name} (slurm or builtin)", field="scheduler")
+    return name

@@ -12,9 +12,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import DRAINED, IDLE, NodeState
-from jueying_cli.scheduler.slurm import SchedulerError
 from jueying_cli.store import Store
 from jueying_cli.transport.base import Command, Transport
 

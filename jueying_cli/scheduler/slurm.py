@@ -14,15 +14,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from jueying_cli.errors import JueyingError
+from jueying_cli.errors import SchedulerError
+from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import ALLOCATED, DOWN, DRAINED, DRAINING, IDLE, MIXED, UNKNOWN, NodeState
+from jueying_cli.transport.base import Command, Transport
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
 SCONTROL_TIMEOUT_S = 30.0
-
-
-class SchedulerError(JueyingError):
-    """The scheduler refused or could not be asked; the message carries its own words."""
 
 
 def local_runner(argv: list[str]) -> tuple[int, str, str]:
@@ -35,14 +33,12 @@ def local_runner(argv: list[str]) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def remote_runner(transport: object, controller: object) -> Runner:
+def remote_runner(transport: Transport, controller: Node) -> Runner:
     """Run scontrol on the controller node through a jueying transport (argv quoted with shlex)."""
-    from jueying_cli.transport.base import Command, Outcome
 
     def run(argv: list[str]) -> tuple[int, str, str]:
-        outcome: Outcome = transport.run(controller, Command(script=shlex.join(argv),  # type: ignore[attr-defined]
-                                                             timeout_s=SCONTROL_TIMEOUT_S),
-                                         time.monotonic() + SCONTROL_TIMEOUT_S + 15)
+        outcome = transport.run(controller, Command(script=shlex.join(argv), timeout_s=SCONTROL_TIMEOUT_S),
+                                time.monotonic() + SCONTROL_TIMEOUT_S + 15)
         if outcome.rc is None:
             raise SchedulerError(f"Slurm controller {outcome.node} {outcome.status}: {outcome.error}")
         return outcome.rc, outcome.stdout, outcome.stderr

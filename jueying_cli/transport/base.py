@@ -1,4 +1,4 @@
-"""The Transport protocol and the one outcome every node gets."""
+"""The Transport protocol: how a command reaches a node, and its limits."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jueying_cli.inventory.model import Node
-
-# Exactly one of these per node (DESIGN.md). Transport errors never appear as command output.
-OK = "ok"
-FAILED = "failed"
-TIMEOUT = "timeout"
-UNREACHABLE = "unreachable"
-AUTH_FAILED = "auth_failed"
-HOSTKEY_FAILED = "hostkey_failed"
-STATUSES = (OK, FAILED, TIMEOUT, UNREACHABLE, AUTH_FAILED, HOSTKEY_FAILED)
+from jueying_cli.outcome import Outcome
 
 # Exit code of coreutils `timeout` when it had to stop the command.
 TIMEOUT_RC = 124
@@ -24,25 +16,6 @@ TIMEOUT_RC = 124
 KILL_AFTER_S = 5
 
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per stream per node: a runaway `cat` must not eat the controller
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened on one node. `error` is a short reason for anything but ok; `rc` is the command's
-    exit code when it ran."""
-
-    node: str
-    status: str
-    rc: int | None = None
-    stdout: str = ""
-    stderr: str = ""
-    duration_s: float = 0.0
-    error: str | None = None
-    truncated: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
 
 
 @dataclass(frozen=True)

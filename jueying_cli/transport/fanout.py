@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.base import TIMEOUT, Command, Outcome, Transport
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import Command, Transport
+from jueying_cli.vocab import OutcomeStatus
 
 DEFAULT_FANOUT = 64
 # Each SSH connection costs the controller 2-3 file descriptors (socket, paramiko's event pipe).
@@ -72,7 +74,7 @@ def run_many(
             try:
                 outcome = transport.run(node, command(node) if callable(command) else command, deadline)
             except Exception as exc:  # noqa: BLE001 - one node's bug must not cost the fleet its answers
-                outcome = Outcome(node.name, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+                outcome = Outcome(node.name, OutcomeStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
             done.put(outcome)
 
     threads = [threading.Thread(target=worker, name=f"jueying-fanout-{i}", daemon=True)
@@ -110,5 +112,6 @@ def run_many(
     elapsed = time.monotonic() - started
     ordered = {}
     for node in nodes:
-        ordered[node.name] = outcomes.get(node.name) or Outcome(node.name, TIMEOUT, duration_s=elapsed, error=reason)
+        ordered[node.name] = outcomes.get(node.name) or Outcome(node.name, OutcomeStatus.TIMEOUT, duration_s=elapsed,
+                                                                error=reason)
     return FanoutResult(outcomes=ordered, interrupted=interrupted, deadline_reached=deadline_reached)

@@ -8,16 +8,9 @@ import subprocess
 import time
 
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.base import (
-    FAILED,
-    MAX_OUTPUT_BYTES,
-    OK,
-    TIMEOUT,
-    UNREACHABLE,
-    Command,
-    Outcome,
-    remaining,
-)
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import MAX_OUTPUT_BYTES, Command, remaining
+from jueying_cli.vocab import OutcomeStatus
 
 
 class LocalTransport:
@@ -35,20 +28,21 @@ class LocalTransport:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     start_new_session=True)  # own process group: a timeout kills it all
         except OSError as exc:
-            return Outcome(node.name, UNREACHABLE, error=f"cannot start sh: {exc.strerror}")
+            return Outcome(node.name, OutcomeStatus.UNREACHABLE, error=f"cannot start sh: {exc.strerror}")
         try:
             out, err = proc.communicate(command.stdin or b"", timeout=limit)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            return Outcome(node.name, TIMEOUT, rc=None, stdout=_text(out), stderr=_text(err),
+            return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=_text(out), stderr=_text(err),
                            duration_s=time.monotonic() - started, error=f"command exceeded {limit or 0:.0f} s")
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
         rc = proc.returncode
-        return Outcome(node.name, OK if rc == 0 else FAILED, rc=rc, stdout=_text(out), stderr=_text(err),
+        status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
+        return Outcome(node.name, status, rc=rc, stdout=_text(out), stderr=_text(err),
                        duration_s=time.monotonic() - started,
                        error=None if rc == 0 else f"exit code {rc}",
                        truncated=len(out) > MAX_OUTPUT_BYTES or len(err) > MAX_OUTPUT_BYTES)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.base import Command, Outcome
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import Command
 from jueying_cli.transport.local import LocalTransport
 
 

@@ -32,21 +32,10 @@ from typing import Any
 import paramiko
 
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.base import (
-    AUTH_FAILED,
-    FAILED,
-    HOSTKEY_FAILED,
-    MAX_OUTPUT_BYTES,
-    OK,
-    TIMEOUT,
-    TIMEOUT_RC,
-    UNREACHABLE,
-    Command,
-    Outcome,
-    remaining,
-    wrap_command,
-)
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import MAX_OUTPUT_BYTES, TIMEOUT_RC, Command, remaining, wrap_command
 from jueying_cli.transport.ssh_options import SshOptions
+from jueying_cli.vocab import OutcomeStatus
 
 # paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
 _paramiko_log = logging.getLogger("paramiko")
@@ -70,7 +59,7 @@ _KEY_ALGORITHMS = {
 class NodeError(Exception):
     """A failure with its outcome status and a short reason for the operator."""
 
-    def __init__(self, status: str, reason: str, *, command_sent: bool = False) -> None:
+    def __init__(self, status: OutcomeStatus, reason: str, *, command_sent: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
@@ -398,24 +387,26 @@ class SshTransport:
         """A TCP socket, or a direct-tcpip channel through the (shared) jump host chain."""
         limit = min(ep.connect_timeout_s, remaining(deadline))
         if limit <= 0:
-            raise NodeError(TIMEOUT, "deadline reached before connecting")
+            raise NodeError(OutcomeStatus.TIMEOUT, "deadline reached before connecting")
         if ep.proxy_jump:
             jump = self._jump_transport(ep.proxy_jump, deadline)
             try:
                 return jump.open_channel("direct-tcpip", (ep.address, ep.port), ("127.0.0.1", 0), timeout=limit)
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise NodeError(UNREACHABLE, f"jump host {ep.proxy_jump[-1]} cannot reach "
+                raise NodeError(OutcomeStatus.UNREACHABLE, f"jump host {ep.proxy_jump[-1]} cannot reach "
                                 f"{ep.address}:{ep.port}: {exc}") from exc
         try:
             sock = socket.create_connection((ep.address, ep.port), timeout=limit)
         except TimeoutError as exc:
-            raise NodeError(UNREACHABLE, f"connect to {ep.address}:{ep.port} timed out after {limit:.0f} s") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE,
+                            f"connect to {ep.address}:{ep.port} timed out after {limit:.0f} s") from exc
         except socket.gaierror as exc:
-            raise NodeError(UNREACHABLE, f"cannot resolve {ep.address}: {exc.strerror}") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot resolve {ep.address}: {exc.strerror}") from exc
         except ConnectionRefusedError as exc:
-            raise NodeError(UNREACHABLE, f"connection refused by {ep.address}:{ep.port}") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"connection refused by {ep.address}:{ep.port}") from exc
         except OSError as exc:
-            raise NodeError(UNREACHABLE, f"cannot connect to {ep.address}:{ep.port}: {exc.strerror or exc}") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE,
+                            f"cannot connect to {ep.address}:{ep.port}: {exc.strerror or exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
@@ -434,7 +425,7 @@ class SshTransport:
             try:
                 conn.transport = self._handshake(ep, deadline)
             except NodeError as exc:
-                raise NodeError(UNREACHABLE if exc.status == TIMEOUT else exc.status,
+                raise NodeError(OutcomeStatus.UNREACHABLE if exc.status == OutcomeStatus.TIMEOUT else exc.status,
                                 f"jump host {hops[-1]}: {exc.reason}") from exc
             return conn.transport
 
@@ -453,7 +444,7 @@ class SshTransport:
                     a for a in transport.get_security_options().key_types if a in allowed] or allowed
             elif not self.options.accept_new_hostkeys:
                 searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.exists(f))
-                raise NodeError(HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown (not in "
+                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown (not in "
                                 f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
                                 "or use --accept-new-hostkeys")
             try:
@@ -461,12 +452,14 @@ class SshTransport:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 text = str(exc).lower()
                 if remaining(deadline) <= 0 or "timeout" in text or "banner" in text or isinstance(exc, TimeoutError):
-                    raise NodeError(TIMEOUT, f"no SSH handshake from {ep.address}:{ep.port} within "
+                    raise NodeError(OutcomeStatus.TIMEOUT, f"no SSH handshake from {ep.address}:{ep.port} within "
                                     f"{limit:.0f} s (node hung?)") from exc
-                raise NodeError(UNREACHABLE, f"SSH handshake with {ep.address}:{ep.port} failed: {exc}") from exc
+                raise NodeError(OutcomeStatus.UNREACHABLE,
+                                f"SSH handshake with {ep.address}:{ep.port} failed: {exc}") from exc
             if not transport.is_active() or getattr(transport, "host_key", None) is None:
                 # start_client returns silently when its timeout passes mid key exchange
-                raise NodeError(TIMEOUT, f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
+                raise NodeError(OutcomeStatus.TIMEOUT,
+                                f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
                                 f"{limit:.0f} s (node hung?)")
             self._verify_host_key(ep, transport, known)
             self._authenticate(ep, transport)
@@ -486,14 +479,15 @@ class SshTransport:
         if recorded is not None:
             if recorded == key:
                 return
-            raise NodeError(HOSTKEY_FAILED, f"HOST KEY CHANGED for {ep.known_hosts_name} ({key.get_name()} "
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED,
+                            f"HOST KEY CHANGED for {ep.known_hosts_name} ({key.get_name()} "
                             f"{key.fingerprint}): possible man-in-the-middle, or the node was reinstalled; "
                             "remove the old key (ssh-keygen -R) only after checking")
         if known:
-            raise NodeError(HOSTKEY_FAILED, f"{ep.known_hosts_name} offered a {key.get_name()} key but "
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name} offered a {key.get_name()} key but "
                             f"known_hosts records {', '.join(known)}")
         if not self.options.accept_new_hostkeys:  # pragma: no cover - refused before the handshake
-            raise NodeError(HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown")
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown")
         target = next((f for f in ep.known_hosts_files if not f.startswith("/etc/")), ep.known_hosts_files[0])
         self.known_hosts.add(ep.known_hosts_name, key, target)
 
@@ -506,7 +500,7 @@ class SshTransport:
             if key is not None:
                 keys.append(key)
         if not keys:
-            raise NodeError(AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
+            raise NodeError(OutcomeStatus.AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
                             f"{', '.join(_short(p) for p in ep.identity_files)}; encrypted keys need ssh-agent)")
         last = "no key accepted"
         for key in keys:
@@ -516,10 +510,10 @@ class SshTransport:
                 last = str(exc) or "key rejected"
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                raise NodeError(UNREACHABLE, f"connection lost during authentication: {exc}") from exc
+                raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost during authentication: {exc}") from exc
             if transport.is_authenticated():
                 return
-        raise NodeError(AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
+        raise NodeError(OutcomeStatus.AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
 
     @contextmanager
     def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
@@ -553,18 +547,18 @@ class SshTransport:
             except NodeError as exc:
                 failure = exc
             except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
-                failure = NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip(),
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip(),
                                     command_sent=True)
             # Behind a shared jump connection a forwarded channel is sometimes closed mid-handshake: one more
             # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
-            if (attempt + 1 == attempts or failure.status != UNREACHABLE or failure.command_sent
+            if (attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or failure.command_sent
                     or remaining(deadline) <= 0):
                 return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
         duration = time.monotonic() - started
         if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
-            return Outcome(node.name, TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
+            return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
                            error=f"command exceeded {command.timeout_s:g} s", truncated=truncated)
-        status = OK if rc == 0 else FAILED
+        status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
         return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
                        error=None if rc == 0 else f"exit code {rc}", truncated=truncated)
 
@@ -573,7 +567,7 @@ class SshTransport:
         try:
             channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise NodeError(UNREACHABLE, f"cannot open a session: {exc}") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot open a session: {exc}") from exc
         try:
             channel.exec_command(script)
             if stdin:
@@ -584,7 +578,7 @@ class SshTransport:
             exc.command_sent = True
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise NodeError(UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
         finally:
             channel.close()
 
@@ -604,13 +598,14 @@ class SshTransport:
                         channel.sendall(command.stdin)
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     self._forget(node.name, transport)
-                    raise NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip()) from exc
+                    raise NodeError(OutcomeStatus.UNREACHABLE,
+                                    f"connection lost: {type(exc).__name__} {exc}".strip()) from exc
                 return SshStream(channel)
             except NodeError as exc:
                 failure = exc
             except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
-                failure = NodeError(UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip())
-            if attempt + 1 == attempts or failure.status != UNREACHABLE or remaining(deadline) <= 0:
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip())
+            if attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or remaining(deadline) <= 0:
                 break
         raise StreamError(Outcome(node.name, failure.status, duration_s=time.monotonic() - started,
                                   error=failure.reason))
@@ -732,7 +727,7 @@ class _Capped:
 
 
 def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool]:
-    """Read stdout and stderr together until the command exits, or raise TIMEOUT at the deadline."""
+    """Read stdout and stderr together until the command exits, or raise OutcomeStatus.TIMEOUT at the deadline."""
     out, err = _Capped(), _Capped()
     poller = select.poll()  # not select(): with a thousand kept connections, descriptors pass 1024
     poller.register(channel.fileno(), select.POLLIN)  # readable when either stream has data or it closes
@@ -744,7 +739,7 @@ def _drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, b
             break
         left = remaining(deadline)
         if left <= 0:
-            raise NodeError(TIMEOUT, "no answer before the deadline (command still running?)")
+            raise NodeError(OutcomeStatus.TIMEOUT, "no answer before the deadline (command still running?)")
         poller.poll(min(left, 1.0) * 1000)
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
     return rc, out.text(), err.text(), out.truncated or err.truncated

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from jueying_cli.collect import _BOOTSTRAP, probe_payload
+from jueying_cli.collect.payload import _BOOTSTRAP, probe_payload
 from tests.conftest import REPO
 from tests.nvmlsim import default_state, sim_env, write_state
 

@@ -36,8 +36,8 @@ from jueying_cli.checks import (
 from jueying_cli.checks import run as run_module
 from jueying_cli.checks.gpu import pci_key
 from jueying_cli.errors import BadInputError
+from jueying_cli.facts.model import Facts
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.models import Facts
 from jueying_cli.probe.nvml import GPU_KEYS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"

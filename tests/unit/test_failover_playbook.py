@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from jueying_cli.actions.failover import load_playbook
 from jueying_cli.errors import BadInputError
-from jueying_cli.failover import load_playbook
 from tests.conftest import REPO
 
 

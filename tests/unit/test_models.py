@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from jueying_cli.errors import FactsError, JueyingError
-from jueying_cli.models import Facts
+from jueying_cli.facts.model import Facts
 from jueying_cli.probe.nvml import GPU_KEYS
 
 REPO = Path(__file__).resolve().parents[2]

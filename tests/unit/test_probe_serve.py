@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from jueying_cli.collect import probe_payload, probe_script
+from jueying_cli.collect.payload import probe_payload, probe_script
 from jueying_cli.probe.kernel import KernelLogTail
 from tests.nvmlsim import default_state, gpu_defaults, sim_env, write_state
 

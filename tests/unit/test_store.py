@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from jueying_cli.status import history_changes
+from jueying_cli.status.history import history_changes
 from jueying_cli.store import HistoryRow, Store
 from tests.conftest import REPO
 

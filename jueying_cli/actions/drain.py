@@ -12,55 +12,14 @@ Safety rules, because this is the action operators must never get wrong:
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jueying_cli.errors import BadInputError, JueyingError
-from jueying_cli.inventory.model import Inventory, Node
 from jueying_cli.scheduler.base import DRAINED, DRAINING, NodeState, Scheduler, jueying_reason, operator
 from jueying_cli.store import AuditEntry, Store
-
-DEFAULT_MAX_UNAVAILABLE_PCT = 10.0
-
-
-class CapExceeded(JueyingError):
-    """The drain would take more nodes out of service than max_unavailable allows."""
-
-
-@dataclass(frozen=True)
-class Cap:
-    limit: int  # most nodes that may be unavailable at once
-    total: int  # nodes the scheduler(s) know
-    unavailable: int  # already down, draining or drained
-    source: str  # where the limit comes from, for messages
-
-    def check(self, adding: int) -> None:
-        if self.unavailable + adding > self.limit:
-            raise CapExceeded(
-                f"draining {adding} more node(s) would make {self.unavailable + adding} of {self.total} unavailable "
-                f"({self.unavailable} already down or drained), over max_unavailable {self.limit} ({self.source}); "
-                "use --force to override (automation never does)")
-
-
-def cap_for(inventory: Inventory, states: Mapping[str, NodeState]) -> Cap:
-    """The limit from the inventory variables max_unavailable (a count) and max_unavailable_pct (a percentage
-    of the nodes the scheduler knows): the stricter of those set; 10 % when neither is. Never below 1 node,
-    so one bad node can always be taken out."""
-    counts = [int(n.vars["max_unavailable"]) for n in inventory.nodes.values() if "max_unavailable" in n.vars]
-    pcts = [float(n.vars["max_unavailable_pct"]) for n in inventory.nodes.values() if "max_unavailable_pct" in n.vars]
-    total = len(states)
-    limits: list[tuple[int, str]] = []
-    if counts:
-        limits.append((min(counts), "max_unavailable"))
-    if pcts or not counts:
-        pct = min(pcts) if pcts else DEFAULT_MAX_UNAVAILABLE_PCT
-        limits.append((math.floor(total * pct / 100), f"{pct:g}% of {total}" + ("" if pcts else ", the default")))
-    limit, source = min(limits)
-    return Cap(limit=max(1, limit), total=total, unavailable=sum(1 for s in states.values() if s.unavailable),
-               source=source)
 
 
 @dataclass(frozen=True)
@@ -219,11 +178,3 @@ def require_reason(text: str | None) -> str:
     if not text or not text.strip():
         raise BadInputError("a reason is required (--reason 'xid 79 on GPU 3, ticket OPS-1234')", field="--reason")
     return jueying_reason(text)
-
-
-def backend_for(node: Node) -> str:
-    """The scheduler a node is managed by: inventory variable `scheduler` (slurm or builtin, default builtin)."""
-    name = str(node.vars.get("scheduler") or "builtin")
-    if name not in ("slurm", "builtin"):
-        raise BadInputError(f"unknown scheduler {name!r} for {node.name} (slurm or builtin)", field="scheduler")
-    return name

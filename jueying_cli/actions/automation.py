@@ -16,8 +16,9 @@ _DRAIN_ACTIONS = ("drain", "reset_gpu", "reboot", "rma")
 
 def automate(opts: common.FleetOptions, inventory: Any, selected: list[Any], findings: list[Any],
              results: list[Any], *, drain: bool, resume: bool, resume_after: int) -> list[dict[str, Any]]:
+    from jueying_cli.actions.cap import cap_for
+    from jueying_cli.actions.drain import apply, plan_drain, plan_resume
     from jueying_cli.checks import Level
-    from jueying_cli.drain import apply, cap_for, plan_drain, plan_resume
     from jueying_cli.scheduler import all_states, schedulers_for
     from jueying_cli.scheduler.base import jueying_reason
     from jueying_cli.store import Store

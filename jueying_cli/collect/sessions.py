@@ -22,10 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jueying_cli.collect import NO_PYTHON_RC, NodeFacts, parse_outcome, probe_payload, probe_script
+from jueying_cli.collect.oneshot import NodeFacts, parse_outcome
+from jueying_cli.collect.payload import NO_PYTHON_RC, probe_payload, probe_script
 from jueying_cli.errors import FactsError
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.base import FAILED, OK, TIMEOUT, UNREACHABLE, Command, Outcome
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import Command
+from jueying_cli.vocab import OutcomeStatus
 
 MAX_HEADER = 128  # bytes of a frame's header line; longer is garbage, not a frame
 MAX_FRAME = 64 * 1024 * 1024  # bytes of one compressed document; larger is garbage
@@ -98,7 +101,8 @@ class _Opener:
             try:
                 stream, failure = self._open_one(node)
             except Exception as exc:  # noqa: BLE001 - one node's bug must not cost the fleet its answers
-                stream, failure = None, Outcome(node.name, FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+                why = f"internal error: {type(exc).__name__}: {exc}"
+                stream, failure = None, Outcome(node.name, OutcomeStatus.FAILED, error=why)
             if self.stopped and stream is not None:
                 stream.close()
                 return
@@ -185,12 +189,13 @@ class ProbeSessions:
         for node in nodes:
             if node.name not in results:
                 still = "still connecting; " if node.name in self._opening else ""
-                results[node.name] = NodeFacts(node, Outcome(node.name, TIMEOUT, error=still + reason), None)
+                missed = Outcome(node.name, OutcomeStatus.TIMEOUT, error=still + reason)
+                results[node.name] = NodeFacts(node, missed, None)
         return [results[n.name] for n in nodes], interrupted
 
     def _collect_here(self, node: Node) -> NodeFacts:
         """This machine, in-process, with its own kept Collector (NVML stays initialised here too)."""
-        from jueying_cli.models import Facts
+        from jueying_cli.facts.model import Facts
         from jueying_cli.probe import Collector
 
         started = time.monotonic()
@@ -200,8 +205,9 @@ class ProbeSessions:
         try:
             facts = dataclasses.replace(Facts.from_document(collector.collect()), document={})
         except FactsError as exc:
-            return NodeFacts(node, Outcome(node.name, FAILED, error=f"probe output rejected: {exc}"), None)
-        return NodeFacts(node, Outcome(node.name, OK, rc=0, duration_s=time.monotonic() - started), facts)
+            rejected = Outcome(node.name, OutcomeStatus.FAILED, error=f"probe output rejected: {exc}")
+            return NodeFacts(node, rejected, None)
+        return NodeFacts(node, Outcome(node.name, OutcomeStatus.OK, rc=0, duration_s=time.monotonic() - started), facts)
 
     def _wait_s(self, now: float, deadline: float) -> float:
         """How long poll() may sleep: to the deadline, the next probe timeout, at most 1 s."""
@@ -252,9 +258,9 @@ class ProbeSessions:
         for session in list(self._sessions.values()):
             if session.waiting and now - session.asked_at > self._probe_timeout_s:
                 self._discard(session, drop_connection=True)
-                finish(NodeFacts(session.node, Outcome(session.node.name, TIMEOUT, duration_s=now - session.asked_at,
-                                                       error=f"probe did not answer within "
-                                                       f"{self._probe_timeout_s:g} s (node hung?)"), None))
+                hung = Outcome(session.node.name, OutcomeStatus.TIMEOUT, duration_s=now - session.asked_at,
+                               error=f"probe did not answer within {self._probe_timeout_s:g} s (node hung?)")
+                finish(NodeFacts(session.node, hung, None))
 
     def _pump(self, session: _Session, finish: Callable[[NodeFacts], None]) -> None:
         """Read what the session has sent; finish its node on a complete frame or when the probe ended."""
@@ -272,8 +278,9 @@ class ProbeSessions:
                 finish(self._result(session, frame))
         except _Garbage as exc:
             self._discard(session, drop_connection=False)
-            finish(parse_outcome(session.node, Outcome(session.node.name, FAILED, stdout=bytes(session.out[:2000])
-                                                       .decode("utf-8", "replace"), error=str(exc))))
+            garbage = Outcome(session.node.name, OutcomeStatus.FAILED,
+                              stdout=bytes(session.out[:2000]).decode("utf-8", "replace"), error=str(exc))
+            finish(parse_outcome(session.node, garbage))
             return
         if not out and not err and session.stream.finished():
             self._ended(session, finish)
@@ -283,14 +290,14 @@ class ProbeSessions:
         took = time.monotonic() - session.asked_at
         if frame.kind == "error":
             text = frame.body.decode("utf-8", "replace").strip()
-            return NodeFacts(session.node, Outcome(name, FAILED, duration_s=took, error="probe failed: " + (
-                text.splitlines()[-1][:200] if text else "no reason given")), None)
+            why = "probe failed: " + (text.splitlines()[-1][:200] if text else "no reason given")
+            return NodeFacts(session.node, Outcome(name, OutcomeStatus.FAILED, duration_s=took, error=why), None)
         try:
             document = zlib.decompress(frame.body).decode("utf-8", "replace")
         except zlib.error as exc:
-            return NodeFacts(session.node, Outcome(name, FAILED, duration_s=took,
+            return NodeFacts(session.node, Outcome(name, OutcomeStatus.FAILED, duration_s=took,
                                                    error=f"probe answer is not a compressed document ({exc})"), None)
-        return parse_outcome(session.node, Outcome(name, OK, rc=0, stdout=document, duration_s=took),
+        return parse_outcome(session.node, Outcome(name, OutcomeStatus.OK, rc=0, stdout=document, duration_s=took),
                              keep_document=False)
 
     def _ended(self, session: _Session, finish: Callable[[NodeFacts], None]) -> None:
@@ -307,14 +314,15 @@ class ProbeSessions:
             return
         stderr = session.err.decode("utf-8", "replace")
         if code is None and not connected:
-            outcome = Outcome(session.node.name, UNREACHABLE, stderr=stderr, error="connection lost")
+            outcome = Outcome(session.node.name, OutcomeStatus.UNREACHABLE, stderr=stderr, error="connection lost")
         elif code is None:
-            outcome = Outcome(session.node.name, FAILED, stderr=stderr,
+            outcome = Outcome(session.node.name, OutcomeStatus.FAILED, stderr=stderr,
                               error="probe ended without an exit status (killed by a signal?)")
         elif code == NO_PYTHON_RC or stderr.strip():
-            outcome = Outcome(session.node.name, FAILED, rc=code, stderr=stderr, error=f"exit code {code}")
+            outcome = Outcome(name, OutcomeStatus.FAILED, rc=code, stderr=stderr, error=f"exit code {code}")
         else:
-            outcome = Outcome(session.node.name, FAILED, rc=code, error=f"probe exited (code {code}) without answering")
+            outcome = Outcome(name, OutcomeStatus.FAILED, rc=code,
+                              error=f"probe exited (code {code}) without answering")
         finish(parse_outcome(session.node, outcome))
 
     def _started(self, session: _Session) -> None:

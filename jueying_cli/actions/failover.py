@@ -33,7 +33,8 @@ from typing import Any
 
 from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.transport.base import Command, Outcome, Transport
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import Command, Transport
 from jueying_cli.yamlfile import LocatedDict, LocatedList, line_of, load_yaml
 
 DEFAULT_STEP_TIMEOUT_S = 60.0

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jueying_cli.errors import FactsError
-
-FACTS_SCHEMA = 1
+from jueying_cli.facts.schema import FACTS_SCHEMA
 
 
 def _typed(doc: Mapping[str, Any], key: str, kinds: tuple[type, ...], where: str, *,

@@ -1,4 +1,4 @@
-"""Tables for the terminal: the only module that imports rich.
+"""The terminal: tables, the live `--watch` view and the progress bar; the only module that imports rich.
 
 Colour follows gpustat's habits (heat red, load green, memory yellow, errors red) and is dropped
 when NO_COLOR is set or stdout is not a terminal; then the table is plain text without box lines,
@@ -10,20 +10,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any, TypeVar
 
 from rich import box
 from rich.console import Console
+from rich.live import Live
 from rich.measure import Measurement
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from jueying_cli.models import Facts, GpuFacts
-from jueying_cli.status import NodeSummary
+from jueying_cli.facts.model import Facts, GpuFacts
+from jueying_cli.status.summary import NodeSummary
 from jueying_cli.store import HistoryRow
 
 GIB = 1024**3
+T = TypeVar("T")
 
 STATE_STYLE = {
     "ok": "green",
@@ -262,3 +265,44 @@ def print_check_results(rows: Sequence[tuple[Any, bool, int, int]], console: Con
         table.add_row(result.node, result.check, "-" if result.gpu is None else str(result.gpu), level,
                       str(result.action), result.message)
     console.print(table)
+
+
+class NodeProgress:
+    """A transient progress bar on stderr while a fan-out runs."""
+
+    def __init__(self, total: int) -> None:
+        self._progress = Progress(TextColumn("nodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=Console(file=sys.stderr), transient=True)
+        self._task = self._progress.add_task("nodes", total=total)
+
+    def __enter__(self) -> NodeProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
+
+
+class LiveView:
+    """Redraws one screen in place (`status --watch` on a terminal): `show(draw)` calls `draw(console=...)`,
+    replaces the previous screen with what it printed, and returns what it returned."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._live = Live(console=console, auto_refresh=False, transient=False)
+
+    def __enter__(self) -> LiveView:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def show(self, draw: Callable[..., T]) -> T:
+        with self.console.capture() as capture:
+            result = draw(console=self.console)
+        self._live.update(Text.from_ansi(capture.get()), refresh=True)
+        return result

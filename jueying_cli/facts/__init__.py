@@ -1,0 +1,4 @@
+"""The facts contract: `schema` (version and key names; Python 3.8, standard library only, shipped to
+nodes with the probe) and `model` (the typed, validated model the controller reads documents into).
+
+This package module imports nothing, so the probe can import `jueying_cli.facts.schema` alone."""

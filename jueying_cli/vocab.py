@@ -1,0 +1,102 @@
+"""The typed vocabularies that cross modules, defined once: outcome status, node status, scheduler state,
+check level and recommended action, change kind, audit result, scheduler backend.
+
+StrEnum members are their own strings, so JSON, SQLite, f-strings and comparisons with plain text keep
+working unchanged; IntEnum levels are Nagios exit codes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class OutcomeStatus(StrEnum):
+    """Exactly one per node per command (DESIGN.md). Transport errors never appear as command output."""
+
+    OK = "ok"
+    FAILED = "failed"  # the command ran and exited non-zero, or its output was rejected
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"  # refused, no route, connect timed out, name not resolved, connection lost
+    AUTH_FAILED = "auth_failed"
+    HOSTKEY_FAILED = "hostkey_failed"
+
+
+class NodeStatus(StrEnum):
+    """What one `jueying status` row says of a node: its health when it answered, what the scheduler says
+    when it is drained or draining, or the outcome that kept it from answering."""
+
+    OK = "ok"
+    DEGRADED = "degraded"  # lost GPUs, fewer GPUs than expected, unreadable essential telemetry
+    NO_DRIVER = "no_driver"  # NVML not usable
+    DRAINING = "draining"
+    DRAINED = "drained"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    HOSTKEY_FAILED = "hostkey_failed"
+
+
+# Statuses of a node that answered (its facts are shown).
+ANSWERED = frozenset({NodeStatus.OK, NodeStatus.DEGRADED, NodeStatus.NO_DRIVER, NodeStatus.DRAINED,
+                      NodeStatus.DRAINING})
+
+
+class SchedulerState(StrEnum):
+    """A scheduler's view of a node, normalised to Slurm's names in lower case."""
+
+    IDLE = "idle"
+    ALLOCATED = "allocated"
+    MIXED = "mixed"
+    DRAINING = "draining"
+    DRAINED = "drained"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class Level(IntEnum):
+    """Nagios plugin codes, which are also `jueying check`'s exit codes."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+class Action(StrEnum):
+    """What an operator (or automation) should do about a finding, in the XID catalog's / DCGM's terms.
+
+    reset_gpu always means "drain, then reset": nothing may run on a GPU while it is reset.
+    """
+
+    NONE = "none"
+    DRAIN = "drain"
+    RESET_GPU = "reset_gpu"
+    REBOOT = "reboot"
+    RMA = "rma"
+
+
+class ChangeKind(StrEnum):
+    """A change jueying makes (or plans) to a node's service state; the audit log's `action` column."""
+
+    NONE = "none"
+    DRAIN = "drain"
+    UPDATE_REASON = "update_reason"
+    RESUME = "resume"
+    FAILOVER = "failover"
+
+
+class AuditResult(StrEnum):
+    """How an audit entry ended: `pending` is written before acting and settled after."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    NOT_DONE = "not_done"  # settled after an interrupted run: the scheduler does not show the change
+
+
+class Backend(StrEnum):
+    """Who drains a node: the inventory variable `scheduler`."""
+
+    SLURM = "slurm"
+    BUILTIN = "builtin"
