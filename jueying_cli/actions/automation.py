@@ -6,78 +6,86 @@ operator made (even with `jueying drain`), and only after --resume-after clean r
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-from jueying_cli.cli import common
+from jueying_cli.actions.cap import OverCap
+from jueying_cli.actions.context import ActionContext
+from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_drains, plan_resumes
+from jueying_cli.checks.flap import Finding, causes
+from jueying_cli.facts.collected import NodeFacts
+from jueying_cli.scheduler.base import jueying_reason
+from jueying_cli.vocab import Action, ChangeKind, Level
 
+ACTOR = "jueying-check"
 AUTO_PREFIX = "jueying: auto:"
-_DRAIN_ACTIONS = ("drain", "reset_gpu", "reboot", "rma")
+DRAIN_ACTIONS = frozenset({Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action.RMA})
 
 
-def automate(opts: common.FleetOptions, inventory: Any, selected: list[Any], findings: list[Any],
-             results: list[Any], *, drain: bool, resume: bool, resume_after: int) -> list[dict[str, Any]]:
-    from jueying_cli.actions.cap import cap_for
-    from jueying_cli.actions.drain import apply, plan_drain, plan_resume
-    from jueying_cli.checks import Level
-    from jueying_cli.scheduler import all_states, schedulers_for
-    from jueying_cli.scheduler.base import jueying_reason
-    from jueying_cli.store import Store
+@dataclass(frozen=True)
+class AutoAction:
+    """One thing the automation did or held back: `result` is drained, held back, failed, waiting or resumed."""
 
+    node: str
+    action: ChangeKind
+    result: str
+    note: str
+
+
+def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[NodeFacts], *, drain: bool,
+             resume: bool, resume_after: int) -> list[AutoAction]:
     answered = {r.name for r in results if r.facts is not None}
-    store = Store()
-    transport = common.make_transport(opts)
-    actions: list[dict[str, Any]] = []
-    try:
-        clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
-                 for name in answered}
-        clean_runs = store.track_clean(clean)
-        schedulers = schedulers_for(inventory, selected, transport, store)
-        causes: dict[str, Any] = {}
-        for f in findings:
-            r = f.result
-            if f.confirmed and r.level == Level.CRITICAL and str(r.action) in _DRAIN_ACTIONS:
-                causes.setdefault(r.node, r)
-        budget = None
-        if drain and causes:
-            cap = cap_for(inventory, all_states(schedulers, inventory))
-            budget = max(0, cap.limit - cap.unavailable)
-        for scheduler, names in schedulers.values():
-            states = scheduler.states(names)
-            if drain:
-                wanted = [n for n in names if n in causes]
-                changes = [c for c in plan_drain(wanted, states, update_reason=False) if c.action == "drain"]
-                allowed, held = changes[:budget or 0], changes[budget or 0:]
-                budget = (budget or 0) - len(allowed)
-                for change in held:
-                    actions.append({"node": change.node, "action": "drain", "result": "held back",
-                                    "note": "max_unavailable reached: automation never drains past it"})
-                for change in allowed:
-                    cause = causes[change.node]
-                    gpu = f" gpu{cause.gpu}" if cause.gpu is not None else ""
-                    reason = jueying_reason(f"auto: {cause.check} {cause.code}{gpu}", "jueying-check")
-                    report = apply([change], scheduler, store, reason=reason, actor="jueying-check",
-                                   message=cause.message)
-                    ok = change.node in report.done
-                    actions.append({"node": change.node, "action": "drain", "result": "drained" if ok else "failed",
-                                    "note": reason if ok else report.failed.get(change.node, "")})
-            if resume:
-                candidates = [n for n in names if states.get(n) is not None and states[n].drain
-                              and (states[n].reason or "").startswith(AUTO_PREFIX)]
-                ready = [n for n in candidates if clean_runs.get(n, 0) >= resume_after]
-                for n in candidates:
-                    if n not in ready and n in answered:
-                        actions.append({"node": n, "action": "resume", "result": "waiting",
-                                        "note": f"{clean_runs.get(n, 0)}/{resume_after} clean runs"})
-                changes = [c for c in plan_resume(ready, states, force=False) if c.action == "resume"]
-                if changes:
-                    report = apply(changes, scheduler, store, reason=None, actor="jueying-check",
-                                   message=f"{resume_after} clean check runs")
-                    for c in changes:
-                        ok = c.node in report.done
-                        actions.append({"node": c.node, "action": "resume", "result": "resumed" if ok else "failed",
-                                        "note": f"after {clean_runs.get(c.node, 0)} clean runs" if ok
-                                        else report.failed.get(c.node, "")})
-    finally:
-        transport.close()
-        store.close()
+    clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
+             for name in answered}
+    clean_runs = ctx.store.track_clean(clean)
+    actions: list[AutoAction] = _drain(ctx, findings) if drain else []
+    if resume:
+        just_drained = {a.node for a in actions}  # judged on the states from before this run's drains
+        actions += _resume(ctx, answered, clean_runs, resume_after, skip=just_drained)
     return actions
+
+
+def _drain(ctx: ActionContext, findings: Sequence[Finding]) -> list[AutoAction]:
+    """Drain nodes whose confirmed CRITICAL results recommend it, up to max_unavailable; never forced."""
+    requests = []
+    for node, cause in causes(findings, DRAIN_ACTIONS).items():
+        gpu = f" gpu{cause.gpu}" if cause.gpu is not None else ""
+        requests.append(DrainRequest(node, jueying_reason(f"auto: {cause.check} {cause.code}{gpu}", ACTOR),
+                                     cause.message))
+    if not requests:
+        return []
+    plan = plan_drains(ctx, requests, over_cap=OverCap.HOLD_BACK)
+    out = []
+    for row in execute(ctx, plan, actor=ACTOR):
+        if row.result == ChangeResult.UNCHANGED:  # already drained (by anyone): nothing to say
+            continue
+        note = plan.requests[row.node].reason if row.result == ChangeResult.DRAINED else row.note
+        out.append(AutoAction(row.node, ChangeKind.DRAIN, str(row.result), note))
+    return out
+
+
+def _resume(ctx: ActionContext, answered: set[str], clean_runs: dict[str, int], resume_after: int, *,
+            skip: set[str]) -> list[AutoAction]:
+    """Resume this automation's own drains once the node has passed `resume_after` clean runs in a row."""
+    out: list[AutoAction] = []
+    ready = []
+    for scheduler, names in ctx.schedulers.values():
+        states = scheduler.states(names)
+        mine = [n for n in names if n not in skip and states.get(n) is not None and states[n].drain
+                and (states[n].reason or "").startswith(AUTO_PREFIX)]
+        for n in mine:
+            runs = clean_runs.get(n, 0)
+            if runs >= resume_after:
+                ready.append(n)
+            elif n in answered:
+                out.append(AutoAction(n, ChangeKind.RESUME, "waiting", f"{runs}/{resume_after} clean runs"))
+    if not ready:
+        return out
+    plan = plan_resumes(ctx, ready, force=False)
+    for row in execute(ctx, plan, actor=ACTOR, message=f"{resume_after} clean check runs"):
+        if row.result == ChangeResult.RESUMED:
+            runs = clean_runs.get(row.node, 0)
+            out.append(AutoAction(row.node, ChangeKind.RESUME, "resumed", f"after {runs} clean runs"))
+        elif row.result == ChangeResult.FAILED:
+            out.append(AutoAction(row.node, ChangeKind.RESUME, "failed", row.note))
+    return out

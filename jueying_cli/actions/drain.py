@@ -1,148 +1,152 @@
-"""Drain and resume: plan, cap, act, record, wait. The CLI and the automation in `check --drain` share it.
+"""Taking nodes out of service and putting them back: the one place that plans, caps, acts and records.
+The CLI (`drain`, `resume`), the automation of `check --drain/--resume` and failover all go through it.
 
 Safety rules, because this is the action operators must never get wrong:
 - a reason is required and carries the `jueying:` prefix and the operator's name;
 - re-draining changes nothing (it says who drained the node and when) unless the reason is updated on purpose;
 - resume touches only drains jueying wrote, unless forced;
 - no drain may take the cluster past max_unavailable (nodes already down or drained count) unless forced,
-  and automation can never force;
-- every change is written to the audit log as `pending` before it is made and settled after, so a
-  crash or SIGKILL mid-run leaves a log that `reconcile` squares with what the scheduler says.
+  and automation can never force: it drains up to the cap and holds the rest back;
+- every change is written to the audit log as `pending` before it is made and settled after.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from jueying_cli.errors import BadInputError, JueyingError
-from jueying_cli.scheduler.base import DRAINED, DRAINING, NodeState, Scheduler, jueying_reason, operator
-from jueying_cli.store import AuditEntry, Store
+from jueying_cli.actions.apply import ActionReport, apply
+from jueying_cli.actions.cap import Cap, OverCap, admit
+from jueying_cli.actions.context import ActionContext
+from jueying_cli.actions.plan import Change, plan_drain, plan_resume
+from jueying_cli.scheduler.base import NodeState, Scheduler
+from jueying_cli.vocab import Backend, ChangeKind, SchedulerState
+
+
+class ChangeResult(StrEnum):
+    """How one node's change ended (or would end), as `drain`, `resume` and `check --drain` print it."""
+
+    DRAINED = "drained"
+    REASON_UPDATED = "reason updated"
+    RESUMED = "resumed"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    HELD_BACK = "held back"
+    WOULD_DRAIN = "would drain"
+    WOULD_UPDATE_REASON = "would update_reason"
+    WOULD_RESUME = "would resume"
+
+
+_DONE = {ChangeKind.DRAIN: ChangeResult.DRAINED, ChangeKind.UPDATE_REASON: ChangeResult.REASON_UPDATED,
+         ChangeKind.RESUME: ChangeResult.RESUMED}
+_WOULD = {ChangeKind.DRAIN: ChangeResult.WOULD_DRAIN, ChangeKind.UPDATE_REASON: ChangeResult.WOULD_UPDATE_REASON,
+          ChangeKind.RESUME: ChangeResult.WOULD_RESUME}
+HELD_BACK_NOTE = "max_unavailable reached: automation never drains past it"
 
 
 @dataclass(frozen=True)
-class Change:
+class NodeChange:
+    """One node's line in the report: `note` says why nothing happened, what failed, or what the node is now."""
+
     node: str
-    action: str  # drain, update_reason, resume, none
-    before: NodeState | None
-    note: str = ""  # why nothing happens, or what will
+    backend: Backend
+    result: ChangeResult
+    note: str
+    change: Change
+    after: NodeState | None = None
+
+
+@dataclass(frozen=True)
+class DrainRequest:
+    node: str
+    reason: str  # the full reason, with jueying's prefix (require_reason, jueying_reason)
+    message: str | None = None  # for the audit log: what caused it
 
 
 @dataclass
-class ActionReport:
-    changes: list[Change]
-    done: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    after: dict[str, NodeState] = field(default_factory=dict)
+class ChangePlan:
+    """Planned changes per backend, those held back by the cap, and the cap they were weighed against."""
+
+    changes: dict[Backend, list[Change]]
+    held: list[tuple[Backend, Change]] = field(default_factory=list)
+    cap: Cap | None = None
+    forced: bool = False  # --force took the cluster past max_unavailable
+    requests: dict[str, DrainRequest] = field(default_factory=dict)
+
+    def preview(self) -> list[NodeChange]:
+        """What a dry run prints: every planned change as `would ...`, or `unchanged` with why."""
+        return [NodeChange(c.node, backend, _WOULD.get(c.action, ChangeResult.UNCHANGED), c.note, c)
+                for backend, changes in self.changes.items() for c in changes] + self._held_rows()
+
+    def _held_rows(self) -> list[NodeChange]:
+        return [NodeChange(c.node, backend, ChangeResult.HELD_BACK, HELD_BACK_NOTE, c) for backend, c in self.held]
 
 
-def _who(state: NodeState) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.reason_time)) if state.reason_time else "?"
-    return f"by {state.reason_user or '?'} at {when}: {state.reason or '(no reason)'}"
+def plan_drains(ctx: ActionContext, requests: Sequence[DrainRequest], *, over_cap: OverCap,
+                update_reason: bool = False) -> ChangePlan:
+    """Plan every request against its scheduler's current state and weigh the new drains against
+    max_unavailable (CapExceeded when `over_cap` is REFUSE and they do not fit)."""
+    wanted = {r.node: r for r in requests}
+    planned = {backend: plan_drain([n for n in names if n in wanted], scheduler.states(
+        [n for n in names if n in wanted]), update_reason=update_reason)
+        for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
+    adding = [(backend, c) for backend, changes in planned.items() for c in changes if c.action == ChangeKind.DRAIN]
+    cap = ctx.cap()
+    admitted, held = admit(cap, adding, over_cap)
+    held_nodes = {c.node for _, c in held}
+    changes = {backend: [c for c in cs if c.node not in held_nodes] for backend, cs in planned.items()}
+    return ChangePlan(changes, held, cap, over_cap == OverCap.FORCE and cap.exceeded_by(len(admitted)), wanted)
 
 
-def plan_drain(nodes: Sequence[str], states: Mapping[str, NodeState], *, update_reason: bool) -> list[Change]:
-    changes = []
-    for node in nodes:
-        state = states.get(node)
-        if state is None:
-            changes.append(Change(node, "none", None, "not known to the scheduler"))
-        elif state.drain:
-            if update_reason:
-                changes.append(Change(node, "update_reason", state, "already drained; reason replaced"))
-            else:
-                changes.append(Change(node, "none", state, f"already {state.state} {_who(state)}"))
-        else:
-            changes.append(Change(node, "drain", state, f"{state.state} -> drain"))
-    return changes
+def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool) -> ChangePlan:
+    """Plan resuming `nodes`: only drains jueying wrote, unless `force`."""
+    wanted = set(nodes)
+    return ChangePlan({backend: plan_resume([n for n in names if n in wanted], scheduler.states(
+        [n for n in names if n in wanted]), force=force)
+        for backend, (scheduler, names) in ctx.schedulers.items() if wanted.intersection(names)})
 
 
-def plan_resume(nodes: Sequence[str], states: Mapping[str, NodeState], *, force: bool) -> list[Change]:
-    changes = []
-    for node in nodes:
-        state = states.get(node)
-        if state is None:
-            changes.append(Change(node, "none", None, "not known to the scheduler"))
-        elif not state.drain:
-            changes.append(Change(node, "none", state, f"not drained ({state.state})"))
-        elif not state.owned and not force:
-            changes.append(Change(node, "none", state,
-                                  f"drained {_who(state)}; not a jueying drain: --force to resume"))
-        else:
-            changes.append(Change(node, "resume", state, f"{state.state} -> resume"))
-    return changes
+def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
+            message: str | None = None) -> list[NodeChange]:
+    """Make the planned changes (one scheduler call per backend, reason and message), each recorded in the
+    audit log; nodes that need no change, failed or were held back are reported as such."""
+    rows: list[NodeChange] = []
+    for backend, changes in plan.changes.items():
+        scheduler = ctx.schedulers[backend][0]
+        for (reason, why), group in _groups(changes, plan.requests).items():
+            note = why or message
+            if plan.forced:
+                note = "forced past max_unavailable" + (f"; {note}" if note else "")
+            report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note)
+            rows += [_row(backend, c, report, reason) for c in group]
+    return rows + plan._held_rows()
 
 
-def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reason: str | None,
-          actor: str | None = None, run_id: str | None = None, message: str | None = None) -> ActionReport:
-    """Make the planned changes through one scheduler, with audit entries written before and settled after."""
-    actor = actor or operator()
-    run_id = run_id or uuid.uuid4().hex[:12]
-    report = ActionReport(changes=list(changes))
-    todo = [c for c in changes if c.action != "none"]
-    if not todo:
-        return report
-    now = time.time()
-    ids = store.audit_intent(AuditEntry(
-        at=now, actor=actor, action=c.action, node=c.node, backend=scheduler.name, reason=reason,
-        before_state=c.before.raw or c.before.state if c.before else None,
-        before_reason=c.before.reason if c.before else None, message=message, run_id=run_id) for c in todo)
-    by_action: dict[str, list[str]] = {}
-    for c in todo:
-        by_action.setdefault(c.action, []).append(c.node)
-    errors: dict[str, str] = {}
-    for action, names in by_action.items():
-        try:
-            if action in ("drain", "update_reason"):
-                assert reason is not None
-                scheduler.drain(names, reason)
-            elif action == "resume":
-                scheduler.resume(names)
-        except JueyingError as exc:
-            errors.update(dict.fromkeys(names, str(exc)))
-    after = scheduler.states([c.node for c in todo])
-    settle = []
-    for entry_id, c in zip(ids, todo, strict=True):
-        state = after.get(c.node)
-        took = state is not None and _took_effect(c.action, state, reason)
-        if took:
-            report.done.append(c.node)
-        else:
-            report.failed[c.node] = errors.get(c.node, "the scheduler does not show the change")
-        settle.append((entry_id, "done" if took else "failed", (state.raw or state.state) if state else None,
-                       state.reason if state else None, None if took else report.failed[c.node]))
-        if state is not None:
-            report.after[c.node] = state
-    store.audit_finish(settle)
-    return report
+def _groups(changes: Sequence[Change], requests: Mapping[str, DrainRequest],
+            ) -> dict[tuple[str | None, str | None], list[Change]]:
+    """Changes that share a reason and an audit message, in order (resumes have neither)."""
+    groups: dict[tuple[str | None, str | None], list[Change]] = {}
+    for c in changes:
+        request = requests.get(c.node)
+        key = (request.reason, request.message) if request else (None, None)
+        groups.setdefault(key, []).append(c)
+    return groups
 
 
-def _took_effect(action: str, state: NodeState, reason: str | None) -> bool:
-    if action in ("drain", "update_reason"):
-        return state.drain and (reason is None or state.reason == reason)
-    return not state.drain
-
-
-def reconcile(store: Store, schedulers: Mapping[str, Scheduler]) -> int:
-    """Settle audit entries left `pending` by a run that died mid-action: look at what the scheduler shows
-    and mark each entry done or not_done. Returns how many were settled."""
-    pending = store.audit_pending()
-    settle = []
-    for entry in pending:
-        scheduler = schedulers.get(entry.backend)
-        if scheduler is None or entry.id is None:
-            continue
-        settle_from_marker = getattr(scheduler, "settle_from_marker", None)
-        if settle_from_marker is not None:  # builtin: the node's marker may be ahead of the ledger
-            settle_from_marker(entry.node)
-        state = scheduler.states([entry.node]).get(entry.node)
-        took = state is not None and _took_effect(entry.action, state, entry.reason)
-        settle.append((entry.id, "done" if took else "not_done", (state.raw or state.state) if state else None,
-                       state.reason if state else None, "settled after an interrupted run"))
-    store.audit_finish(settle)
-    return len(settle)
+def _row(backend: Backend, c: Change, report: ActionReport, reason: str | None) -> NodeChange:
+    if c.node in report.failed:
+        return NodeChange(c.node, backend, ChangeResult.FAILED, report.failed[c.node], c)
+    if c.action == ChangeKind.NONE:
+        return NodeChange(c.node, backend, ChangeResult.UNCHANGED, c.note, c)
+    after = report.after.get(c.node)
+    shown = after.state if after else "?"
+    if c.action == ChangeKind.RESUME:
+        note = f"{shown} (was: {c.before.reason if c.before else ''})"
+    else:
+        note = f"{shown}: {reason}"
+    return NodeChange(c.node, backend, _DONE[c.action], note, c, after)
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,8 @@ def wait_drained(scheduler: Scheduler, nodes: Sequence[str], *, timeout_s: float
             states = scheduler.states(list(nodes))
             if on_poll:
                 on_poll(states)
-            busy = {n: s.jobs for n, s in states.items() if s.state == DRAINING or s.jobs}
-            if not busy and all(states.get(n) is not None and states[n].state == DRAINED for n in nodes):
+            busy = {n: s.jobs for n, s in states.items() if s.state == SchedulerState.DRAINING or s.jobs}
+            if not busy and all(states.get(n) is not None and states[n].state == SchedulerState.DRAINED for n in nodes):
                 return WaitResult("drained", states, {}, time.monotonic() - started)
             if time.monotonic() - started >= timeout_s:
                 return WaitResult("timeout", states, busy, time.monotonic() - started)
@@ -174,7 +178,3 @@ def wait_drained(scheduler: Scheduler, nodes: Sequence[str], *, timeout_s: float
                           time.monotonic() - started)
 
 
-def require_reason(text: str | None) -> str:
-    if not text or not text.strip():
-        raise BadInputError("a reason is required (--reason 'xid 79 on GPU 3, ticket OPS-1234')", field="--reason")
-    return jueying_reason(text)

@@ -41,11 +41,12 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import check, drain, run, status
+    from jueying_cli.cli import check, drain, failover, run, status
 
     status.register(app)
     check.register(app)
     drain.register(app)
+    failover.register(app)
     run.register(app)
 
 

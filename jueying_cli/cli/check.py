@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from jueying_cli.cli import common
+from jueying_cli.vocab import Level
+
+if TYPE_CHECKING:
+    from jueying_cli.actions.automation import AutoAction
+    from jueying_cli.checks import CheckConfig
+    from jueying_cli.checks.flap import HealthReport
+    from jueying_cli.facts.collected import NodeFacts
+    from jueying_cli.inventory.model import Inventory, Node
 
 DEFAULT_CHECK_DEADLINE_S = 120.0
 
 
 def register(app: typer.Typer) -> None:
     app.command("check")(check)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A check result with its flap-control standing."""
-
-    result: Any  # checks.CheckResult
-    consecutive: int  # runs in a row it has held (1 for OK results)
-    confirm_runs: int  # runs it must hold before it is reported
-
-    @property
-    def confirmed(self) -> bool:
-        return self.consecutive >= self.confirm_runs
 
 
 def check(
@@ -69,7 +63,7 @@ def check(
     A result is reported once it has held for its check's confirm_runs consecutive runs (flap control);
     until then it is shown as pending and does not change the exit code.
     """
-    from jueying_cli.checks import Level, builtin_config, load_check_config
+    from jueying_cli.checks import builtin_config, load_check_config
 
     if unreachable not in ("unknown", "critical"):
         raise typer.BadParameter("must be unknown or critical", param_hint="--unreachable")
@@ -89,89 +83,54 @@ def check(
         raise typer.Exit(int(Level.UNKNOWN)) from None
     with lock:
         started = time.monotonic()
-        findings, results = _run(opts, selected, inventory, config, timeout, unreachable, history_)
-        exit_level = _exit_level(findings)
-        actions: list[dict[str, Any]] = []
+        results, interrupted = common.collect(opts, selected, timeout)
+        if interrupted:
+            raise KeyboardInterrupt
+        if history_:
+            common.record_history(results)
+        report = _assess(results, config, inventory, Level.CRITICAL if unreachable == "critical" else Level.UNKNOWN)
+        actions: list[AutoAction] = []
         if drain or resume:
-            from jueying_cli.actions.automation import automate
-
-            actions = automate(opts, inventory, selected, findings, results, drain=drain, resume=resume,
-                               resume_after=resume_after)
+            actions = _automate(opts, inventory, selected, report, results, drain=drain, resume=resume,
+                                resume_after=resume_after)
         duration = time.monotonic() - started
         if prometheus is not None:
-            _write_prometheus(prometheus, findings, results, exit_level, duration)
-        _render(findings, results, exit_level, verbose=verbose, quiet=quiet, json_output=json_output,
-                actions=actions)
-    raise typer.Exit(int(exit_level))
+            _write_prometheus(prometheus, report, results, duration)
+        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
+    raise typer.Exit(int(report.exit_level))
 
 
-def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config: Any, timeout: float,
-         unreachable: str, keep_history: bool) -> tuple[list[Finding], list[Any]]:
-    from jueying_cli.checks import CheckResult, Level, run_checks
-    from jueying_cli.cli.status import collect_facts, record_history
-    from jueying_cli.store import Store
+def _assess(results: list[NodeFacts], config: CheckConfig, inventory: Inventory, unreachable: Level) -> HealthReport:
+    from jueying_cli.checks.flap import assess
 
-    results, interrupted = collect_facts(opts, selected, timeout)
-    if interrupted:
-        raise KeyboardInterrupt
-    if keep_history:
-        record_history(results)
-    now = time.time()
-    answered = [(r.node, r.facts) for r in results if r.facts is not None]
-    check_results = list(run_checks(answered, config, inventory, now=now))
-    missing_level = Level.CRITICAL if unreachable == "critical" else Level.UNKNOWN
-    for r in results:
-        if r.facts is None:
-            check_results.append(CheckResult(node=r.name, check="reachability", level=missing_level,
-                                             message=f"{r.outcome.status}: {r.outcome.error or 'no facts'}",
-                                             code=r.outcome.status.upper()))
-    problems = [c for c in check_results if c.level != Level.OK]
-    store = Store()
+    store = common.open_store()
     try:
-        counts = store.track_findings(
-            [r.name for r in results],
-            [(c.node, c.check, -1 if c.gpu is None else c.gpu, c.code, int(c.level)) for c in problems], now)
+        return assess(results, config, inventory, store, unreachable=unreachable)
     finally:
         store.close()
-    by_node = {r.name: r.node for r in results}
-    findings = []
-    for c in check_results:
-        if c.level == Level.OK:
-            findings.append(Finding(c, 1, 1))
-            continue
-        confirm = 1 if c.check == "reachability" else config.confirm_runs(c.check, by_node[c.node], inventory)
-        consecutive = counts.get((c.node, c.check, -1 if c.gpu is None else c.gpu, c.code), 1)
-        findings.append(Finding(c, consecutive, confirm))
-    return findings, results
 
 
-def _exit_level(findings: list[Finding]) -> Any:
-    from jueying_cli.checks import worst
+def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[Node], report: HealthReport,
+              results: list[NodeFacts], *, drain: bool, resume: bool, resume_after: int) -> list[AutoAction]:
+    from jueying_cli.actions.automation import automate
+    from jueying_cli.actions.context import ActionContext
 
-    return worst(f.result.level for f in findings if f.confirmed)
-
-
-def _node_levels(findings: list[Finding]) -> dict[str, Any]:
-    from jueying_cli.checks import Level, worst
-
-    levels: dict[str, list[Any]] = {}
-    for f in findings:
-        levels.setdefault(f.result.node, []).append(f.result.level if f.confirmed else Level.OK)
-    return {node: worst(values) for node, values in levels.items()}
+    ctx = ActionContext.open(inventory, selected, common.make_transport(opts), common.open_store(),
+                             settle_pending=False)
+    try:
+        return automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after)
+    finally:
+        ctx.close()
 
 
-def _write_prometheus(path: Path, findings: list[Finding], results: list[Any], exit_level: Any,
-                      duration: float) -> None:
-    from jueying_cli.checks import Level, worst
+def _write_prometheus(path: Path, report: HealthReport, results: list[NodeFacts], duration: float) -> None:
+    from jueying_cli.checks.flap import check_levels, node_levels
     from jueying_cli.render.prometheus import exposition, write_atomically
 
-    per_check: dict[tuple[str, str], list[Any]] = {}
-    for f in findings:
-        per_check.setdefault((f.result.node, f.result.check), []).append(f.result.level if f.confirmed else Level.OK)
     states = {r.name: r.outcome.status for r in results}
-    text = exposition([(n, c, int(worst(levels))) for (n, c), levels in per_check.items()],
-                      {n: int(level) for n, level in _node_levels(findings).items()}, states,
-                      run_timestamp=time.time(), duration_s=duration, exit_code=int(exit_level))
+    text = exposition([(n, c, int(level)) for (n, c), level in check_levels(report.findings).items()],
+                      {n: int(level) for n, level in node_levels(report.findings).items()}, states,
+                      run_timestamp=time.time(), duration_s=duration, exit_code=int(report.exit_level))
     try:
         write_atomically(path, text)
     except OSError as exc:
@@ -190,12 +149,12 @@ def _say_unknown(message: str, json_output: bool) -> None:
         print(message)
 
 
-def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, verbose: bool, quiet: bool,
-            json_output: bool, actions: list[dict[str, Any]]) -> None:
-    from jueying_cli.checks import Level
+def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, quiet: bool, json_output: bool,
+            actions: list[AutoAction]) -> None:
+    from jueying_cli.checks.flap import node_levels, ordered, problems
 
-    confirmed = [f for f in findings if f.result.level != Level.OK and f.confirmed]
-    pending = [f for f in findings if f.result.level != Level.OK and not f.confirmed]
+    findings, exit_level = report.findings, report.exit_level
+    confirmed, pending = problems(findings)
     nodes_total = len(results)
     problem_nodes = len({f.result.node for f in confirmed})
     counts = {level.name.lower(): sum(1 for f in confirmed if f.result.level == level)
@@ -213,7 +172,7 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
                 for f in findings if verbose or f.result.level != Level.OK]
         data = {"exit_level": exit_level.name, "exit_code": int(exit_level), "summary": {**counts,
                 "pending": len(pending), "nodes_total": nodes_total, "nodes_with_problems": problem_nodes},
-                "nodes": {n: level.name for n, level in _node_levels(findings).items()}, "results": rows,
+                "nodes": {n: level.name for n, level in node_levels(findings).items()}, "results": rows,
                 "actions": actions}
         missing = [r for r in results if r.facts is None]
         print(dumps(envelope("check", data, status="ok" if not missing else "partial",
@@ -221,29 +180,20 @@ def _render(findings: list[Finding], results: list[Any], exit_level: Any, *, ver
                                      for r in missing])))
         return
     if quiet:
-        for f in _ordered(confirmed):
+        for f in ordered(confirmed):
             r = f.result
             gpu = f" gpu{r.gpu}" if r.gpu is not None else ""
             print(f"{r.node}{gpu} {r.check} {r.level.name}: {r.message} (action: {r.action})")
         for a in actions:
-            print(f"{a['node']} {a['action']}: {a['result']}: {a['note']}")
+            print(f"{a.node} {a.action}: {a.result}: {a.note}")
         return
     from jueying_cli.render.terminal import make_console, print_check_results, print_message
 
     console = make_console()
     shown = findings if verbose else confirmed + pending
     if shown:
-        print_check_results([(f.result, f.confirmed, f.consecutive, f.confirm_runs) for f in _ordered(shown)],
+        print_check_results([(f.result, f.confirmed, f.consecutive, f.confirm_runs) for f in ordered(shown)],
                             console)
     for a in actions:
-        print_message(console, f"{a['node']} {a['action']}: {a['result']}: {a['note']}")
+        print_message(console, f"{a.node} {a.action}: {a.result}: {a.note}")
     print_message(console, headline)
-
-
-def _ordered(findings: list[Finding]) -> list[Finding]:
-    from jueying_cli.checks import Level
-
-    rank = {Level.CRITICAL: 0, Level.WARNING: 1, Level.UNKNOWN: 2, Level.OK: 3}
-    return sorted(findings, key=lambda f: (not f.confirmed, rank[f.result.level], f.result.node, f.result.check,
-                                           -1 if f.result.gpu is None else f.result.gpu))
-

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import typer
+
+if TYPE_CHECKING:
+    from jueying_cli.facts.collected import NodeFacts
+    from jueying_cli.inventory.model import Inventory, Node
+    from jueying_cli.store import Store
+    from jueying_cli.transport.router import RoutingTransport
 
 InventoryOpt = typer.Option(None, "-i", "--inventory", help="Inventory file (jueying YAML or Ansible INI/YAML). "
                             "Default: $JUEYING_INVENTORY, ./inventory.yaml, ~/.config/jueying/inventory.yaml, "
@@ -38,7 +46,7 @@ class FleetOptions:
     ssh_config: str | None
 
 
-def select(opts: FleetOptions) -> tuple[Any, list[Any]]:
+def select(opts: FleetOptions) -> tuple[Inventory, list[Node]]:
     """(inventory, selected nodes); BadInputError (exit 2) for a bad file or node set."""
     from jueying_cli.errors import BadInputError
     from jueying_cli.inventory.loader import load_inventory
@@ -51,7 +59,7 @@ def select(opts: FleetOptions) -> tuple[Any, list[Any]]:
     return inventory, nodes
 
 
-def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> Any:
+def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> RoutingTransport:
     from jueying_cli.transport.router import RoutingTransport
     from jueying_cli.transport.ssh_options import SshOptions
 
@@ -62,8 +70,16 @@ def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> Any:
     return RoutingTransport(ssh_options)
 
 
+class Progress(Protocol):
+    def __enter__(self) -> Progress: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def advance(self) -> None: ...
+
+
 class _NoProgress:
-    def __enter__(self) -> _NoProgress:
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -73,12 +89,52 @@ class _NoProgress:
         return None
 
 
-def progress_for(total: int, *, enabled: bool = True) -> Any:
+def progress_for(total: int, *, enabled: bool = True) -> Progress:
     """A progress bar on stderr for long runs when stderr is a terminal; otherwise a no-op."""
-    import sys
-
     if not enabled or total < 16 or not sys.stderr.isatty():
         return _NoProgress()
     from jueying_cli.render.terminal import NodeProgress
 
     return NodeProgress(total)
+
+
+def collect(opts: FleetOptions, selected: Sequence[Node], timeout_s: float) -> tuple[list[NodeFacts], bool]:
+    """Facts from every selected node, with a progress bar on a terminal; (results, interrupted).
+
+    Without --deadline each node is bounded by its own limits (connect + probe timeout), so a hung node
+    costs only its own time; a fixed global default would cut off healthy nodes of a large cluster."""
+    from jueying_cli.collect.oneshot import collect_nodes
+
+    transport = make_transport(opts)
+    transport.prepare(selected)
+    progress = progress_for(len(selected))
+    try:
+        with progress:
+            return collect_nodes(transport, selected, fanout=opts.fanout, deadline_s=opts.deadline_s,
+                                 timeout_s=timeout_s, on_result=lambda _: progress.advance())
+    finally:
+        transport.close()
+
+
+def open_store() -> Store:
+    from jueying_cli.store import Store
+
+    return Store()
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"jueying: warning: {message}\n")
+
+
+def record_history(results: Sequence[NodeFacts]) -> None:
+    """Keep the key facts of this collection; history is a side effect, so a failure only warns."""
+    from jueying_cli.status.history import history_rows
+
+    try:
+        store = open_store()
+        try:
+            store.record_history(history_rows(results))
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - the command's own output was still produced
+        warn(f"history not recorded: {exc}")

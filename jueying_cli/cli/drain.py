@@ -4,48 +4,45 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import typer
 
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 
+if TYPE_CHECKING:
+    from jueying_cli.actions.cap import Cap
+    from jueying_cli.actions.context import ActionContext
+    from jueying_cli.actions.drain import NodeChange, WaitResult
+
 
 def register(app: typer.Typer) -> None:
     app.command("drain")(drain)
     app.command("resume")(resume)
     app.command("log")(log)
-    app.command("failover")(failover)
 
 
-class _Context:
-    """Inventory, nodes, transport, store and schedulers for one drain/resume run."""
+def open_context(nodes_arg: str, inventory: str | None, ssh_config: str | None,
+                 connect_timeout: float) -> ActionContext:
+    """The selected nodes with their schedulers; says on stderr when an interrupted run's entries were settled."""
+    from jueying_cli.actions.context import ActionContext
 
-    def __init__(self, nodes_arg: str, inventory: str | None, ssh_config: str | None, connect_timeout: float) -> None:
-        from jueying_cli.actions.drain import reconcile
-        from jueying_cli.scheduler import schedulers_for
-        from jueying_cli.store import Store
-
-        opts = common.FleetOptions(inventory, nodes_arg, None, 64, connect_timeout, None, False, ssh_config)
-        self.inventory, self.nodes = common.select(opts)
-        self.transport = common.make_transport(opts)
-        self.store = Store()
-        self.schedulers = schedulers_for(self.inventory, self.nodes, self.transport, self.store)
-        settled = reconcile(self.store, {name: s for name, (s, _) in self.schedulers.items()})
-        if settled:
-            sys.stderr.write(f"jueying: settled {settled} audit entr{'y' if settled == 1 else 'ies'} left pending "
-                             "by an interrupted run (see jueying log)\n")
-
-    def close(self) -> None:
-        self.store.close()
-        self.transport.close()
-
-
-def _print_changes(report_rows: list[dict[str, Any]]) -> None:
-    for row in report_rows:
-        sys.stdout.write(f"{row['node']}: {row['result']}: {row['note']}\n")
-    sys.stdout.flush()
+    opts = common.FleetOptions(inventory, nodes_arg, None, 64, connect_timeout, None, False, ssh_config)
+    inv, nodes = common.select(opts)
+    transport = common.make_transport(opts)
+    store = common.open_store()
+    try:
+        ctx = ActionContext.open(inv, nodes, transport, store)
+    except BaseException:
+        store.close()
+        transport.close()
+        raise
+    if ctx.settled:
+        sys.stderr.write(f"jueying: settled {ctx.settled} audit entr{'y' if ctx.settled == 1 else 'ies'} left "
+                         "pending by an interrupted run (see jueying log)\n")
+    return ctx
 
 
 def drain(
@@ -69,81 +66,67 @@ def drain(
     (Ctrl-C; the nodes stay drained). Exit codes: 0 done (or nothing to do); 1 a node failed, the wait timed
     out, or max_unavailable refused the drain; 2 bad usage or inventory; 130 aborted.
     """
-    from jueying_cli.actions.cap import cap_for
-    from jueying_cli.actions.drain import apply, plan_drain, require_reason, wait_drained
-    from jueying_cli.scheduler import all_states
+    from jueying_cli.actions.cap import OverCap
+    from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_drains
+    from jueying_cli.actions.plan import require_reason
 
     full_reason = require_reason(reason)
-    ctx = _Context(nodes, inventory, ssh_config, connect_timeout)
+    ctx = open_context(nodes, inventory, ssh_config, connect_timeout)
     try:
-        rows: list[dict[str, Any]] = []
-        exit_code = ExitCode.OK
-        drained_names: list[str] = []
-        plans = {}
-        for backend, (scheduler, names) in ctx.schedulers.items():
-            plans[backend] = plan_drain(names, scheduler.states(names), update_reason=update_reason)
-        adding = sum(1 for changes in plans.values() for c in changes if c.action == "drain")
-        cap = cap_for(ctx.inventory, all_states(ctx.schedulers, ctx.inventory))
-        if adding and not force:
-            cap.check(adding)
-        for backend, changes in plans.items():
-            scheduler = ctx.schedulers[backend][0]
-            if dry_run:
-                rows += [{"node": c.node, "backend": backend, "result": "would " + c.action if c.action != "none"
-                          else "unchanged", "note": c.note} for c in changes]
-                continue
-            report = apply(changes, scheduler, ctx.store, reason=full_reason,
-                           message="forced past max_unavailable" if force and adding and
-                           cap.unavailable + adding > cap.limit else None)
-            for c in changes:
-                if c.node in report.failed:
-                    rows.append({"node": c.node, "backend": backend, "result": "failed", "note": report.failed[c.node]})
-                    exit_code = ExitCode.NODES_FAILED
-                elif c.action == "none":
-                    rows.append({"node": c.node, "backend": backend, "result": "unchanged", "note": c.note})
-                    if c.before is not None and c.before.drain:
-                        drained_names.append(c.node)
-                else:
-                    after = report.after.get(c.node)
-                    rows.append({"node": c.node, "backend": backend, "result": "drained" if c.action == "drain"
-                                 else "reason updated", "note": f"{after.state if after else '?'}: {full_reason}"})
-                    drained_names.append(c.node)
+        plan = plan_drains(ctx, [DrainRequest(n.name, full_reason) for n in ctx.nodes],
+                           over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason)
+        rows = plan.preview() if dry_run else execute(ctx, plan)
         wait_result = None
-        if wait and not dry_run and drained_names:
-            for _backend, (scheduler, names) in ctx.schedulers.items():
-                mine = [n for n in names if n in drained_names]
-                if not mine:
-                    continue
-                if not json_output:
-                    sys.stderr.write(f"jueying: waiting up to {timeout:g} s for jobs on {len(mine)} node(s) to end\n")
-                wait_result = wait_drained(scheduler, mine, timeout_s=timeout)
-                if wait_result.outcome != "drained":
-                    break
-        _finish(rows, wait_result, json_output, "drain", cap)
+        if wait and not dry_run:
+            wait_result = _wait(ctx, [r.node for r in rows if r.result in (
+                ChangeResult.DRAINED, ChangeResult.REASON_UPDATED) or (r.result == ChangeResult.UNCHANGED and (
+                    r.change.before is not None and r.change.before.drain))], timeout, json_output)
+        _finish(rows, wait_result, json_output, "drain", plan.cap)
         if wait_result is not None and wait_result.outcome == "aborted":
             raise typer.Exit(int(ExitCode.INTERRUPTED))
-        if wait_result is not None and wait_result.outcome == "timeout":
-            exit_code = ExitCode.NODES_FAILED
-        raise typer.Exit(int(exit_code))
+        failed = any(r.result == ChangeResult.FAILED for r in rows)
+        timed_out = wait_result is not None and wait_result.outcome == "timeout"
+        raise typer.Exit(int(ExitCode.NODES_FAILED if failed or timed_out else ExitCode.OK))
     finally:
         ctx.close()
 
 
-def _finish(rows: list[dict[str, Any]], wait_result: Any, json_output: bool, command: str, cap: Any = None) -> None:
+def _wait(ctx: ActionContext, names: Sequence[str], timeout_s: float, quiet: bool) -> WaitResult | None:
+    """Wait for the jobs on the drained nodes, backend by backend; stop at the first that does not end drained."""
+    from jueying_cli.actions.drain import wait_drained
+
+    result = None
+    for scheduler, members in ctx.schedulers.values():
+        mine = [n for n in members if n in names]
+        if not mine:
+            continue
+        if not quiet:
+            sys.stderr.write(f"jueying: waiting up to {timeout_s:g} s for jobs on {len(mine)} node(s) to end\n")
+        result = wait_drained(scheduler, mine, timeout_s=timeout_s)
+        if result.outcome != "drained":
+            break
+    return result
+
+
+def _finish(rows: Sequence[NodeChange], wait_result: WaitResult | None, json_output: bool, command: str,
+            cap: Cap | None = None) -> None:
     if json_output:
         from jueying_cli.render.json import dumps, envelope
 
-        data: dict[str, Any] = {"nodes": rows}
+        data: dict[str, object] = {"nodes": [{"node": r.node, "backend": r.backend, "result": r.result,
+                                              "note": r.note} for r in rows]}
         if cap is not None:
             data["cap"] = {"max_unavailable": cap.limit, "unavailable_before": cap.unavailable, "total": cap.total}
         if wait_result is not None:
             data["wait"] = {"outcome": wait_result.outcome, "waited_s": round(wait_result.waited_s, 1),
                             "blocking_jobs": {n: list(j) for n, j in wait_result.blocking.items()}}
-        failed = [r for r in rows if r["result"] == "failed"]
+        failed = [r for r in rows if r.result == "failed"]
         print(dumps(envelope(command, data, status="ok" if not failed else "partial",
-                             errors=[{"node": r["node"], "status": "failed", "message": r["note"]} for r in failed])))
+                             errors=[{"node": r.node, "status": "failed", "message": r.note} for r in failed])))
         return
-    _print_changes(rows)
+    for row in rows:
+        sys.stdout.write(f"{row.node}: {row.result}: {row.note}\n")
+    sys.stdout.flush()
     if wait_result is not None:
         if wait_result.outcome == "drained":
             print(f"drained: no jobs left after {wait_result.waited_s:.0f} s")
@@ -167,36 +150,18 @@ def resume(
     anything else needs --force. Exit codes: 0 done (or nothing to do); 1 a node failed or was skipped as a
     foreign drain; 2 bad usage or inventory.
     """
-    from jueying_cli.actions.drain import apply, plan_resume
+    from jueying_cli.actions.drain import ChangeResult, execute, plan_resumes
 
-    ctx = _Context(nodes, inventory, ssh_config, connect_timeout)
+    ctx = open_context(nodes, inventory, ssh_config, connect_timeout)
     try:
-        rows: list[dict[str, Any]] = []
-        exit_code = ExitCode.OK
-        for backend, (scheduler, names) in ctx.schedulers.items():
-            changes = plan_resume(names, scheduler.states(names), force=force)
-            foreign = [c for c in changes if c.action == "none" and c.before is not None and c.before.drain]
-            if foreign:
-                exit_code = ExitCode.NODES_FAILED
-            if dry_run:
-                rows += [{"node": c.node, "backend": backend, "result": "would resume" if c.action == "resume"
-                          else "unchanged", "note": c.note} for c in changes]
-                continue
-            report = apply(changes, scheduler, ctx.store, reason=None,
-                           message="forced: not a jueying drain" if force else None)
-            for c in changes:
-                if c.node in report.failed:
-                    rows.append({"node": c.node, "backend": backend, "result": "failed", "note": report.failed[c.node]})
-                    exit_code = ExitCode.NODES_FAILED
-                elif c.action == "none":
-                    rows.append({"node": c.node, "backend": backend, "result": "unchanged", "note": c.note})
-                else:
-                    after = report.after.get(c.node)
-                    was = c.before.reason if c.before else ""
-                    rows.append({"node": c.node, "backend": backend, "result": "resumed",
-                                 "note": f"{after.state if after else '?'} (was: {was})"})
+        plan = plan_resumes(ctx, [n.name for n in ctx.nodes], force=force)
+        foreign = [c for changes in plan.changes.values() for c in changes
+                   if c.action == "none" and c.before is not None and c.before.drain]
+        rows = plan.preview() if dry_run else execute(
+            ctx, plan, message="forced: not a jueying drain" if force else None)
         _finish(rows, None, json_output, "resume")
-        raise typer.Exit(int(exit_code))
+        failed = any(r.result == ChangeResult.FAILED for r in rows)
+        raise typer.Exit(int(ExitCode.NODES_FAILED if failed or foreign else ExitCode.OK))
     finally:
         ctx.close()
 
@@ -208,14 +173,12 @@ def log(
 ) -> None:
     """Show the audit log: every drain, resume and reason change jueying made or tried, with who, when, why,
     the state before and after, and the result (done, failed, or not_done/pending for an interrupted run)."""
-    from ClusterShell.NodeSet import NodeSet
+    from jueying_cli.inventory.select import expand
 
-    from jueying_cli.store import Store
-
-    store = Store()
+    store = common.open_store()
     try:
         if nodes:
-            wanted = list(NodeSet(nodes))
+            wanted = expand(nodes)
             entries = sorted((e for n in wanted for e in store.audit_log(n, limit)), key=lambda e: e.id or 0)[-limit:]
         else:
             entries = store.audit_log(None, limit)
@@ -232,164 +195,3 @@ def log(
               f"{e.before_state or '?'} -> {e.after_state or '?'}"
               + (f"; reason: {e.reason}" if e.reason else "") + (f"; {e.message}" if e.message else ""))
     raise typer.Exit(int(ExitCode.OK))
-
-
-def failover(
-    node: str = typer.Argument(..., metavar="NODE", help="The node that failed."),
-    spare: str | None = typer.Option(None, "--spare", help="Use this spare (default: the first healthy one)."),
-    playbook: str | None = typer.Option(None, "--playbook", help="Failover steps (default: "
-                                        "playbooks/failover/<role>.yaml beside the inventory, or in this directory)."),
-    reason: str | None = typer.Option(None, "-r", "--reason", help="Why (goes into the drain reason and the log)."),
-    yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask before acting."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and the chosen spare; change nothing."),
-    force: bool = typer.Option(False, "--force", help="Drain the failed node even past max_unavailable."),
-    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS",
-                                           help="Check set used to judge the spares."),
-    json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
-    inventory: str | None = common.InventoryOpt,
-    connect_timeout: float = common.ConnectTimeoutOpt,
-    ssh_config: str | None = common.SshConfigOpt,
-) -> None:
-    """Replace a failed node by a healthy spare from its spare pool (same GPU model and count, passing the
-    health checks): drain it, run the promote steps of its role, verify, record. A plan is shown first
-    (--yes to skip the question; without a terminal --yes is required). If a step or the verification fails,
-    the steps done are undone in reverse order and the output says what state was left; the failed node
-    stays drained. Exit codes: 0 done (or --dry-run); 1 rolled back, no healthy spare, or the cap refused;
-    2 bad usage, inventory or playbook.
-    """
-    from jueying_cli.actions.failover import describe_plan, find_playbook, load_playbook, spare_candidates
-    from jueying_cli.errors import BadInputError
-
-    ctx = _Context(node, inventory, ssh_config, connect_timeout)
-    try:
-        if len(ctx.nodes) != 1:
-            raise BadInputError("failover takes exactly one node", field="NODE")
-        failed = ctx.nodes[0]
-        role = str(failed.vars.get("role") or "compute")
-        book = load_playbook(find_playbook(playbook, role, ctx.inventory))
-        candidates, rejected = spare_candidates(ctx.inventory, failed)
-        if spare is not None:
-            if spare not in {c.name for c in candidates}:
-                why = dict(rejected).get(spare, "not a spare in the same spare_pool")
-                raise BadInputError(f"{spare} cannot replace {failed.name}: {why}", field="--spare")
-            candidates = [c for c in candidates if c.name == spare]
-        verdicts = _judge_spares(ctx, candidates, failed, checks_file, connect_timeout)
-        chosen = next((c for c in candidates if verdicts.get(c.name) is None), None)
-        rows = [{"spare": n, "verdict": why} for n, why in rejected] + [
-            {"spare": c.name, "verdict": verdicts.get(c.name) or "healthy"} for c in candidates]
-        if chosen is None:
-            _failover_out(json_output, failed.name, None, "no_spare", "no healthy spare available", rows, [], [])
-            raise typer.Exit(int(ExitCode.NODES_FAILED))
-        plan = describe_plan(book, failed.name, chosen.name)
-        if dry_run:
-            _failover_out(json_output, failed.name, chosen.name, "planned", "dry run: nothing changed", rows, plan, [])
-            raise typer.Exit(int(ExitCode.OK))
-        if not yes:
-            if not sys.stdin.isatty():
-                raise BadInputError("refusing to act without a terminal to confirm on: add --yes", field="--yes")
-            print("\n".join([f"failover {failed.name} -> {chosen.name} ({book.source}):", *plan]))
-            if not typer.confirm("go ahead?", default=False):
-                raise typer.Exit(int(ExitCode.OK))
-        report = _do_failover(ctx, failed, chosen, book, reason, force, json_output)
-        _failover_out(json_output, failed.name, chosen.name, report.result, report.left, rows, plan,
-                      [{"phase": r.phase, "step": r.step.name, "target": r.target, "status": r.outcome.status,
-                        "rc": r.outcome.rc, "error": r.outcome.error} for r in report.records])
-        raise typer.Exit(int(ExitCode.OK if report.result == "done" else ExitCode.NODES_FAILED))
-    finally:
-        ctx.close()
-
-
-def _judge_spares(ctx: _Context, candidates: list[Any], failed: Any, checks_file: str | None,
-                  connect_timeout: float) -> dict[str, str | None]:
-    """None for a healthy spare, else why not: drained, unreachable, wrong GPUs, or a CRITICAL check."""
-    from pathlib import Path
-
-    from jueying_cli.checks import Level, builtin_config, load_check_config, run_checks
-    from jueying_cli.collect.oneshot import collect_nodes
-    from jueying_cli.scheduler import schedulers_for
-
-    verdicts: dict[str, str | None] = {}
-    for scheduler, names in schedulers_for(ctx.inventory, candidates, ctx.transport, ctx.store).values():
-        for name, state in scheduler.states(names).items():
-            if state.drain or state.state == "down":
-                verdicts[name] = f"{state.state}: {state.reason or ''}".strip()
-    live = [c for c in candidates if c.name not in verdicts]
-    if not live:
-        return verdicts
-    ctx.transport.prepare(live)
-    results, _ = collect_nodes(ctx.transport, live, fanout=64, deadline_s=connect_timeout + 40)
-    config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
-    answered = [(r.node, r.facts) for r in results if r.facts is not None]
-    findings = run_checks(answered, config, ctx.inventory, now=time.time())
-    model = failed.vars.get("gpu_model")
-    for r in results:
-        if r.facts is None:
-            verdicts[r.name] = f"{r.outcome.status}: {r.outcome.error}"
-            continue
-        critical = [f for f in findings if f.node == r.name and f.level == Level.CRITICAL]
-        models = {g.name or "?" for g in r.facts.gpus if not g.lost}
-        if critical:
-            verdicts[r.name] = f"{critical[0].check} CRITICAL: {critical[0].message}"
-        elif model and models and models != {model}:
-            verdicts[r.name] = f"GPUs are {', '.join(sorted(models))}, not {model}"
-        else:
-            verdicts[r.name] = None
-    return verdicts
-
-
-def _do_failover(ctx: _Context, failed: Any, spare: Any, book: Any, reason: str | None, force: bool,
-                 json_output: bool) -> Any:
-    from jueying_cli.actions.cap import cap_for
-    from jueying_cli.actions.drain import apply, plan_drain
-    from jueying_cli.actions.failover import run_steps
-    from jueying_cli.scheduler import all_states
-    from jueying_cli.scheduler.base import jueying_reason
-    from jueying_cli.store import AuditEntry
-
-    scheduler = next(s for s, names in ctx.schedulers.values() if failed.name in names)
-    full_reason = jueying_reason(f"failover to {spare.name}" + (f": {reason}" if reason else ""))
-    changes = plan_drain([failed.name], scheduler.states([failed.name]), update_reason=False)
-    if any(c.action == "drain" for c in changes) and not force:
-        cap_for(ctx.inventory, all_states(ctx.schedulers, ctx.inventory)).check(1)
-    entry = ctx.store.audit_intent([AuditEntry(at=time.time(), actor=_operator(), action="failover",
-                                               node=failed.name, backend=scheduler.name, reason=full_reason,
-                                               message=f"to {spare.name} ({book.source})")])[0]
-    drain_report = apply(changes, scheduler, ctx.store, reason=full_reason, message=f"failover to {spare.name}")
-    if drain_report.failed:
-        ctx.store.audit_finish([(entry, "failed", None, None, f"drain failed: {drain_report.failed}")])
-        from jueying_cli.errors import JueyingError
-
-        raise JueyingError(f"could not drain {failed.name}: {drain_report.failed[failed.name]}; nothing else done")
-
-    def progress(record: Any) -> None:
-        if not json_output:
-            sys.stderr.write(f"jueying: {record.phase} '{record.step.name}' on {record.target}: "
-                             f"{record.outcome.status}\n")
-
-    report = run_steps(book, failed, spare, ctx.transport, on_record=progress)
-    ctx.store.audit_finish([(entry, "done" if report.result == "done" else "failed", report.result, None,
-                             report.left)])
-    return report
-
-
-def _operator() -> str:
-    from jueying_cli.scheduler.base import operator
-
-    return operator()
-
-
-def _failover_out(json_output: bool, failed: str, spare: str | None, result: str, left: str,
-                  spares: list[dict[str, Any]], plan: list[str], steps: list[dict[str, Any]]) -> None:
-    if json_output:
-        from jueying_cli.render.json import dumps, envelope
-
-        print(dumps(envelope("failover", {"failed": failed, "spare": spare, "result": result, "left": left,
-                                          "spares": spares, "plan": plan, "steps": steps},
-                             status="ok" if result in ("done", "planned") else "error")))
-        return
-    for row in spares:
-        print(f"spare {row['spare']}: {row['verdict']}")
-    if plan:
-        print(f"plan ({failed} -> {spare}):")
-        print("\n".join(plan))
-    print(f"failover {result}: {left}")

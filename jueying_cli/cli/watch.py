@@ -7,16 +7,19 @@ node never freezes the screen. History is recorded at most every HISTORY_EVERY_S
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gc
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from jueying_cli.cli import common
+from jueying_cli.cli import status_output as output
 from jueying_cli.errors import ExitCode
-from jueying_cli.vocab import OutcomeStatus
+
+if TYPE_CHECKING:
+    from jueying_cli.facts.collected import NodeFacts
+    from jueying_cli.inventory.model import Inventory, Node
 
 HISTORY_EVERY_S = 60.0
 
@@ -32,12 +35,12 @@ def probe_idle_s(interval_s: float, timeout_s: float) -> float:
     return max(900.0, 4 * interval_s + timeout_s)
 
 
-def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: float, timeout_s: float,
+def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s: float, timeout_s: float,
                  gpus: bool, sort: str, fold: bool, json_output: bool = False, count: int | None = None,
-                 inventory: Any = None, history: bool = True) -> int:
-    from jueying_cli.cli.status import record_history, render_status, scheduler_states
+                 inventory: Inventory | None = None, history: bool = True) -> int:
     from jueying_cli.collect.sessions import ProbeSessions
     from jueying_cli.render.terminal import LiveView, make_console
+    from jueying_cli.status.view import build_view, merge_stale
     from jueying_cli.transport.fanout import raise_open_files_limit
 
     transport = common.make_transport(opts, keep_open=True)
@@ -47,7 +50,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
                              probe_timeout_s=timeout_s, idle_s=probe_idle_s(interval_s, timeout_s))
     console = make_console()
     live = LiveView(console) if console.is_terminal and not json_output else None
-    last: dict[str, Any] = {}
+    last: dict[str, NodeFacts] = {}
     deadline = refresh_deadline_s(opts, interval_s)
     refreshes = 0
     recorded_at = float("-inf")
@@ -63,16 +66,15 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
             if interrupted:
                 break
             if history and time.monotonic() - recorded_at >= HISTORY_EVERY_S:
-                record_history(results)
+                common.record_history(results)
                 recorded_at = time.monotonic()
-            merged, stale = _merge_stale(results, last)
-            scheduler = scheduler_states(inventory, selected) if inventory is not None and inventory.source else None
+            merged, stale = merge_stale(results, last)
+            scheduler = output.read_scheduler(opts, inventory, selected) if inventory and inventory.source else None
+            view = build_view(merged, sort=sort, fold=fold, stale=stale, scheduler=scheduler)
             if live is not None:
-                rc = live.show(functools.partial(render_status, merged, gpus=gpus, json_output=False, sort=sort,
-                                                 fold=fold, stale=stale, scheduler=scheduler))
+                rc = live.show(functools.partial(output.render_status, view, gpus=gpus, json_output=False))
             else:
-                rc = render_status(merged, gpus=gpus, json_output=json_output, sort=sort, fold=fold, stale=stale,
-                                   scheduler=scheduler)
+                rc = output.render_status(view, gpus=gpus, json_output=json_output)
                 sys.stdout.flush()
             refreshes += 1
             if refreshes == 1:
@@ -90,19 +92,3 @@ def watch_status(opts: common.FleetOptions, selected: list[Any], *, interval_s: 
         transport.close()  # first: closing the connections ends every probe at once
         sessions.close()
     return rc
-
-
-def _merge_stale(results: list[Any], last: dict[str, Any]) -> tuple[list[Any], set[str]]:
-    """Replace nodes that missed this refresh's deadline by their last answer; remember fresh answers."""
-    merged = []
-    stale: set[str] = set()
-    for r in results:
-        if r.facts is not None:
-            last[r.name] = r
-            merged.append(r)
-        elif r.outcome.status == OutcomeStatus.TIMEOUT and r.name in last:
-            merged.append(dataclasses.replace(last[r.name]))
-            stale.add(r.name)
-        else:
-            merged.append(r)
-    return merged, stale

@@ -7,28 +7,15 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from jueying_cli.collect.payload import DEFAULT_PROBE_TIMEOUT_S, NO_PYTHON_RC, probe_command
 from jueying_cli.errors import FactsError
+from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.facts.model import Facts
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
 from jueying_cli.transport.base import Transport
 from jueying_cli.vocab import OutcomeStatus
-
-
-@dataclass(frozen=True)
-class NodeFacts:
-    """One node's collection: the outcome, and its facts when the outcome is ok and the output valid."""
-
-    node: Node
-    outcome: Outcome
-    facts: Facts | None
-
-    @property
-    def name(self) -> str:
-        return self.node.name
 
 
 def parse_outcome(node: Node, outcome: Outcome, *, keep_document: bool = True) -> NodeFacts:

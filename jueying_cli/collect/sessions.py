@@ -22,9 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jueying_cli.collect.oneshot import NodeFacts, parse_outcome
+from jueying_cli.collect.oneshot import parse_outcome
 from jueying_cli.collect.payload import NO_PYTHON_RC, probe_payload, probe_script
 from jueying_cli.errors import FactsError
+from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
 from jueying_cli.transport.base import Command

@@ -72,3 +72,13 @@ def fold(names: Iterable[str]) -> str:
     from ClusterShell.NodeSet import NodeSet
 
     return str(NodeSet.fromlist(list(names)))
+
+
+def expand(pattern: str, what: str = "NODES") -> list[str]:
+    """A NodeSet expression without groups (`gpu[001-004],spare1`) -> names; BadInputError if it does not parse."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
+
+    try:
+        return list(NodeSet(pattern))
+    except NodeSetException as exc:
+        raise BadInputError(f"bad node set {pattern!r}: {exc}", field=what) from exc

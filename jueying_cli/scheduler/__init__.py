@@ -1,31 +1,46 @@
-"""Drain/resume backends: slurm (scontrol) and builtin (jueying's own ledger). Chosen per node by the
-inventory variable `scheduler`."""
+"""Drain/resume backends: slurm (scontrol, here or on the controller node over SSH) and builtin (jueying's
+own ledger plus a marker on the node). Chosen per node by the inventory variable `scheduler`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.scheduler.base import Scheduler
+from jueying_cli.scheduler.base import NodeState, Scheduler
+from jueying_cli.vocab import Backend
+
+if TYPE_CHECKING:
+    from jueying_cli.store import Store
+    from jueying_cli.transport.base import Transport
+
+Schedulers = dict[Backend, tuple[Scheduler, list[str]]]
 
 
-def schedulers_for(inventory: Inventory, nodes: Sequence[Node], transport: Any,
-                   store: Any) -> dict[str, tuple[Scheduler, list[str]]]:
-    """{backend name: (scheduler, names of the given nodes it manages)}."""
-    groups: dict[str, list[Node]] = {}
+def backend_for(node: Node) -> Backend:
+    """The scheduler a node is managed by: inventory variable `scheduler` (slurm or builtin, default builtin)."""
+    name = str(node.vars.get("scheduler") or Backend.BUILTIN)
+    try:
+        return Backend(name)
+    except ValueError:
+        raise BadInputError(f"unknown scheduler {name!r} for {node.name} (slurm or builtin)",
+                            field="scheduler") from None
+
+
+def schedulers_for(inventory: Inventory, nodes: Sequence[Node], transport: Transport, store: Store) -> Schedulers:
+    """{backend: (scheduler, names of the given nodes it manages)}. `transport` reaches the Slurm controller
+    node (`slurm_controller`) and the builtin backend's markers; `store` holds the builtin ledger."""
+    groups: dict[Backend, list[Node]] = {}
     for node in nodes:
         groups.setdefault(backend_for(node), []).append(node)
-    result: dict[str, tuple[Scheduler, list[str]]] = {}
-    for name, members in groups.items():
-        result[name] = (make_scheduler(name, inventory, members, transport, store), [n.name for n in members])
-    return result
+    return {backend: (make_scheduler(backend, inventory, members, transport, store), [n.name for n in members])
+            for backend, members in groups.items()}
 
 
-def make_scheduler(name: str, inventory: Inventory, members: Sequence[Node], transport: Any,
-                   store: Any) -> Scheduler:
-    if name == "slurm":
+def make_scheduler(backend: Backend, inventory: Inventory, members: Sequence[Node], transport: Transport,
+                   store: Store) -> Scheduler:
+    if backend == Backend.SLURM:
         from jueying_cli.scheduler.slurm import SlurmScheduler, local_runner, remote_runner
 
         controllers = {str(n.vars["slurm_controller"]) for n in members if n.vars.get("slurm_controller")}
@@ -44,21 +59,13 @@ def make_scheduler(name: str, inventory: Inventory, members: Sequence[Node], tra
     return BuiltinScheduler(store, transport, inventory.nodes)
 
 
-def all_states(schedulers: Mapping[str, tuple[Scheduler, list[str]]], inventory: Inventory) -> dict[str, Any]:
+def all_states(schedulers: Schedulers, inventory: Inventory) -> dict[str, NodeState]:
     """Every node each backend knows (Slurm: the whole cluster; builtin: its inventory nodes), for the cap."""
-    states: dict[str, Any] = {}
-    for name, (scheduler, _) in schedulers.items():
-        if name == "builtin":
-            members = [n.name for n in inventory.nodes.values() if backend_for(n) == "builtin"]
+    states: dict[str, NodeState] = {}
+    for backend, (scheduler, _) in schedulers.items():
+        if backend == Backend.BUILTIN:
+            members = [n.name for n in inventory.nodes.values() if backend_for(n) == Backend.BUILTIN]
             states.update(scheduler.states(members))
         else:
-            states.update(scheduler.all_states())  # type: ignore[attr-defined]
+            states.update(scheduler.all_states())
     return states
-
-
-def backend_for(node: Node) -> str:
-    """The scheduler a node is managed by: inventory variable `scheduler` (slurm or builtin, default builtin)."""
-    name = str(node.vars.get("scheduler") or "builtin")
-    if name not in ("slurm", "builtin"):
-        raise BadInputError(f"unknown scheduler {name!r} for {node.name} (slurm or builtin)", field="scheduler")
-    return name

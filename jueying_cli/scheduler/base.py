@@ -8,17 +8,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from jueying_cli.vocab import Backend, SchedulerState
+
 REASON_PREFIX = "jueying:"
 
-# Normalised node states (Slurm's names, lower case): what `status` and the caps reason about.
-IDLE, ALLOCATED, MIXED = "idle", "allocated", "mixed"
-DRAINING, DRAINED, DOWN, UNKNOWN = "draining", "drained", "down", "unknown"
 
 
 @dataclass(frozen=True)
 class NodeState:
     node: str
-    state: str  # one of the names above
+    state: SchedulerState  # normalised to Slurm's names, lower case
     drain: bool  # the drain flag is set (draining or drained)
     reason: str | None = None
     reason_user: str | None = None
@@ -34,11 +33,11 @@ class NodeState:
     @property
     def unavailable(self) -> bool:
         """Counts against max_unavailable: drained, draining or down."""
-        return self.drain or self.state in (DOWN, DRAINED, DRAINING)
+        return self.drain or self.state in (SchedulerState.DOWN, SchedulerState.DRAINED, SchedulerState.DRAINING)
 
 
 class Scheduler(Protocol):
-    name: str
+    name: Backend
 
     def states(self, nodes: Sequence[str]) -> Mapping[str, NodeState]:
         """Current state of each node (nodes the scheduler does not know are left out)."""
@@ -50,6 +49,10 @@ class Scheduler(Protocol):
 
     def resume(self, nodes: Sequence[str]) -> None:
         """Clear the drain flag."""
+        ...
+
+    def all_states(self) -> Mapping[str, NodeState]:
+        """Every node the backend knows (for the cap: nodes already down or drained count)."""
         ...
 
 

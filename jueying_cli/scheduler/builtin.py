@@ -14,9 +14,10 @@ from typing import Any
 
 from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
-from jueying_cli.scheduler.base import DRAINED, IDLE, NodeState
+from jueying_cli.scheduler.base import NodeState
 from jueying_cli.store import Store
 from jueying_cli.transport.base import Command, Transport
+from jueying_cli.vocab import Backend, SchedulerState
 
 MARKER_TIMEOUT_S = 20.0
 _MARKER_DIR = '"${JUEYING_NODE_STATE_DIR:-/var/lib/jueying}"'
@@ -26,7 +27,7 @@ _REMOVE_MARKER = f"rm -f {_MARKER_DIR}/drained"
 
 
 class BuiltinScheduler:
-    name = "builtin"
+    name = Backend.BUILTIN
 
     def __init__(self, store: Store, transport: Transport, nodes: Mapping[str, Node]) -> None:
         self.store = store
@@ -39,10 +40,11 @@ class BuiltinScheduler:
         for name in names:
             entry = ledger.get(name)
             if entry is None or not entry["drained"]:
-                result[name] = NodeState(name, IDLE, False, raw="in service")
+                result[name] = NodeState(name, SchedulerState.IDLE, False, raw="in service")
             else:
-                result[name] = NodeState(name, DRAINED, True, reason=entry["reason"], reason_user=entry["user"],
-                                         reason_time=entry["since"], raw="drained (jueying ledger)")
+                result[name] = NodeState(name, SchedulerState.DRAINED, True, reason=entry["reason"],
+                                         reason_user=entry["user"], reason_time=entry["since"],
+                                         raw="drained (jueying ledger)")
         return result
 
     def all_states(self) -> Mapping[str, NodeState]:

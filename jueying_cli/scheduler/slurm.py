@@ -16,8 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
-from jueying_cli.scheduler.base import ALLOCATED, DOWN, DRAINED, DRAINING, IDLE, MIXED, UNKNOWN, NodeState
+from jueying_cli.inventory.select import expand
+from jueying_cli.scheduler.base import NodeState
 from jueying_cli.transport.base import Command, Transport
+from jueying_cli.vocab import Backend, SchedulerState
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
 SCONTROL_TIMEOUT_S = 30.0
@@ -63,16 +65,21 @@ def _utc_offset() -> float:
     return float(time.localtime().tm_gmtoff)
 
 
-def parse_state(raw: str) -> tuple[str, bool]:
+_BASE_STATES = {"IDLE": SchedulerState.IDLE, "ALLOCATED": SchedulerState.ALLOCATED, "MIXED": SchedulerState.MIXED,
+                "COMPLETING": SchedulerState.ALLOCATED}
+
+
+def parse_state(raw: str) -> tuple[SchedulerState, bool]:
     """Slurm's State= (e.g. MIXED+DRAIN, IDLE*, DOWN+NOT_RESPONDING) -> (normalised state, drain flag)."""
     words = raw.upper().replace("*", "+NOT_RESPONDING").split("+")
     base, flags = words[0], set(words[1:])
     drain = "DRAIN" in flags or base in ("DRAINED", "DRAINING", "DRAIN")
     if base in ("DOWN", "FAIL", "FAILING", "FUTURE") or "NOT_RESPONDING" in flags:
-        return DOWN, drain
+        return SchedulerState.DOWN, drain
     if drain:
-        return (DRAINING if base in ("ALLOCATED", "MIXED", "COMPLETING", "DRAINING") else DRAINED), True
-    return {"IDLE": IDLE, "ALLOCATED": ALLOCATED, "MIXED": MIXED, "COMPLETING": ALLOCATED}.get(base, UNKNOWN), False
+        busy = base in ("ALLOCATED", "MIXED", "COMPLETING", "DRAINING")
+        return (SchedulerState.DRAINING if busy else SchedulerState.DRAINED), True
+    return _BASE_STATES.get(base, SchedulerState.UNKNOWN), False
 
 
 def parse_show_node(text: str) -> dict[str, NodeState]:
@@ -96,7 +103,7 @@ def parse_show_node(text: str) -> dict[str, NodeState]:
 
 
 class SlurmScheduler:
-    name = "slurm"
+    name = Backend.SLURM
 
     def __init__(self, runner: Runner = local_runner) -> None:
         self._run = runner
@@ -139,7 +146,7 @@ class SlurmScheduler:
         for line in out.splitlines():
             parts = line.split()
             if len(parts) == 2:
-                for node in _expand(parts[1]):
+                for node in expand(parts[1], "squeue node list"):
                     jobs.setdefault(node, []).append(parts[0])
         return {n: tuple(j) for n, j in jobs.items()}
 
@@ -154,9 +161,3 @@ def _with_jobs(state: NodeState, jobs: tuple[str, ...]) -> NodeState:
     from dataclasses import replace
 
     return replace(state, jobs=jobs)
-
-
-def _expand(nodelist: str) -> list[str]:
-    from ClusterShell.NodeSet import NodeSet
-
-    return list(NodeSet(nodelist))

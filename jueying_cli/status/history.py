@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.facts.model import Facts
 from jueying_cli.status.summary import node_state
 from jueying_cli.store import HistoryRow
@@ -48,3 +50,8 @@ def history_changes(rows: list[HistoryRow]) -> list[HistoryRow]:
             changes.append(row)
         previous = key
     return changes
+
+
+def history_rows(results: Sequence[NodeFacts]) -> list[HistoryRow]:
+    """One history row per node of a collection (nodes that gave no facts keep their outcome)."""
+    return [history_row(r.name, r.facts, r.outcome.status, r.outcome.error, r.node.expected_gpus) for r in results]

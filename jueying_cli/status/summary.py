@@ -6,14 +6,13 @@ ok, degraded (lost GPUs, fewer GPUs than expected, unreadable GPU fields), no_dr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from jueying_cli.facts.model import Facts, GpuFacts
-
-# Node states that mean the node answered.
-UP_STATES = frozenset({"ok", "degraded", "no_driver", "drained", "draining"})
+from jueying_cli.scheduler.base import NodeState
+from jueying_cli.vocab import ANSWERED, Backend, NodeStatus, OutcomeStatus, SchedulerState
 
 # Fields whose loss makes a GPU's telemetry untrustworthy (not merely an unsupported extra).
 _ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "temperature_c"})
@@ -28,7 +27,7 @@ class ModelCount:
 @dataclass(frozen=True)
 class NodeSummary:
     node: str
-    state: str
+    state: NodeStatus
     reason: str
     gpus_present: int | None  # None: the node did not answer
     gpus_expected: int | None
@@ -49,8 +48,8 @@ class NodeSummary:
     collected_at_unix: float | None
     stale: bool = False  # shown from an earlier refresh: this one missed its deadline
     nodes: int = 1  # > 1 for a folded row of identical healthy nodes
-    scheduler: str | None = None  # the backend that drains this node (slurm, builtin)
-    scheduler_state: str | None = None  # what it says: idle, allocated, mixed, draining, drained, down
+    scheduler: Backend | None = None  # the backend that drains this node
+    scheduler_state: SchedulerState | None = None  # what it says: idle, allocated, mixed, draining, drained, down
     drain_reason: str | None = None
 
 
@@ -98,23 +97,23 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
     )
 
 
-def node_state(facts: Facts, expected_gpus: int | None) -> tuple[str, str]:
+def node_state(facts: Facts, expected_gpus: int | None) -> tuple[NodeStatus, str]:
     """(state, reason): the first thing an operator should know about this node's GPUs."""
     if facts.nvml.status not in ("ok", "skipped"):
         if expected_gpus == 0:
-            return "ok", ""
-        return "no_driver", facts.nvml.message or facts.nvml.status
+            return NodeStatus.OK, ""
+        return NodeStatus.NO_DRIVER, facts.nvml.message or facts.nvml.status
     lost = [g.index for g in facts.gpus if g.lost]
     present = len(facts.gpus) - len(lost)
     if lost:
-        return "degraded", "GPU " + ",".join(str(i) for i in lost) + " lost"
+        return NodeStatus.DEGRADED, "GPU " + ",".join(str(i) for i in lost) + " lost"
     if expected_gpus is not None and present < expected_gpus:
-        return "degraded", f"{present} of {expected_gpus} GPUs present"
+        return NodeStatus.DEGRADED, f"{present} of {expected_gpus} GPUs present"
     broken = sorted({e.gpu for e in facts.errors
                      if e.gpu is not None and e.field in _ESSENTIAL_FIELDS and e.error != "NOT_SUPPORTED"})
     if broken:
-        return "degraded", "GPU " + ",".join(str(i) for i in broken) + " telemetry unreadable"
-    return "ok", ""
+        return NodeStatus.DEGRADED, "GPU " + ",".join(str(i) for i in broken) + " telemetry unreadable"
+    return NodeStatus.OK, ""
 
 
 def totals(summaries: list[NodeSummary]) -> dict[str, object]:
@@ -127,8 +126,8 @@ def totals(summaries: list[NodeSummary]) -> dict[str, object]:
             entry[1] += s.nodes
     return {
         "nodes_total": sum(s.nodes for s in summaries),
-        "nodes_up": sum(s.nodes for s in summaries if s.state in UP_STATES),
-        "nodes_ok": sum(s.nodes for s in summaries if s.state == "ok"),
+        "nodes_up": sum(s.nodes for s in summaries if s.state in ANSWERED),
+        "nodes_ok": sum(s.nodes for s in summaries if s.state == NodeStatus.OK),
         "gpus_healthy": sum((s.gpus_present or 0) * s.nodes for s in summaries),
         "gpus_total": sum(((s.gpus_present or 0) + s.gpus_lost) * s.nodes for s in summaries),
         "gpu_models": [{"model": m, "gpus_healthy": v[0], "nodes": v[1]} for m, v in sorted(by_model.items())],
@@ -143,19 +142,20 @@ def summary_line(t: dict[str, object]) -> str:
             f"GPUs healthy {t['gpus_healthy']}/{t['gpus_total']} ({text})")
 
 
-def unanswered(node: str, state: str, reason: str, expected_gpus: int | None = None) -> NodeSummary:
+def unanswered(node: str, state: OutcomeStatus, reason: str, expected_gpus: int | None = None) -> NodeSummary:
     """A row for a node that gave no facts (unreachable, timeout, failed, ...)."""
-    return NodeSummary(node=node, state=state, reason=reason, gpus_present=None, gpus_expected=expected_gpus,
-                       gpus_lost=0, gpu_models=(), utilization_avg_pct=None, utilization_max_pct=None,
-                       gpu_memory_used_bytes=None, gpu_memory_total_bytes=None, hottest_gpu_c=None,
-                       hottest_gpu_index=None, power_watts=None, power_limit_watts=None, load1=None,
+    return NodeSummary(node=node, state=NodeStatus(state), reason=reason, gpus_present=None,
+                       gpus_expected=expected_gpus, gpus_lost=0, gpu_models=(), utilization_avg_pct=None,
+                       utilization_max_pct=None, gpu_memory_used_bytes=None, gpu_memory_total_bytes=None,
+                       hottest_gpu_c=None, hottest_gpu_index=None, power_watts=None, power_limit_watts=None, load1=None,
                        cpu_threads=None, host_memory_used_bytes=None, host_memory_total_bytes=None,
                        collected_at_unix=None)
 
 
 # Problems first, in this order; then healthy nodes.
-STATE_ORDER = ("unreachable", "timeout", "auth_failed", "hostkey_failed", "failed", "no_driver", "degraded",
-               "draining", "drained", "ok")
+STATE_ORDER = (NodeStatus.UNREACHABLE, NodeStatus.TIMEOUT, NodeStatus.AUTH_FAILED, NodeStatus.HOSTKEY_FAILED,
+               NodeStatus.FAILED, NodeStatus.NO_DRIVER, NodeStatus.DEGRADED, NodeStatus.DRAINING, NodeStatus.DRAINED,
+               NodeStatus.OK)
 
 
 def _natural(name: str) -> tuple[object, ...]:
@@ -194,7 +194,7 @@ def fold_healthy(summaries: list[NodeSummary], fold_name: Callable[[list[str]], 
     groups: dict[tuple[object, ...], list[NodeSummary]] = {}
     rows: list[NodeSummary] = []
     for s in summaries:
-        if s.state == "ok" and not s.stale:
+        if s.state == NodeStatus.OK and not s.stale:
             groups.setdefault((s.gpus_present, s.gpus_expected, s.gpu_models), []).append(s)
         else:
             rows.append(s)
@@ -228,7 +228,7 @@ def _aggregate(members: list[NodeSummary], name: str) -> NodeSummary:
     ages = values("collected_at_unix")
     util_max = top("utilization_max_pct")
     return NodeSummary(
-        node=name, state="ok", reason="", gpus_present=first.gpus_present, gpus_expected=first.gpus_expected,
+        node=name, state=NodeStatus.OK, reason="", gpus_present=first.gpus_present, gpus_expected=first.gpus_expected,
         gpus_lost=0, gpu_models=tuple(ModelCount(m.model, m.gpus * len(members)) for m in first.gpu_models),
         utilization_avg_pct=sum(avg) / len(avg) if avg else None,
         utilization_max_pct=int(util_max) if util_max is not None else None,
@@ -243,16 +243,15 @@ def _aggregate(members: list[NodeSummary], name: str) -> NodeSummary:
     )
 
 
-def with_scheduler(row: NodeSummary, backend: str, state: Any) -> NodeSummary:
+def with_scheduler(row: NodeSummary, backend: Backend, state: NodeState | None) -> NodeSummary:
     """Add what the scheduler says; a drained or draining node that answered shows as `drained` with
     its reason (a node that did not answer keeps that more urgent state)."""
-    import dataclasses
-
     if state is None:
         return dataclasses.replace(row, scheduler=backend)
     row = dataclasses.replace(row, scheduler=backend, scheduler_state=state.state, drain_reason=state.reason)
-    if state.drain and row.state in ("ok", "degraded", "no_driver"):
+    if state.drain and row.state in (NodeStatus.OK, NodeStatus.DEGRADED, NodeStatus.NO_DRIVER):
         why = state.reason or "no reason"
         reason = f"{why}; {row.reason}" if row.reason else why
-        row = dataclasses.replace(row, state="drained" if state.state == "drained" else "draining", reason=reason)
+        drained = state.state == SchedulerState.DRAINED
+        row = dataclasses.replace(row, state=NodeStatus.DRAINED if drained else NodeStatus.DRAINING, reason=reason)
     return row

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from typing import Any
 
 from jueying_cli.inventory.model import Node
@@ -17,16 +19,19 @@ class RoutingTransport:
         self._local = LocalTransport()
         self._ssh_options = ssh_options
         self._ssh: Any = None
+        self._ssh_lock = threading.Lock()  # fan-out threads may be the first to need it
 
     def _ssh_transport(self) -> Any:
-        if self._ssh is None:
-            from jueying_cli.transport.ssh import SshTransport
+        with self._ssh_lock:
+            if self._ssh is None:
+                from jueying_cli.transport.ssh import SshTransport
 
-            self._ssh = SshTransport(self._ssh_options)
-        return self._ssh
+                self._ssh = SshTransport(self._ssh_options)
+            return self._ssh
 
-    def prepare(self, nodes: list[Node]) -> None:
-        """Build the SSH transport up front (in the calling thread) when any node needs it."""
+    def prepare(self, nodes: Sequence[Node]) -> None:
+        """Build the SSH transport up front when any node needs it (so its start-up cost, ssh_config and
+        known_hosts reading, is paid before the fan-out's clock starts)."""
         if any(not n.is_local for n in nodes):
             self._ssh_transport()
 

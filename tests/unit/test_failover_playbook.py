@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jueying_cli.actions.failover import load_playbook
+from jueying_cli.actions.failover.playbook import load_playbook
 from jueying_cli.errors import BadInputError
 from tests.conftest import REPO
 

@@ -1,0 +1,75 @@
+"""How `jueying status` (one-shot and --watch) reads scheduler states and prints a status view."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from jueying_cli.cli import common
+from jueying_cli.errors import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from jueying_cli.inventory.model import Inventory, Node
+    from jueying_cli.status.view import SchedulerView, StatusView
+
+
+def read_scheduler(opts: common.FleetOptions, inventory: Inventory,
+                   selected: Sequence[Node]) -> dict[str, SchedulerView]:
+    """What each node's backend says (drained, draining, reason); a backend or state database that cannot be
+    read is a warning on stderr, never a failed status."""
+    from jueying_cli.errors import JueyingError
+    from jueying_cli.status.view import scheduler_states
+
+    try:
+        store = common.open_store()
+    except (OSError, JueyingError) as exc:
+        common.warn(f"state database unavailable: {exc}")
+        return {}
+    transport = common.make_transport(opts)
+    try:
+        found, warnings = scheduler_states(inventory, selected, transport, store)
+    except JueyingError as exc:
+        found, warnings = {}, [f"scheduler state unavailable: {exc}"]
+    finally:
+        transport.close()
+        store.close()
+    for message in warnings:
+        common.warn(message)
+    return found
+
+
+def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: Console | None = None) -> int:
+    """Print one status view; returns the exit code (1 when some node gave no facts, or only stale ones)."""
+    rc = int(ExitCode.NODES_FAILED if view.missing else ExitCode.OK)
+    errors = [{"node": r.name, "status": r.outcome.status, "message": r.outcome.error} for r in view.missing]
+    if json_output:
+        from jueying_cli.render.json import dumps, envelope, to_jsonable
+
+        data: dict[str, object] = {"nodes": view.rows, "summary": view.totals}
+        if gpus:
+            data["gpus"] = [{"node": name, **to_jsonable(g)} for name, facts in view.answered for g in facts.gpus]
+        print(dumps(envelope("status", data, status=envelope_status(len(view.missing), view.nodes_total),
+                             errors=errors)))
+        return rc
+    from jueying_cli.render.terminal import make_console, print_gpus, print_message, print_nodes
+    from jueying_cli.status.summary import summary_line
+
+    console = console or make_console()
+    if gpus:
+        print_gpus(view.answered, console)
+        if view.missing:
+            print_nodes([row for row in view.rows if row.gpus_present is None], console)
+    else:
+        print_nodes(view.shown, console)
+    print_message(console, summary_line(view.totals))
+    if view.backends:
+        print_message(console, "drain/resume through " + ", ".join(
+            f"{backend} for {names}" for backend, names in view.backends.items()))
+    return rc
+
+
+def envelope_status(missing: int, total: int) -> str:
+    """The JSON envelope's status: ok, partial (some nodes gave no facts) or error (none did)."""
+    return "ok" if not missing else ("error" if missing == total else "partial")
