@@ -13,6 +13,7 @@ from jueying_cli.actions.cap import OverCap
 from jueying_cli.actions.context import ActionContext
 from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_drains, plan_resumes
 from jueying_cli.checks.flap import Finding, causes
+from jueying_cli.errors import SchedulerError
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.scheduler.base import jueying_reason
 from jueying_cli.vocab import Action, ChangeKind, Level
@@ -32,17 +33,34 @@ class AutoAction:
     note: str
 
 
+@dataclass(frozen=True)
+class AutomationReport:
+    actions: list[AutoAction]
+    stopped: str | None = None  # why the automation stopped early (a scheduler that cannot be asked)
+
+
 def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[NodeFacts], *, drain: bool,
-             resume: bool, resume_after: int) -> list[AutoAction]:
+             resume: bool, resume_after: int) -> AutomationReport:
+    """Drain and/or resume as the findings say. A scheduler that cannot be asked (an unreachable
+    slurm_controller) stops the automation, not the check: the drains not made are listed as failed."""
     answered = {r.name for r in results if r.facts is not None}
     clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
              for name in answered}
     clean_runs = ctx.store.track_clean(clean)
-    actions: list[AutoAction] = _drain(ctx, findings) if drain else []
-    if resume:
-        just_drained = {a.node for a in actions}  # judged on the states from before this run's drains
-        actions += _resume(ctx, answered, clean_runs, resume_after, skip=just_drained)
-    return actions
+    actions: list[AutoAction] = []
+    try:
+        if drain:
+            actions += _drain(ctx, findings)
+        if resume:
+            just_drained = {a.node for a in actions}  # judged on the states from before this run's drains
+            actions += _resume(ctx, answered, clean_runs, resume_after, skip=just_drained)
+    except SchedulerError as exc:
+        acted = {a.node for a in actions}
+        if drain:
+            actions += [AutoAction(n, ChangeKind.DRAIN, "failed", str(exc))
+                        for n in sorted(causes(findings, DRAIN_ACTIONS)) if n not in acted]
+        return AutomationReport(actions, str(exc))
+    return AutomationReport(actions)
 
 
 def _drain(ctx: ActionContext, findings: Sequence[Finding]) -> list[AutoAction]:

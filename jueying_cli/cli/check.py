@@ -118,9 +118,12 @@ def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[No
     ctx = ActionContext.open(inventory, selected, common.make_transport(opts), common.open_store(),
                              settle_pending=False)
     try:
-        return automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after)
+        done = automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after)
     finally:
         ctx.close()
+    if done.stopped:
+        common.warn(f"drain/resume automation stopped: {done.stopped}")
+    return done.actions
 
 
 def _write_prometheus(path: Path, report: HealthReport, results: list[NodeFacts], duration: float) -> None:

@@ -13,12 +13,14 @@ if TYPE_CHECKING:
 
     from jueying_cli.inventory.model import Inventory, Node
     from jueying_cli.status.view import SchedulerView, StatusView
+    from jueying_cli.transport.base import Transport
 
 
-def read_scheduler(opts: common.FleetOptions, inventory: Inventory,
-                   selected: Sequence[Node]) -> dict[str, SchedulerView]:
+def read_scheduler(opts: common.FleetOptions, inventory: Inventory, selected: Sequence[Node],
+                   transport: Transport | None = None) -> dict[str, SchedulerView]:
     """What each node's backend says (drained, draining, reason); a backend or state database that cannot be
-    read is a warning on stderr, never a failed status."""
+    read is a warning on stderr, never a failed status. `transport` (kept open by --watch) reaches the Slurm
+    controller node and builtin markers; without one, a transport is opened for this read."""
     from jueying_cli.errors import JueyingError
     from jueying_cli.status.view import scheduler_states
 
@@ -27,13 +29,15 @@ def read_scheduler(opts: common.FleetOptions, inventory: Inventory,
     except (OSError, JueyingError) as exc:
         common.warn(f"state database unavailable: {exc}")
         return {}
-    transport = common.make_transport(opts)
+    own = transport is None
+    via = common.make_transport(opts) if transport is None else transport
     try:
-        found, warnings = scheduler_states(inventory, selected, transport, store)
+        found, warnings = scheduler_states(inventory, selected, via, store)
     except JueyingError as exc:
         found, warnings = {}, [f"scheduler state unavailable: {exc}"]
     finally:
-        transport.close()
+        if own:
+            via.close()
         store.close()
     for message in warnings:
         common.warn(message)

@@ -69,7 +69,8 @@ def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s:
                 common.record_history(results)
                 recorded_at = time.monotonic()
             merged, stale = merge_stale(results, last)
-            scheduler = output.read_scheduler(opts, inventory, selected) if inventory and inventory.source else None
+            scheduler = output.read_scheduler(opts, inventory, selected, transport) \
+                if inventory and inventory.source else None
             view = build_view(merged, sort=sort, fold=fold, stale=stale, scheduler=scheduler)
             if live is not None:
                 rc = live.show(functools.partial(output.render_status, view, gpus=gpus, json_output=False))
