@@ -1,0 +1,171 @@
+"""Building an inventory from any format: node names, NodeSet ranges, variables checked against what jueying
+knows, groups and their members, merged with a fixed precedence."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jueying_cli.errors import BadInputError
+from jueying_cli.inventory.model import KNOWN_VARS, Inventory, Node
+from jueying_cli.yamlfile import line_of
+
+# Ansible's connection variables, mapped onto jueying's.
+ANSIBLE_VARS = {
+    "ansible_host": "address",
+    "ansible_ssh_host": "address",
+    "ansible_user": "ssh_user",
+    "ansible_ssh_user": "ssh_user",
+    "ansible_port": "ssh_port",
+    "ansible_ssh_port": "ssh_port",
+    "ansible_ssh_private_key_file": "ssh_identity_file",
+    "ansible_private_key_file": "ssh_identity_file",
+}
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def check_name(name: str, path: Path, line: int | None, what: str = "node name",
+                field: str | None = None) -> str:
+    """Node names become SSH host names and table keys: plain DNS-ish characters only."""
+    if not _NAME_RE.match(name) or len(name) > 253:
+        raise BadInputError(f"invalid {what} {name!r} (letters, digits, '.', '-', '_' only)",
+                            path=str(path), line=line, field=field)
+    return name
+
+
+def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
+    """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory)."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetParseError, RangeSetParseError
+
+    if not pattern.strip():
+        raise BadInputError("empty node pattern", path=str(path), line=line, field=field)
+    if "@" in pattern:
+        raise BadInputError(f"node pattern {pattern!r}: @groups are not allowed here, use children",
+                            path=str(path), line=line, field=field)
+    try:
+        names = list(NodeSet(pattern))
+    except (NodeSetParseError, RangeSetParseError) as exc:
+        raise BadInputError(f"bad node pattern {pattern!r}: {exc}", path=str(path), line=line, field=field) from exc
+    for name in names:
+        check_name(name, path, line, field=field)
+    return names
+
+
+def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bool) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise BadInputError("must be a mapping of variable: value", path=str(path), line=line, field=where)
+    result: dict[str, Any] = {}
+    for raw_key, raw_value in raw.items():
+        value: Any = raw_value
+        key = str(raw_key)
+        key_line = line_of(raw, key) or line
+        name: str = ANSIBLE_VARS.get(key, key)
+        kinds = KNOWN_VARS.get(name)
+        if kinds is None:
+            if strict and not name.startswith("x_"):
+                close = difflib.get_close_matches(name, list(KNOWN_VARS), n=3, cutoff=0.7) or [
+                    k for k in KNOWN_VARS if k.split("_")[0] == name.split("_")[0] or k[:4] == name[:4]]
+                hint = f" (did you mean {', '.join(close)}?)" if close else " (custom variables start with x_)"
+                raise BadInputError(f"unknown variable {key!r}{hint}", path=str(path), line=key_line,
+                                    field=f"{where}.{key}")
+            result[name] = value
+            continue
+        if int in kinds and isinstance(value, str) and value.isdigit():
+            value = int(value)  # Ansible INI values are strings
+        if bool in kinds and isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            value = value.lower() in ("true", "yes")
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise BadInputError(f"must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}",
+                                path=str(path), line=key_line, field=f"{where}.{key}")
+        if name == "ssh_port" and isinstance(value, int) and not 0 < value < 65536:
+            raise BadInputError(f"port out of range: {value}", path=str(path), line=key_line, field=f"{where}.{key}")
+        if name == "expected_gpus" and isinstance(value, int) and value < 0:
+            raise BadInputError("must not be negative", path=str(path), line=key_line, field=f"{where}.{key}")
+        result[name] = value
+    return result
+
+
+class InventoryBuilder:
+    """Accumulates nodes (in first-seen order), group memberships and variable layers.
+
+    A node's variables: global vars, then its groups' vars, shallowest group first (definition order at
+    equal depth), so a group's own vars override those of the groups that contain it, then its own vars."""
+
+    def __init__(self, path: Path, children_field: str = "groups.{}.children") -> None:
+        self.path = path
+        self.children_field = children_field  # how errors name a group's children in this format
+        self.order: dict[str, None] = {}
+        self.groups: dict[str, dict[str, None]] = {}
+        self.children: dict[str, list[tuple[str, int | None]]] = {}
+        self.global_vars: dict[str, Any] = {}
+        self.group_vars: dict[str, dict[str, Any]] = {}
+        self.node_vars: dict[str, dict[str, Any]] = {}
+
+    def add_nodes(self, names: Iterable[str], group: str | None = None) -> None:
+        for name in names:
+            self.order.setdefault(name, None)
+            if group is not None:
+                self.groups.setdefault(group, {})[name] = None
+
+    def build(self) -> Inventory:
+        members = {g: list(names) for g, names in self.groups.items()}
+        for group in self.children:
+            members[group] = self._resolve(group, [], None)
+        memberships: dict[str, list[str]] = {name: [] for name in self.order}
+        for group, names in members.items():
+            for name in names:
+                memberships.setdefault(name, []).append(group)
+                self.order.setdefault(name, None)
+        nodes = {}
+        depths = self._depths()
+        group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
+        for name in self.order:
+            merged = dict(self.global_vars)
+            for group in group_order:
+                if group in memberships.get(name, ()):
+                    merged.update(self.group_vars[group])
+            merged.update(self.node_vars.get(name, {}))
+            nodes[name] = Node(name=name, vars=merged, groups=tuple(memberships.get(name, ())))
+        groups = {g: tuple(dict.fromkeys(names)) for g, names in members.items() if g not in ("all", "ungrouped")}
+        groups["all"] = tuple(nodes)
+        return Inventory(nodes=nodes, groups=groups, source=str(self.path))
+
+    def _resolve(self, group: str, stack: list[str], line: int | None) -> list[str]:
+        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child."""
+        if group in stack:
+            raise BadInputError(f"group {group!r} contains itself through {' -> '.join([*stack, group])}",
+                                path=str(self.path), line=line, field=self.children_field.format(stack[-1]))
+        names = list(self.groups.get(group, {}))
+        for child, child_line in self.children.get(group, []):
+            if child not in self.groups and child not in self.children:
+                raise BadInputError(f"unknown child group {child!r}", path=str(self.path), line=child_line,
+                                    field=self.children_field.format(group))
+            names.extend(self._resolve(child, [*stack, group], child_line))
+        return list(dict.fromkeys(names))
+
+    def _depths(self) -> dict[str, int]:
+        """How deep each group sits below its outermost ancestor (0: contained in no group; no cycles here)."""
+        parents: dict[str, list[str]] = {}
+        for group, children in self.children.items():
+            for child, _ in children:
+                parents.setdefault(child, []).append(group)
+        depths: dict[str, int] = {}
+
+        def depth(group: str) -> int:
+            if group not in depths:
+                depths[group] = 1 + max((depth(parent) for parent in parents.get(group, ())), default=-1)
+            return depths[group]
+
+        for group in self.group_vars:
+            depth(group)
+        return depths
+
+
+# ---------------------------------------------------------------- jueying YAML
+
