@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from jueying_cli.checks.model import CheckResult
 from jueying_cli.facts.model import Facts, GpuFacts
 from jueying_cli.status.summary import NodeSummary
 from jueying_cli.store import HistoryRow
@@ -253,7 +254,7 @@ def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
 LEVEL_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
 
 
-def print_check_results(rows: Sequence[tuple[Any, bool, int, int]], console: Console) -> None:
+def print_check_results(rows: Sequence[tuple[CheckResult, bool, int, int]], console: Console) -> None:
     """(result, confirmed, consecutive runs, runs needed): confirmed problems, then pending ones."""
     table = _table(console)
     for column in ("NODE", "CHECK", "GPU", "LEVEL", "ACTION", "MESSAGE"):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
+from jueying_cli.outcome import Outcome
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.store import Store
 from jueying_cli.transport.base import Command, Transport
@@ -50,7 +50,7 @@ class BuiltinScheduler:
     def all_states(self) -> Mapping[str, NodeState]:
         return self.states(list(self.nodes))
 
-    def _on_node(self, name: str, script: str, stdin: bytes | None) -> Any:
+    def _on_node(self, name: str, script: str, stdin: bytes | None) -> Outcome:
         node = self.nodes[name]
         sudo = str(node.vars.get("ssh_user", "root")) != "root" and not node.is_local
         return self.transport.run(node, Command(script=script, timeout_s=MARKER_TIMEOUT_S, stdin=stdin, sudo=sudo),
