@@ -33,7 +33,7 @@ import paramiko
 
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import MAX_OUTPUT_BYTES, TIMEOUT_RC, Command, remaining, wrap_command
+from jueying_cli.transport.base import MAX_OUTPUT_BYTES, TIMEOUT_RC, Command, StreamError, remaining, wrap_command
 from jueying_cli.transport.ssh_options import SshOptions
 from jueying_cli.vocab import OutcomeStatus
 
@@ -641,14 +641,6 @@ class SshTransport:
             self._jumps.clear()
         for transport in transports:
             _close_quietly(transport)
-
-
-class StreamError(Exception):
-    """A stream could not be opened; `outcome` says why, in the node outcome vocabulary."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.error)
-        self.outcome = outcome
 
 
 class SshStream:
