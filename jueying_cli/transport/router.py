@@ -10,8 +10,8 @@ from jueying_cli.transport.base import Command, Stream
 from jueying_cli.transport.local import LocalTransport
 
 if TYPE_CHECKING:
-    from jueying_cli.transport.ssh import SshTransport
-    from jueying_cli.transport.ssh_options import SshOptions
+    from jueying_cli.transport.ssh.client import SshTransport
+    from jueying_cli.transport.ssh.options import SshOptions
 
 
 class RoutingTransport:
@@ -24,7 +24,7 @@ class RoutingTransport:
 
     def _ssh_transport(self) -> SshTransport:
         if self._ssh is None:
-            from jueying_cli.transport.ssh import SshTransport
+            from jueying_cli.transport.ssh.client import SshTransport
 
             self._ssh = SshTransport(self._ssh_options)
         return self._ssh
