@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from jueying_cli.transport.router import RoutingTransport
 
 InventoryOpt = typer.Option(None, "-i", "--inventory", help="Inventory file (jueying YAML or Ansible INI/YAML). "
                             "Default: $JUEYING_INVENTORY, ./inventory.yaml, ~/.config/jueying/inventory.yaml, "
@@ -51,7 +54,7 @@ def select(opts: FleetOptions) -> tuple[Any, list[Any]]:
     return inventory, nodes
 
 
-def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> Any:
+def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> RoutingTransport:
     from jueying_cli.transport.router import RoutingTransport
     from jueying_cli.transport.ssh.options import SshOptions
 
