@@ -61,7 +61,7 @@ def select(opts: FleetOptions) -> tuple[Inventory, list[Node]]:
 
 def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> RoutingTransport:
     from jueying_cli.transport.router import RoutingTransport
-    from jueying_cli.transport.ssh_options import SshOptions
+    from jueying_cli.transport.ssh.options import SshOptions
 
     ssh_options = SshOptions(connect_timeout_s=opts.connect_timeout_s,
                              accept_new_hostkeys=opts.accept_new_hostkeys,

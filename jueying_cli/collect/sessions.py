@@ -20,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from jueying_cli.collect.oneshot import parse_outcome
 from jueying_cli.collect.payload import NO_PYTHON_RC, probe_payload, probe_script
@@ -28,7 +28,7 @@ from jueying_cli.errors import FactsError
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import Command
+from jueying_cli.transport.base import Command, Stream, StreamError, StreamingTransport
 from jueying_cli.vocab import OutcomeStatus
 
 MAX_HEADER = 128  # bytes of a frame's header line; longer is garbage, not a frame
@@ -39,7 +39,7 @@ STDERR_KEPT = 4096  # bytes of a probe's stderr kept for its error message
 @dataclass(eq=False)
 class _Session:
     node: Node
-    stream: Any  # transport stream: fileno(), send(), read(), finished(), exit_code(), connected(), close()
+    stream: Stream
     out: bytearray = field(default_factory=bytearray)
     err: bytearray = field(default_factory=bytearray)
     asked: int = 0  # sequence number of the last request
@@ -69,12 +69,13 @@ class _Opener:
     start on the node costs more than the handshake, and an unbounded pile of them starves the handshakes
     still under way. Daemon threads: a node hanging mid-handshake must not hold jueying's exit."""
 
-    def __init__(self, open_one: Callable[[Node], tuple[Any, Outcome | None]], workers: int, wake_fd: int) -> None:
+    def __init__(self, open_one: Callable[[Node], tuple[Stream | None, Outcome | None]], workers: int,
+                 wake_fd: int) -> None:
         self._open_one = open_one
         self._workers = workers
         self._wake_fd = wake_fd
         self._todo: queue.SimpleQueue[Node] = queue.SimpleQueue()
-        self.done: queue.SimpleQueue[tuple[Node, Any, Outcome | None]] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[tuple[Node, Stream | None, Outcome | None]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._window = threading.BoundedSemaphore(workers)
         self.stopped = False
@@ -119,7 +120,7 @@ class _Opener:
 class ProbeSessions:
     """One kept probe per SSH node; `refresh()` asks them all and waits up to a deadline."""
 
-    def __init__(self, transport: Any, *, fanout: int, connect_timeout_s: float, probe_timeout_s: float,
+    def __init__(self, transport: StreamingTransport, *, fanout: int, connect_timeout_s: float, probe_timeout_s: float,
                  idle_s: float, with_gpus: bool = True) -> None:
         self._transport = transport
         self._connect_timeout_s = connect_timeout_s
@@ -220,10 +221,8 @@ class ProbeSessions:
 
     # ------------------------------------------------------------ sessions
 
-    def _open_one(self, node: Node) -> tuple[Any, Outcome | None]:
+    def _open_one(self, node: Node) -> tuple[Stream | None, Outcome | None]:
         """On an opener thread: connect (or reuse the kept connection) and start the probe."""
-        from jueying_cli.transport.ssh import StreamError
-
         deadline = time.monotonic() + self._connect_timeout_s + 5.0
         try:
             return self._transport.open_stream(node, self._command, deadline), None
@@ -241,6 +240,7 @@ class ProbeSessions:
                 self._opener.started()
                 finish(parse_outcome(node, failure))
                 continue
+            stream = cast(Stream, stream)  # no failure: the stream is there (a typing no-op)
             session = _Session(node, stream)
             self._sessions[node.name] = session
             self._by_fd[stream.fileno()] = session

@@ -53,5 +53,64 @@ class Transport(Protocol):
         ...
 
 
+class Stream(Protocol):
+    """A command left running on a node, stdin open (the probe's serve mode), read without blocking.
+
+    `fileno()` becomes readable when output arrives or the command ends, so one thread can poll() a
+    thousand streams. No method raises for node trouble: a lost connection shows in what they return.
+    """
+
+    def fileno(self) -> int:
+        """The descriptor to poll() for POLLIN: readable when stdout or stderr has data or the command ended."""
+        ...
+
+    def send(self, data: bytes) -> bool:
+        """Write to the command's stdin; False when the stream is gone."""
+        ...
+
+    def read(self) -> tuple[bytes, bytes]:
+        """(stdout, stderr) available now, without waiting (empty bytes when there is none)."""
+        ...
+
+    def finished(self) -> bool:
+        """The command closed its output or the connection is gone (read() first: data may remain)."""
+        ...
+
+    def connected(self) -> bool:
+        """Whether the connection under the stream is still up (the command may have ended)."""
+        ...
+
+    def exit_code(self, wait_s: float = 0.2) -> int | None:
+        """The exit code of a finished command, waiting up to `wait_s` seconds for it to arrive; None when
+        there is none (killed by a signal, or the connection was lost)."""
+        ...
+
+    def close(self) -> None:
+        """Close the stream; the connection under it stays kept (StreamingTransport.drop closes that)."""
+        ...
+
+
+class StreamError(Exception):
+    """A stream could not be opened; `outcome` says why, in the node outcome vocabulary."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error)
+        self.outcome = outcome
+
+
+class StreamingTransport(Transport, Protocol):
+    """A Transport that can also leave a command running on a node over a kept connection (status --watch)."""
+
+    def open_stream(self, node: Node, command: Command, deadline: float) -> Stream:
+        """Start `command` on the node and leave it running with stdin open (`command.stdin` already sent);
+        bounded by `deadline` (a time.monotonic() value). Raises StreamError, carrying the node's outcome,
+        when it cannot."""
+        ...
+
+    def drop(self, node: Node) -> None:
+        """Close the kept connection to a node that stopped answering: its next use connects afresh."""
+        ...
+
+
 def remaining(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())

@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import Command
+from jueying_cli.transport.base import Command, Stream
 from jueying_cli.transport.local import LocalTransport
+
+if TYPE_CHECKING:
+    from jueying_cli.transport.ssh.client import SshTransport
+    from jueying_cli.transport.ssh.options import SshOptions
 
 
 class RoutingTransport:
-    """SSH is created (and paramiko imported) only when a selected node needs it."""
+    """A StreamingTransport. SSH is created (and paramiko imported) only when a selected node needs it."""
 
-    def __init__(self, ssh_options: Any = None) -> None:
+    def __init__(self, ssh_options: SshOptions | None = None) -> None:
         self._local = LocalTransport()
         self._ssh_options = ssh_options
-        self._ssh: Any = None
+        self._ssh: SshTransport | None = None
         self._ssh_lock = threading.Lock()  # fan-out threads may be the first to need it
 
-    def _ssh_transport(self) -> Any:
+    def _ssh_transport(self) -> SshTransport:
         with self._ssh_lock:
             if self._ssh is None:
-                from jueying_cli.transport.ssh import SshTransport
+                from jueying_cli.transport.ssh.client import SshTransport
 
                 self._ssh = SshTransport(self._ssh_options)
             return self._ssh
@@ -38,9 +42,9 @@ class RoutingTransport:
     def run(self, node: Node, command: Command, deadline: float) -> Outcome:
         if node.is_local:
             return self._local.run(node, command, deadline)
-        return self._ssh_transport().run(node, command, deadline)  # type: ignore[no-any-return]
+        return self._ssh_transport().run(node, command, deadline)
 
-    def open_stream(self, node: Node, command: Command, deadline: float) -> Any:
+    def open_stream(self, node: Node, command: Command, deadline: float) -> Stream:
         """A command left running on the node (SSH nodes only; see SshTransport.open_stream)."""
         return self._ssh_transport().open_stream(node, command, deadline)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import paramiko
 
-from jueying_cli.transport.ssh import SshConfig
+from jueying_cli.transport.ssh.config import SshConfig
 
 CONFIG = """\
 Host *.ib !bad.ib

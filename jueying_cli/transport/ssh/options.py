@@ -1,4 +1,4 @@
-"""SSH settings, kept apart from ssh.py so building them does not import paramiko."""
+"""SSH settings from the command line: a plain dataclass, so building them never imports paramiko."""
 
 from __future__ import annotations
 

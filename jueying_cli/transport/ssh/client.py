@@ -1,0 +1,349 @@
+"""SshTransport: resolve a node's endpoint, connect (through shared ProxyJump chains), verify its host key,
+authenticate, run one command and drain its output, and keep connections open between runs when asked.
+
+Every step is bounded by the node's deadline, nothing ever prompts, and every socket has TCP_NODELAY
+(without it a reused connection pays ~40 ms per command).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+
+import paramiko
+
+from jueying_cli.inventory.model import Node
+from jueying_cli.outcome import Outcome
+from jueying_cli.transport.base import TIMEOUT_RC, Command, StreamError, remaining, wrap_command
+from jueying_cli.transport.ssh.config import SshConfig
+from jueying_cli.transport.ssh.endpoint import Endpoint, Endpoints, parse_jump
+from jueying_cli.transport.ssh.keys import Identities
+from jueying_cli.transport.ssh.known_hosts import KEY_ALGORITHMS, KnownHosts
+from jueying_cli.transport.ssh.options import SshOptions
+from jueying_cli.transport.ssh.stream import SshStream, drain
+from jueying_cli.vocab import OutcomeStatus
+
+# paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
+
+
+class NodeError(Exception):
+    """A failure with its outcome status and a short reason for the operator."""
+
+    def __init__(self, status: OutcomeStatus, reason: str, *, command_sent: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.command_sent = command_sent  # the node may have started the command: never run it again
+
+
+@dataclass
+class _Connection:
+    transport: paramiko.Transport | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class SshTransport:
+    """Runs commands over SSH. Thread-safe: one instance serves a whole fan-out."""
+
+    def __init__(self, options: SshOptions | None = None) -> None:
+        self.options = options or SshOptions()
+        self.config = SshConfig(self.options.ssh_config_path)
+        self.endpoints = Endpoints(self.config, self.options)
+        self.known_hosts = KnownHosts()
+        self.identities = Identities()
+        self._jumps: dict[tuple[str, ...], _Connection] = {}
+        self._jump_lock = threading.Lock()
+        self._open: dict[str, paramiko.Transport] = {}
+        self._open_lock = threading.Lock()
+
+    # ------------------------------------------------------------ resolution
+
+    def endpoint(self, node: Node) -> Endpoint:
+        return self.endpoints.resolve(node.name, node.address, node.vars.get("ssh_port"), node.vars.get("ssh_user"),
+                                      node.vars.get("ssh_identity_file"), node.vars.get("ssh_proxy_jump"))
+
+    # ------------------------------------------------------------ connecting
+
+    def _open_socket(self, ep: Endpoint, deadline: float) -> socket.socket | paramiko.Channel:
+        """A TCP socket, or a direct-tcpip channel through the (shared) jump host chain."""
+        limit = min(ep.connect_timeout_s, remaining(deadline))
+        if limit <= 0:
+            raise NodeError(OutcomeStatus.TIMEOUT, "deadline reached before connecting")
+        if ep.proxy_jump:
+            jump = self._jump_transport(ep.proxy_jump, deadline)
+            try:
+                return jump.open_channel("direct-tcpip", (ep.address, ep.port), ("127.0.0.1", 0), timeout=limit)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise NodeError(OutcomeStatus.UNREACHABLE, f"jump host {ep.proxy_jump[-1]} cannot reach "
+                                f"{ep.address}:{ep.port}: {exc}") from exc
+        try:
+            sock = socket.create_connection((ep.address, ep.port), timeout=limit)
+        except TimeoutError as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE,
+                            f"connect to {ep.address}:{ep.port} timed out after {limit:.0f} s") from exc
+        except socket.gaierror as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot resolve {ep.address}: {exc.strerror}") from exc
+        except ConnectionRefusedError as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"connection refused by {ep.address}:{ep.port}") from exc
+        except OSError as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE,
+                            f"cannot connect to {ep.address}:{ep.port}: {exc.strerror or exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _jump_transport(self, hops: tuple[str, ...], deadline: float) -> paramiko.Transport:
+        """One authenticated connection per jump chain, shared by every node behind it."""
+        with self._jump_lock:
+            conn = self._jumps.get(hops)
+            if conn is None:
+                conn = _Connection()
+                self._jumps[hops] = conn
+        with conn.lock:
+            if conn.transport is not None and conn.transport.is_active():
+                return conn.transport
+            user, host, port = parse_jump(hops[-1])
+            ep = self.endpoints.resolve(host, None, port, user, None, ",".join(hops[:-1]) or "none")
+            try:
+                conn.transport = self._handshake(ep, deadline)
+            except NodeError as exc:
+                raise NodeError(OutcomeStatus.UNREACHABLE if exc.status == OutcomeStatus.TIMEOUT else exc.status,
+                                f"jump host {hops[-1]}: {exc.reason}") from exc
+            return conn.transport
+
+    def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
+        known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
+        sock = self._open_socket(ep, deadline)
+        transport = paramiko.Transport(sock)
+        try:
+            limit = max(0.1, min(ep.connect_timeout_s, remaining(deadline)))
+            transport.banner_timeout = limit
+            transport.handshake_timeout = limit
+            transport.auth_timeout = limit
+            if known:
+                allowed = [a for t in known for a in KEY_ALGORITHMS.get(t, (t,))]
+                transport.get_security_options().key_types = [
+                    a for a in transport.get_security_options().key_types if a in allowed] or allowed
+            elif not self.options.accept_new_hostkeys:
+                searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.exists(f))
+                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown (not in "
+                                f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
+                                "or use --accept-new-hostkeys")
+            try:
+                transport.start_client(timeout=limit)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                text = str(exc).lower()
+                if remaining(deadline) <= 0 or "timeout" in text or "banner" in text or isinstance(exc, TimeoutError):
+                    raise NodeError(OutcomeStatus.TIMEOUT, f"no SSH handshake from {ep.address}:{ep.port} within "
+                                    f"{limit:.0f} s (node hung?)") from exc
+                raise NodeError(OutcomeStatus.UNREACHABLE,
+                                f"SSH handshake with {ep.address}:{ep.port} failed: {exc}") from exc
+            if not transport.is_active() or getattr(transport, "host_key", None) is None:
+                # start_client returns silently when its timeout passes mid key exchange
+                raise NodeError(OutcomeStatus.TIMEOUT,
+                                f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
+                                f"{limit:.0f} s (node hung?)")
+            self._verify_host_key(ep, transport, known)
+            self._authenticate(ep, transport)
+            if self.options.keep_open:
+                # paramiko's reader thread wakes every 0.1 s on an idle socket; a kept connection that
+                # waits for the next --watch refresh need not burn the controller's CPU doing so.
+                transport.sock.settimeout(1.0)
+            return transport
+        except BaseException:
+            _close_quietly(transport)
+            raise
+
+    def _verify_host_key(self, ep: Endpoint, transport: paramiko.Transport,
+                         known: Mapping[str, paramiko.PKey]) -> None:
+        key = transport.get_remote_server_key()
+        recorded = known.get(key.get_name())
+        if recorded is not None:
+            if recorded == key:
+                return
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED,
+                            f"HOST KEY CHANGED for {ep.known_hosts_name} ({key.get_name()} "
+                            f"{key.fingerprint}): possible man-in-the-middle, or the node was reinstalled; "
+                            "remove the old key (ssh-keygen -R) only after checking")
+        if known:
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name} offered a {key.get_name()} key but "
+                            f"known_hosts records {', '.join(known)}")
+        if not self.options.accept_new_hostkeys:  # pragma: no cover - refused before the handshake
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown")
+        target = next((f for f in ep.known_hosts_files if not f.startswith("/etc/")), ep.known_hosts_files[0])
+        self.known_hosts.add(ep.known_hosts_name, key, target)
+
+    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
+        keys: list[paramiko.PKey] = []
+        if not ep.identities_only:
+            keys.extend(self.identities.agent_keys())
+        for path in ep.identity_files:
+            key = self.identities.key(path)
+            if key is not None:
+                keys.append(key)
+        if not keys:
+            raise NodeError(OutcomeStatus.AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
+                            f"{', '.join(_short(p) for p in ep.identity_files)}; encrypted keys need ssh-agent)")
+        last = "no key accepted"
+        for key in keys:
+            try:
+                transport.auth_publickey(ep.user, key)
+            except paramiko.AuthenticationException as exc:
+                last = str(exc) or "key rejected"
+                continue
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost during authentication: {exc}") from exc
+            if transport.is_authenticated():
+                return
+        raise NodeError(OutcomeStatus.AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
+
+    @contextmanager
+    def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
+        if self.options.keep_open:
+            transport = self._kept_transport(node, ep, deadline)
+            try:
+                yield transport
+            except BaseException:
+                self._forget(node.name, transport)
+                raise
+            return
+        transport = self._handshake(ep, deadline)
+        try:
+            yield transport
+        finally:
+            _close_quietly(transport)
+
+    # ------------------------------------------------------------ running
+
+    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+        started = time.monotonic()
+        if command.timeout_s:
+            deadline = min(deadline, started + command.timeout_s + self.options.connect_timeout_s + 2)
+        ep = self.endpoint(node)
+        attempts = 2 if ep.proxy_jump else 1
+        for attempt in range(attempts):
+            try:
+                with self._connection(node, ep, deadline) as transport:
+                    rc, out, err, truncated = self._exec(transport, wrap_command(command), command.stdin, deadline)
+                break
+            except NodeError as exc:
+                failure = exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip(),
+                                    command_sent=True)
+            # Behind a shared jump connection a forwarded channel is sometimes closed mid-handshake: one more
+            # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
+            if (attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or failure.command_sent
+                    or remaining(deadline) <= 0):
+                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
+        duration = time.monotonic() - started
+        if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
+            return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                           error=f"command exceeded {command.timeout_s:g} s", truncated=truncated)
+        status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
+        return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                       error=None if rc == 0 else f"exit code {rc}", truncated=truncated)
+
+    def _exec(self, transport: paramiko.Transport, script: str, stdin: bytes | None,
+              deadline: float) -> tuple[int, str, str, bool]:
+        try:
+            channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot open a session: {exc}") from exc
+        try:
+            channel.exec_command(script)
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            drained = drain(channel, deadline)
+            if drained is None:
+                raise NodeError(OutcomeStatus.TIMEOUT, "no answer before the deadline (command still running?)")
+            return drained
+        except NodeError as exc:
+            exc.command_sent = True
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
+        finally:
+            channel.close()
+
+    def open_stream(self, node: Node, command: Command, deadline: float) -> SshStream:
+        """Start `command` on the node and leave it running, stdin open (the probe's serve mode); the
+        connection is kept until close(). Raises StreamError with the node's outcome when it cannot."""
+        started = time.monotonic()
+        ep = self.endpoint(node)
+        attempts = 2 if ep.proxy_jump else 1
+        for attempt in range(attempts):
+            try:
+                transport = self._kept_transport(node, ep, deadline)
+                try:
+                    channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
+                    channel.exec_command(wrap_command(command))
+                    if command.stdin:
+                        channel.sendall(command.stdin)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    self._forget(node.name, transport)
+                    raise NodeError(OutcomeStatus.UNREACHABLE,
+                                    f"connection lost: {type(exc).__name__} {exc}".strip()) from exc
+                return SshStream(channel)
+            except NodeError as exc:
+                failure = exc
+            except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip())
+            if attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or remaining(deadline) <= 0:
+                break
+        raise StreamError(Outcome(node.name, failure.status, duration_s=time.monotonic() - started,
+                                  error=failure.reason))
+
+    def _kept_transport(self, node: Node, ep: Endpoint, deadline: float) -> paramiko.Transport:
+        with self._open_lock:
+            transport = self._open.get(node.name)
+        if transport is None or not transport.is_active():
+            transport = self._handshake(ep, deadline)
+            with self._open_lock:
+                self._open[node.name] = transport
+        return transport
+
+    def _forget(self, name: str, transport: paramiko.Transport) -> None:
+        with self._open_lock:
+            if self._open.get(name) is transport:
+                del self._open[name]
+        _close_quietly(transport)
+
+    def drop(self, node: Node) -> None:
+        """Close the kept connection to one node (it stopped answering): the next use connects afresh."""
+        with self._open_lock:
+            transport = self._open.pop(node.name, None)
+        if transport is not None:
+            _close_quietly(transport)
+
+    def close(self) -> None:
+        with self._open_lock:
+            transports = list(self._open.values())
+            self._open.clear()
+        with self._jump_lock:
+            transports.extend(c.transport for c in self._jumps.values() if c.transport is not None)
+            self._jumps.clear()
+        for transport in transports:
+            _close_quietly(transport)
+
+
+def _close_quietly(transport: paramiko.Transport) -> None:
+    """Close a connection that may already be broken. Over a jump host, closing sends a channel close on
+    the jump connection, which raises EOFError when that channel died first; such an error must not
+    replace the reason the connection is being closed (and hide that the command was never sent)."""
+    with suppress(paramiko.SSHException, EOFError, OSError):
+        transport.close()
+
+
+def _short(path: str) -> str:
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if path.startswith(home + "/") else path

@@ -1,0 +1,108 @@
+"""Reading a command's output off an SSH channel: SshStream for one left running (the probe's serve mode),
+read without blocking; drain() for one run to its end, stdout and stderr together (paramiko's
+recv_exit_status has no timeout, and a full window on either stream would stall the node)."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Callable
+from contextlib import suppress
+
+import paramiko
+
+from jueying_cli.transport.base import MAX_OUTPUT_BYTES, remaining
+
+
+class SshStream:
+    """A command left running on a kept channel (transport.base.Stream). `fileno()` becomes readable when
+    stdout or stderr has data or the command ended, so one thread can poll() a thousand of them."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+        self._fd = channel.fileno()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def send(self, data: bytes) -> bool:
+        """Write to the command's stdin; False when the channel is gone."""
+        try:
+            self._channel.sendall(data)
+        except (paramiko.SSHException, EOFError, OSError):
+            return False
+        return True
+
+    def read(self) -> tuple[bytes, bytes]:
+        """(stdout, stderr) available now, without waiting."""
+        out = err = b""
+        with suppress(paramiko.SSHException, EOFError, OSError, TimeoutError):
+            while self._channel.recv_ready():
+                out += self._channel.recv(1 << 16)
+            while self._channel.recv_stderr_ready():
+                err += self._channel.recv_stderr(1 << 16)
+        return out, err
+
+    def finished(self) -> bool:
+        """The command closed its output or the connection is gone (read() first: data may remain)."""
+        channel = self._channel
+        transport = channel.get_transport()
+        return bool(channel.eof_received or channel.closed or transport is None or not transport.is_active())
+
+    def connected(self) -> bool:
+        """Whether the SSH connection under the stream is still up (the command may have ended)."""
+        transport = self._channel.get_transport()
+        return bool(transport is not None and transport.is_active())
+
+    def exit_code(self, wait_s: float = 0.2) -> int | None:
+        """The exit code of a finished command (it follows the end of output within milliseconds), or None
+        when there is none (killed by a signal, or the connection was lost)."""
+        channel = self._channel
+        if channel.status_event.wait(wait_s):
+            code = channel.recv_exit_status()  # -1: closed without a status
+            return None if code < 0 else code
+        return None
+
+    def close(self) -> None:
+        with suppress(paramiko.SSHException, EOFError, OSError):
+            self._channel.close()
+
+
+class _Capped:
+    """One output stream, kept up to MAX_OUTPUT_BYTES and drained past it (a full window would stall the node)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def take(self, ready: Callable[[], bool], recv: Callable[[int], bytes]) -> None:
+        while ready():
+            chunk = recv(65536)
+            if self.size < MAX_OUTPUT_BYTES:
+                self.chunks.append(chunk)
+            else:
+                self.truncated = True
+            self.size += len(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.chunks)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
+
+
+def drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool] | None:
+    """Read stdout and stderr together until the command exits: (exit code, stdout, stderr, truncated), or
+    None when the deadline passes first (the command may still be running)."""
+    out, err = _Capped(), _Capped()
+    poller = select.poll()  # not select(): with a thousand kept connections, descriptors pass 1024
+    poller.register(channel.fileno(), select.POLLIN)  # readable when either stream has data or it closes
+    while True:
+        out.take(channel.recv_ready, channel.recv)
+        err.take(channel.recv_stderr_ready, channel.recv_stderr)
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready() and (
+                channel.eof_received or channel.closed):
+            break
+        left = remaining(deadline)
+        if left <= 0:
+            return None
+        poller.poll(min(left, 1.0) * 1000)
+    rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
+    return rc, out.text(), err.text(), out.truncated or err.truncated
