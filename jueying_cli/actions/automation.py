@@ -30,7 +30,7 @@ def automate(opts: common.FleetOptions, inventory: Any, selected: list[Any], fin
     try:
         clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
                  for name in answered}
-        clean_runs = store.track_clean(clean)
+        clean_runs = store.flap.track_clean(clean)
         schedulers = schedulers_for(inventory, selected, transport, store)
         causes: dict[str, Any] = {}
         for f in findings:

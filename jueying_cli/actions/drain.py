@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from jueying_cli.errors import BadInputError, JueyingError
 from jueying_cli.scheduler.base import DRAINED, DRAINING, NodeState, Scheduler, jueying_reason, operator
-from jueying_cli.store import AuditEntry, Store
+from jueying_cli.store import AuditEntry, Settlement, Store
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
     if not todo:
         return report
     now = time.time()
-    ids = store.audit_intent(AuditEntry(
+    ids = store.audit.intent(AuditEntry(
         at=now, actor=actor, action=c.action, node=c.node, backend=scheduler.name, reason=reason,
         before_state=c.before.raw or c.before.state if c.before else None,
         before_reason=c.before.reason if c.before else None, message=message, run_id=run_id) for c in todo)
@@ -111,11 +111,11 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
             report.done.append(c.node)
         else:
             report.failed[c.node] = errors.get(c.node, "the scheduler does not show the change")
-        settle.append((entry_id, "done" if took else "failed", (state.raw or state.state) if state else None,
-                       state.reason if state else None, None if took else report.failed[c.node]))
+        settle.append(Settlement(entry_id, "done" if took else "failed", (state.raw or state.state) if state else None,
+                                 state.reason if state else None, None if took else report.failed[c.node]))
         if state is not None:
             report.after[c.node] = state
-    store.audit_finish(settle)
+    store.audit.finish(settle)
     return report
 
 
@@ -128,7 +128,7 @@ def _took_effect(action: str, state: NodeState, reason: str | None) -> bool:
 def reconcile(store: Store, schedulers: Mapping[str, Scheduler]) -> int:
     """Settle audit entries left `pending` by a run that died mid-action: look at what the scheduler shows
     and mark each entry done or not_done. Returns how many were settled."""
-    pending = store.audit_pending()
+    pending = store.audit.pending()
     settle = []
     for entry in pending:
         scheduler = schedulers.get(entry.backend)
@@ -139,9 +139,10 @@ def reconcile(store: Store, schedulers: Mapping[str, Scheduler]) -> int:
             settle_from_marker(entry.node)
         state = scheduler.states([entry.node]).get(entry.node)
         took = state is not None and _took_effect(entry.action, state, entry.reason)
-        settle.append((entry.id, "done" if took else "not_done", (state.raw or state.state) if state else None,
-                       state.reason if state else None, "settled after an interrupted run"))
-    store.audit_finish(settle)
+        settle.append(Settlement(entry.id, "done" if took else "not_done",
+                                 (state.raw or state.state) if state else None, state.reason if state else None,
+                                 "settled after an interrupted run"))
+    store.audit.finish(settle)
     return len(settle)
 
 

@@ -109,7 +109,7 @@ def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config:
          unreachable: str, keep_history: bool) -> tuple[list[Finding], list[Any]]:
     from jueying_cli.checks import CheckResult, Level, run_checks
     from jueying_cli.cli.status import collect_facts, record_history
-    from jueying_cli.store import Store
+    from jueying_cli.store import FindingKey, SeenFinding, Store
 
     results, interrupted = collect_facts(opts, selected, timeout)
     if interrupted:
@@ -128,9 +128,9 @@ def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config:
     problems = [c for c in check_results if c.level != Level.OK]
     store = Store()
     try:
-        counts = store.track_findings(
+        counts = store.flap.track_findings(
             [r.name for r in results],
-            [(c.node, c.check, -1 if c.gpu is None else c.gpu, c.code, int(c.level)) for c in problems], now)
+            [SeenFinding(FindingKey(c.node, c.check, c.gpu, c.code), int(c.level)) for c in problems], now)
     finally:
         store.close()
     by_node = {r.name: r.node for r in results}
@@ -140,7 +140,7 @@ def _run(opts: common.FleetOptions, selected: list[Any], inventory: Any, config:
             findings.append(Finding(c, 1, 1))
             continue
         confirm = 1 if c.check == "reachability" else config.confirm_runs(c.check, by_node[c.node], inventory)
-        consecutive = counts.get((c.node, c.check, -1 if c.gpu is None else c.gpu, c.code), 1)
+        consecutive = counts.get(FindingKey(c.node, c.check, c.gpu, c.code), 1)
         findings.append(Finding(c, consecutive, confirm))
     return findings, results
 

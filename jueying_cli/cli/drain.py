@@ -216,9 +216,9 @@ def log(
     try:
         if nodes:
             wanted = list(NodeSet(nodes))
-            entries = sorted((e for n in wanted for e in store.audit_log(n, limit)), key=lambda e: e.id or 0)[-limit:]
+            entries = sorted((e for n in wanted for e in store.audit.log(n, limit)), key=lambda e: e.id or 0)[-limit:]
         else:
-            entries = store.audit_log(None, limit)
+            entries = store.audit.log(None, limit)
     finally:
         store.close()
     if json_output:
@@ -344,19 +344,19 @@ def _do_failover(ctx: _Context, failed: Any, spare: Any, book: Any, reason: str 
     from jueying_cli.actions.failover import run_steps
     from jueying_cli.scheduler import all_states
     from jueying_cli.scheduler.base import jueying_reason
-    from jueying_cli.store import AuditEntry
+    from jueying_cli.store import AuditEntry, Settlement
 
     scheduler = next(s for s, names in ctx.schedulers.values() if failed.name in names)
     full_reason = jueying_reason(f"failover to {spare.name}" + (f": {reason}" if reason else ""))
     changes = plan_drain([failed.name], scheduler.states([failed.name]), update_reason=False)
     if any(c.action == "drain" for c in changes) and not force:
         cap_for(ctx.inventory, all_states(ctx.schedulers, ctx.inventory)).check(1)
-    entry = ctx.store.audit_intent([AuditEntry(at=time.time(), actor=_operator(), action="failover",
+    entry = ctx.store.audit.intent([AuditEntry(at=time.time(), actor=_operator(), action="failover",
                                                node=failed.name, backend=scheduler.name, reason=full_reason,
                                                message=f"to {spare.name} ({book.source})")])[0]
     drain_report = apply(changes, scheduler, ctx.store, reason=full_reason, message=f"failover to {spare.name}")
     if drain_report.failed:
-        ctx.store.audit_finish([(entry, "failed", None, None, f"drain failed: {drain_report.failed}")])
+        ctx.store.audit.finish([Settlement(entry, "failed", None, None, f"drain failed: {drain_report.failed}")])
         from jueying_cli.errors import JueyingError
 
         raise JueyingError(f"could not drain {failed.name}: {drain_report.failed[failed.name]}; nothing else done")
@@ -367,8 +367,8 @@ def _do_failover(ctx: _Context, failed: Any, spare: Any, book: Any, reason: str 
                              f"{record.outcome.status}\n")
 
     report = run_steps(book, failed, spare, ctx.transport, on_record=progress)
-    ctx.store.audit_finish([(entry, "done" if report.result == "done" else "failed", report.result, None,
-                             report.left)])
+    ctx.store.audit.finish([Settlement(entry, "done" if report.result == "done" else "failed", report.result, None,
+                                      report.left)])
     return report
 
 

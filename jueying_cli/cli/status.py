@@ -179,7 +179,7 @@ def record_history(results: list[Any]) -> None:
     try:
         store = Store()
         try:
-            store.record_history(history_row(r.name, r.facts, r.outcome.status, r.outcome.error,
+            store.history.record(history_row(r.name, r.facts, r.outcome.status, r.outcome.error,
                                              r.node.expected_gpus) for r in results)
         finally:
             store.close()
@@ -249,7 +249,7 @@ def history(
 
     store = Store()
     try:
-        rows = store.history(node, limit=100_000)
+        rows = store.history.read(node, limit=100_000)
     finally:
         store.close()
     shown = rows if all_rows else history_changes(rows)

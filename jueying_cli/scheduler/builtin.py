@@ -34,15 +34,15 @@ class BuiltinScheduler:
         self.nodes = nodes
 
     def states(self, names: Sequence[str]) -> Mapping[str, NodeState]:
-        ledger = self.store.ledger(names)
+        ledger = self.store.ledger.read(names)
         result = {}
         for name in names:
             entry = ledger.get(name)
-            if entry is None or not entry["drained"]:
+            if entry is None or not entry.drained:
                 result[name] = NodeState(name, IDLE, False, raw="in service")
             else:
-                result[name] = NodeState(name, DRAINED, True, reason=entry["reason"], reason_user=entry["user"],
-                                         reason_time=entry["since"], raw="drained (jueying ledger)")
+                result[name] = NodeState(name, DRAINED, True, reason=entry.reason, reason_user=entry.user,
+                                         reason_time=entry.since, raw="drained (jueying ledger)")
         return result
 
     def all_states(self) -> Mapping[str, NodeState]:
@@ -64,8 +64,8 @@ class BuiltinScheduler:
             if not outcome.ok:
                 failed.append(f"{name}: {outcome.status}: {outcome.error or outcome.stderr.strip()[:200]}")
                 continue
-            self.store.set_ledger([name], drained=drained, reason=reason,
-                                  user=_reason_user(reason) if reason else None, now=time.time())
+            self.store.ledger.write([name], drained=drained, reason=reason,
+                                    user=_reason_user(reason) if reason else None, now=time.time())
         if failed:
             raise SchedulerError("could not update the drain marker on " + "; ".join(failed))
 
@@ -87,8 +87,8 @@ class BuiltinScheduler:
         if name not in self.nodes:
             return
         reason = self.marker(name)
-        self.store.set_ledger([name], drained=reason is not None, reason=reason,
-                              user=_reason_user(reason) if reason else None, now=time.time())
+        self.store.ledger.write([name], drained=reason is not None, reason=reason,
+                                user=_reason_user(reason) if reason else None, now=time.time())
 
 
 def _reason_user(reason: str) -> str | None:
