@@ -5,7 +5,7 @@ the builtin drain ledger, the audit log), and the run lock that lives beside it.
 family each, with the dataclasses below in and out. Only `store.db` imports sqlite3.
 """
 
-from jueying_cli.store.audit import AuditEntry, Settlement
+from jueying_cli.store.audit import AuditEntry, RunOwner, Settlement
 from jueying_cli.store.db import LATEST_VERSION, MIGRATIONS, default_path
 from jueying_cli.store.flap import FindingKey, FindingState, SeenFinding
 from jueying_cli.store.history import HistoryRow
@@ -13,4 +13,4 @@ from jueying_cli.store.ledger import LedgerEntry
 from jueying_cli.store.state import Store
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "AuditEntry", "FindingKey", "FindingState", "HistoryRow", "LedgerEntry",
-           "SeenFinding", "Settlement", "Store", "default_path"]
+           "RunOwner", "SeenFinding", "Settlement", "Store", "default_path"]

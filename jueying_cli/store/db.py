@@ -125,6 +125,14 @@ def _v1_tables(db: sqlite3.Connection) -> None:
                                "this jueying can migrate; nothing migrated")
 
 
+def _v2_audit_owner(db: sqlite3.Connection) -> None:
+    """Audit entries name the run that wrote them (pid, host, process start in unix s), so a later
+    reconcile can settle only a dead run's pending entries. Old rows keep NULL: owner unknown."""
+    db.execute("ALTER TABLE audit ADD COLUMN run_pid INTEGER")
+    db.execute("ALTER TABLE audit ADD COLUMN run_host TEXT")
+    db.execute("ALTER TABLE audit ADD COLUMN run_started_at REAL")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int  # user_version once applied
@@ -134,6 +142,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history, flap state, clean runs, ledger, audit (an unversioned database is stamped)", _v1_tables),
+    Migration(2, "audit: run_pid, run_host, run_started_at (the run that wrote the entry)", _v2_audit_owner),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
