@@ -54,3 +54,8 @@ class CapExceeded(JueyingError):
 
 class LockBusy(JueyingError):
     """Another run holds the run lock; the message says which process."""
+
+
+class StateDbError(BadInputError):
+    """The state database cannot be used as it is: written by a newer jueying (refused before anything is
+    written to it, so the file is left as it was), or tables that are not jueying's (nothing migrated)."""

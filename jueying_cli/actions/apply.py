@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from jueying_cli.actions.plan import Change
 from jueying_cli.errors import JueyingError
 from jueying_cli.scheduler.base import NodeState, Scheduler, operator
-from jueying_cli.store import AuditEntry, Store
+from jueying_cli.store import AuditEntry, Settlement, Store
 from jueying_cli.vocab import AuditResult, Backend, ChangeKind
 
 
@@ -36,7 +36,7 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
     if not todo:
         return report
     now = time.time()
-    ids = store.audit_intent(AuditEntry(
+    ids = store.audit.intent(AuditEntry(
         at=now, actor=actor, action=c.action, node=c.node, backend=scheduler.name, reason=reason,
         before_state=c.before.raw or c.before.state if c.before else None,
         before_reason=c.before.reason if c.before else None, message=message, run_id=run_id) for c in todo)
@@ -62,11 +62,12 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
             report.done.append(c.node)
         else:
             report.failed[c.node] = errors.get(c.node, "the scheduler does not show the change")
-        settle.append((entry_id, AuditResult.DONE if took else AuditResult.FAILED, *_shown(state),
-                       None if took else report.failed[c.node]))
+        shown, reason_now = _shown(state)
+        settle.append(Settlement(entry_id, AuditResult.DONE if took else AuditResult.FAILED, shown, reason_now,
+                                 None if took else report.failed[c.node]))
         if state is not None:
             report.after[c.node] = state
-    store.audit_finish(settle)
+    store.audit.finish(settle)
     return report
 
 
@@ -86,7 +87,7 @@ def _took_effect(action: str, state: NodeState, reason: str | None) -> bool:
 def reconcile(store: Store, schedulers: Mapping[Backend, Scheduler]) -> int:
     """Settle audit entries left `pending` by a run that died mid-action: look at what the scheduler shows
     and mark each entry done or not_done. Returns how many were settled."""
-    pending = store.audit_pending()
+    pending = store.audit.pending()
     settle = []
     for entry in pending:
         scheduler = schedulers.get(Backend(entry.backend)) if entry.backend in tuple(Backend) else None
@@ -97,9 +98,10 @@ def reconcile(store: Store, schedulers: Mapping[Backend, Scheduler]) -> int:
             settle_from_marker(entry.node)
         state = scheduler.states([entry.node]).get(entry.node)
         took = state is not None and _took_effect(entry.action, state, entry.reason)
-        settle.append((entry.id, AuditResult.DONE if took else AuditResult.NOT_DONE, *_shown(state),
-                       "settled after an interrupted run"))
-    store.audit_finish(settle)
+        shown, reason_now = _shown(state)
+        settle.append(Settlement(entry.id, AuditResult.DONE if took else AuditResult.NOT_DONE, shown, reason_now,
+                                 "settled after an interrupted run"))
+    store.audit.finish(settle)
     return len(settle)
 
 

@@ -46,7 +46,7 @@ def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[
     answered = {r.name for r in results if r.facts is not None}
     clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
              for name in answered}
-    clean_runs = ctx.store.track_clean(clean)
+    clean_runs = ctx.store.flap.track_clean(clean)
     actions: list[AutoAction] = []
     try:
         if drain:

@@ -13,6 +13,7 @@ from jueying_cli.checks.model import CheckResult, severity, worst
 from jueying_cli.checks.run import run_checks
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Inventory
+from jueying_cli.store import FindingKey, SeenFinding
 from jueying_cli.vocab import Action, Level
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ def assess(results: Sequence[NodeFacts], config: CheckConfig, inventory: Invento
                                   message=f"{r.outcome.status}: {r.outcome.error or 'no facts'}",
                                   code=r.outcome.status.upper()) for r in results if r.facts is None]
     problems = [c for c in check_results if c.level != Level.OK]
-    counts = store.track_findings([r.name for r in results], [(*_key(c), int(c.level)) for c in problems], now)
+    counts = store.flap.track_findings([r.name for r in results],
+                                       [SeenFinding(_key(c), int(c.level)) for c in problems], now)
     nodes = {r.name: r.node for r in results}
     findings = []
     for c in check_results:
@@ -68,8 +70,8 @@ def assess(results: Sequence[NodeFacts], config: CheckConfig, inventory: Invento
     return HealthReport(findings, worst(f.result.level for f in findings if f.confirmed))
 
 
-def _key(c: CheckResult) -> tuple[str, str, int, str]:
-    return (c.node, c.check, -1 if c.gpu is None else c.gpu, c.code)
+def _key(c: CheckResult) -> FindingKey:
+    return FindingKey(c.node, c.check, c.gpu, c.code)
 
 
 def node_levels(findings: Iterable[Finding]) -> dict[str, Level]:

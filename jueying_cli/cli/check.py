@@ -73,8 +73,8 @@ def check(
     inventory, selected = common.select(opts)
 
     from jueying_cli.errors import LockBusy
-    from jueying_cli.lock import RunLock
     from jueying_cli.store import default_path
+    from jueying_cli.store.lock import RunLock
 
     try:
         lock = RunLock(default_path().parent / "check.lock").acquire(lock_wait)

@@ -133,7 +133,7 @@ def record_history(results: Sequence[NodeFacts]) -> None:
     try:
         store = open_store()
         try:
-            store.record_history(history_rows(results))
+            store.history.record(history_rows(results))
         finally:
             store.close()
     except Exception as exc:  # noqa: BLE001 - the command's own output was still produced

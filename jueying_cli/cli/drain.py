@@ -179,9 +179,9 @@ def log(
     try:
         if nodes:
             wanted = expand(nodes)
-            entries = sorted((e for n in wanted for e in store.audit_log(n, limit)), key=lambda e: e.id or 0)[-limit:]
+            entries = sorted((e for n in wanted for e in store.audit.log(n, limit)), key=lambda e: e.id or 0)[-limit:]
         else:
-            entries = store.audit_log(None, limit)
+            entries = store.audit.log(None, limit)
     finally:
         store.close()
     if json_output:

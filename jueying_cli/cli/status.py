@@ -129,7 +129,7 @@ def history(
     from jueying_cli.status.history import history_changes
     store = common.open_store()
     try:
-        rows = store.history(node, limit=100_000)
+        rows = store.history.read(node, limit=100_000)
     finally:
         store.close()
     shown = rows if all_rows else history_changes(rows)

@@ -35,15 +35,15 @@ class BuiltinScheduler:
         self.nodes = nodes
 
     def states(self, names: Sequence[str]) -> Mapping[str, NodeState]:
-        ledger = self.store.ledger(names)
+        ledger = self.store.ledger.read(names)
         result = {}
         for name in names:
             entry = ledger.get(name)
-            if entry is None or not entry["drained"]:
+            if entry is None or not entry.drained:
                 result[name] = NodeState(name, SchedulerState.IDLE, False, raw="in service")
             else:
-                result[name] = NodeState(name, SchedulerState.DRAINED, True, reason=entry["reason"],
-                                         reason_user=entry["user"], reason_time=entry["since"],
+                result[name] = NodeState(name, SchedulerState.DRAINED, True, reason=entry.reason,
+                                         reason_user=entry.user, reason_time=entry.since,
                                          raw="drained (jueying ledger)")
         return result
 
@@ -66,7 +66,7 @@ class BuiltinScheduler:
             if not outcome.ok:
                 failed.append(f"{name}: {outcome.status}: {outcome.error or outcome.stderr.strip()[:200]}")
                 continue
-            self.store.set_ledger([name], drained=drained, reason=reason,
+            self.store.ledger.write([name], drained=drained, reason=reason,
                                   user=_reason_user(reason) if reason else None, now=time.time())
         if failed:
             raise SchedulerError("could not update the drain marker on " + "; ".join(failed))
@@ -89,7 +89,7 @@ class BuiltinScheduler:
         if name not in self.nodes:
             return
         reason = self.marker(name)
-        self.store.set_ledger([name], drained=reason is not None, reason=reason,
+        self.store.ledger.write([name], drained=reason is not None, reason=reason,
                               user=_reason_user(reason) if reason else None, now=time.time())
 
 

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"render"},
     {"checks", "status", "collect"},
     {"scheduler"},
-    {"transport", "store", "probe", "lock"},
+    {"transport", "store", "probe"},
     {"facts"},
     {"inventory"},
     {"outcome", "yamlfile"},

@@ -22,12 +22,12 @@ def row(node: str, at: float, status: str = "ok", lost: int = 0, driver: str = "
 def test_history_keeps_order_and_retention_drops_old_rows(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     now = time.time()
-    store.record_history([row("n1", now - 40 * 86400), row("n2", now - 40 * 86400)])
-    store.record_history([row("n1", now - 10), row("n2", now - 10)])
-    assert [r.collected_at for r in store.history("n1")] == [now - 10]  # 40-day-old rows dropped (30-day default)
-    store.record_history([row("n1", now - 5, "degraded", lost=1)], retention_days=0)
-    store.record_history([row("n1", now - 400 * 86400)], retention_days=0)  # 0 keeps everything
-    assert [r.status for r in store.history("n1")] == ["ok", "ok", "degraded"]
+    store.history.record([row("n1", now - 40 * 86400), row("n2", now - 40 * 86400)])
+    store.history.record([row("n1", now - 10), row("n2", now - 10)])
+    assert [r.collected_at for r in store.history.read("n1")] == [now - 10]  # 40-day-old rows dropped (30-day default)
+    store.history.record([row("n1", now - 5, "degraded", lost=1)], retention_days=0)
+    store.history.record([row("n1", now - 400 * 86400)], retention_days=0)  # 0 keeps everything
+    assert [r.status for r in store.history.read("n1")] == ["ok", "ok", "degraded"]
     store.close()
 
 
@@ -39,13 +39,13 @@ def test_history_changes_shows_first_and_every_change() -> None:
 
 def test_a_writer_killed_mid_transaction_leaves_nothing_half_written(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
-    Store(db).record_history([row("n1", time.time())])
+    Store(db).history.record([row("n1", time.time())])
     writer = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
 from jueying_cli.store import Store, HistoryRow
 store = Store(__import__('pathlib').Path({str(db)!r}))
-with store.transaction() as tx:
+with store.db.transaction() as tx:
     for i in range(5000):
         tx.execute("INSERT INTO facts_history (node, collected_at, status) VALUES (?, ?, 'ok')",
                    ("x%d" % i, time.time()))
@@ -64,6 +64,6 @@ with store.transaction() as tx:
     finally:
         check.close()
     store = Store(db)  # and the database is still writable
-    store.record_history([row("n1", time.time())])
-    assert len(store.history("n1")) == 2
+    store.history.record([row("n1", time.time())])
+    assert len(store.history.read("n1")) == 2
     store.close()

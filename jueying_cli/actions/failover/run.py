@@ -21,7 +21,7 @@ from jueying_cli.errors import JueyingError
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
 from jueying_cli.scheduler.base import jueying_reason, operator
-from jueying_cli.store import AuditEntry
+from jueying_cli.store import AuditEntry, Settlement
 from jueying_cli.transport.base import Command, Transport
 from jueying_cli.vocab import AuditResult, ChangeKind
 
@@ -133,15 +133,15 @@ def failover(ctx: ActionContext, request: FailoverRequest,
     full_reason = jueying_reason(f"failover to {spare.name}" + (f": {request.reason}" if request.reason else ""))
     plan = plan_drains(ctx, [DrainRequest(failed.name, full_reason, f"failover to {spare.name}")],
                        over_cap=OverCap.FORCE if request.force else OverCap.REFUSE)
-    entry = ctx.store.audit_intent([AuditEntry(
+    entry = ctx.store.audit.intent([AuditEntry(
         at=time.time(), actor=operator(), action=ChangeKind.FAILOVER, node=failed.name, backend=backend,
         reason=full_reason, message=f"to {spare.name} ({request.playbook.source})")])[0]
     drained = execute(ctx, plan)
     broken = [row for row in drained if row.result == ChangeResult.FAILED]
     if broken:
-        ctx.store.audit_finish([(entry, AuditResult.FAILED, None, None, f"drain failed: {broken[0].note}")])
+        ctx.store.audit.finish([Settlement(entry, AuditResult.FAILED, message=f"drain failed: {broken[0].note}")])
         raise JueyingError(f"could not drain {failed.name}: {broken[0].note}; nothing else done")
     report = run_steps(request.playbook, failed, spare, ctx.transport, on_record=on_record)
     result = AuditResult.DONE if report.result == "done" else AuditResult.FAILED
-    ctx.store.audit_finish([(entry, result, report.result, None, report.left)])
+    ctx.store.audit.finish([Settlement(entry, result, after_state=report.result, message=report.left)])
     return report

@@ -1,4 +1,5 @@
-"""A run lock so cron jobs that overlap do not pile up (flock: released by the kernel if we die)."""
+"""A run lock so cron jobs that overlap do not pile up (flock: released by the kernel if we die).
+Its file lives beside the state database (default_path().parent)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,127 @@
+"""audit: append-only log of every state change jueying made or tried. An entry is written `pending` before
+acting (with the run that wrote it) and settled after, so a crash mid-action leaves a trace to reconcile."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jueying_cli.store.db import Database
+
+_IMPORTED_AT = time.time()  # stands in for the process start where /proc cannot tell
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The process that wrote an entry: pid, host name and process start (unix s, 10 ms steps), so a later
+    check can tell a live run from a dead one whose pid was reused (compare starts within ~1 s: the
+    kernel's boot time moves when the clock is stepped)."""
+
+    pid: int
+    host: str
+    started_at: float
+
+    @classmethod
+    def current(cls) -> RunOwner:
+        import socket  # here: only runs that act need it, and `jueying history` should start fast
+
+        pid = os.getpid()
+        return cls(pid, socket.gethostname(), process_started_at(pid) or _IMPORTED_AT)
+
+
+def process_started_at(pid: int) -> float | None:
+    """When process `pid` of this host started (unix s): boot time + its start tick; None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])  # field 22; the name in (...) may hold spaces
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float  # unix s the entry was written
+    actor: str
+    action: str  # vocab.ChangeKind
+    node: str
+    backend: str
+    reason: str | None = None
+    before_state: str | None = None
+    before_reason: str | None = None
+    after_state: str | None = None
+    after_reason: str | None = None
+    result: str = "pending"  # vocab.AuditResult
+    message: str | None = None
+    run_id: str | None = None
+    id: int | None = None  # set once stored
+    owner: RunOwner | None = None  # None: written before schema 2; intent() fills in this process
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How a pending entry ended: result (done, failed, not_done), the state seen after, and why."""
+
+    id: int
+    result: str
+    after_state: str | None = None
+    after_reason: str | None = None
+    message: str | None = None  # None keeps the message written with the intent
+
+
+_COLUMNS = ("id", "at", "actor", "action", "node", "backend", "reason", "before_state", "before_reason",
+            "after_state", "after_reason", "result", "message", "run_id", "run_pid", "run_host", "run_started_at")
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"  # noqa: S608 - constant identifiers only
+
+
+def _entry(row: tuple[Any, ...]) -> AuditEntry:
+    (entry_id, at, actor, action, node, backend, reason, before_state, before_reason, after_state, after_reason,
+     result, message, run_id, pid, host, started) = row
+    owner = RunOwner(pid, host, started) if None not in (pid, host, started) else None
+    return AuditEntry(at, actor, action, node, backend, reason, before_state, before_reason, after_state,
+                      after_reason, result, message, run_id, entry_id, owner)
+
+
+class Audit:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def intent(self, entries: Iterable[AuditEntry]) -> list[int]:
+        """Write entries as `pending` before acting, owned by entry.owner or else this process; their ids."""
+        ids = []
+        me = RunOwner.current()
+        with self._db.transaction() as tx:
+            for e in entries:
+                owner = e.owner or me
+                cur = tx.execute(
+                    "INSERT INTO audit (at, actor, action, node, backend, reason, before_state, before_reason, "
+                    "after_state, after_reason, result, message, run_id, run_pid, run_host, run_started_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                    (e.at, e.actor, e.action, e.node, e.backend, e.reason, e.before_state, e.before_reason,
+                     e.after_state, e.after_reason, e.message, e.run_id, owner.pid, owner.host, owner.started_at))
+                ids.append(int(cur.lastrowid or 0))
+        return ids
+
+    def finish(self, settlements: Iterable[Settlement]) -> None:
+        """Settle entries written by intent(); an entry no longer pending is left as it is."""
+        with self._db.transaction() as tx:
+            tx.executemany("UPDATE audit SET result = ?, after_state = ?, after_reason = ?, "
+                           "message = COALESCE(?, message) WHERE id = ? AND result = 'pending'",
+                           [(s.result, s.after_state, s.after_reason, s.message, s.id) for s in settlements])
+
+    def pending(self) -> list[AuditEntry]:
+        """Every entry still `pending`, oldest first."""
+        return [_entry(row) for row in self._db.read(f"{_SELECT} WHERE result = 'pending' ORDER BY id")]
+
+    def log(self, node: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """Newest `limit` entries (for one node, or all), oldest first."""
+        where, params = ("WHERE node = ?", [node]) if node else ("", [])
+        rows = self._db.read(f"{_SELECT} {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [_entry(row) for row in reversed(rows)]

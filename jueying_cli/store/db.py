@@ -1,0 +1,245 @@
+"""The state database file: opening it, its transactions and its schema version. The only module that
+imports sqlite3; the table modules get a `Database` and speak SQL through it.
+
+Safe for cron and a person at once: WAL lets readers run beside one writer, writers wait (busy timeout)
+instead of failing, and every write is one `BEGIN IMMEDIATE` transaction, so a crash mid-write leaves
+either all of it or none.
+
+The schema version is `PRAGMA user_version`. Each migration runs in its own immediate transaction that
+re-reads the version first, so two processes opening an old (or brand-new) database at once apply each
+step exactly once. A database from a newer jueying is refused before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from jueying_cli.errors import StateDbError
+
+BUSY_TIMEOUT_MS = 30_000
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+T = TypeVar("T")
+
+
+def default_path() -> Path:
+    """$JUEYING_STATE_DB, else $XDG_STATE_HOME/jueying/state.db (~/.local/state/...)."""
+    explicit = os.environ.get("JUEYING_STATE_DB")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "jueying" / "state.db"
+
+
+# ---------------------------------------------------------------- migrations
+
+_V1_TABLES = """
+CREATE TABLE IF NOT EXISTS facts_history (
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    collected_at REAL NOT NULL,          -- unix seconds, the node's own clock (or ours if unreachable)
+    status TEXT NOT NULL,                -- outcome status, or the node state when it answered
+    reason TEXT,
+    gpus_present INTEGER,
+    gpus_lost INTEGER,
+    ecc_uncorrected_volatile INTEGER,    -- summed over GPUs
+    ecc_corrected_volatile INTEGER,
+    ecc_uncorrected_aggregate INTEGER,
+    ecc_corrected_aggregate INTEGER,
+    remapped_rows_pending INTEGER,       -- GPUs with a pending remap
+    driver_version TEXT,
+    cuda_driver_version TEXT,
+    kernel TEXT
+);
+CREATE INDEX IF NOT EXISTS facts_history_node_time ON facts_history (node, collected_at);
+CREATE TABLE IF NOT EXISTS check_state (
+    node TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    gpu INTEGER NOT NULL,                -- -1 when the finding is not about one GPU
+    code TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    consecutive INTEGER NOT NULL,        -- runs in a row this finding was seen at this level
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (node, check_name, gpu, code)
+);
+CREATE TABLE IF NOT EXISTS node_clean (       -- consecutive `jueying check` runs with nothing but OK
+    node TEXT PRIMARY KEY,
+    clean_runs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (           -- the builtin scheduler's drain state
+    node TEXT PRIMARY KEY,
+    drained INTEGER NOT NULL,
+    reason TEXT,
+    user TEXT,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (            -- append-only: every state change jueying made or tried
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,                     -- drain, resume, update_reason, failover...
+    node TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    reason TEXT,
+    before_state TEXT,
+    before_reason TEXT,
+    after_state TEXT,
+    after_reason TEXT,
+    result TEXT NOT NULL,                     -- pending (written before acting), done, failed, not_done
+    message TEXT,
+    run_id TEXT
+)
+"""
+
+# The columns version 1 has; an unversioned database must have at least these to be taken as version 1.
+_V1_COLUMNS = {
+    "facts_history": {"id", "node", "collected_at", "status", "reason", "gpus_present", "gpus_lost",
+                      "ecc_uncorrected_volatile", "ecc_corrected_volatile", "ecc_uncorrected_aggregate",
+                      "ecc_corrected_aggregate", "remapped_rows_pending", "driver_version", "cuda_driver_version",
+                      "kernel"},
+    "check_state": {"node", "check_name", "gpu", "code", "level", "consecutive", "first_seen", "last_seen"},
+    "node_clean": {"node", "clean_runs"},
+    "ledger": {"node", "drained", "reason", "user", "since"},
+    "audit": {"id", "at", "actor", "action", "node", "backend", "reason", "before_state", "before_reason",
+              "after_state", "after_reason", "result", "message", "run_id"},
+}
+
+
+def _v1_tables(db: sqlite3.Connection) -> None:
+    """The layout from before schema versions. A database written then (user_version 0) already has the
+    tables, so this only checks their columns and the caller stamps it 1; an empty one gets them."""
+    for statement in (s.strip() for s in _V1_TABLES.split(";")):
+        if statement:
+            db.execute(statement)
+    for table, wanted in _V1_COLUMNS.items():
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if not wanted <= have:
+            raise StateDbError(f"table {table} lacks columns {sorted(wanted - have)}: not a state database "
+                               "this jueying can migrate; nothing migrated")
+
+
+def _v2_audit_owner(db: sqlite3.Connection) -> None:
+    """Audit entries name the run that wrote them (pid, host, process start in unix s), so a later
+    reconcile can settle only a dead run's pending entries. Old rows keep NULL: owner unknown."""
+    db.execute("ALTER TABLE audit ADD COLUMN run_pid INTEGER")
+    db.execute("ALTER TABLE audit ADD COLUMN run_host TEXT")
+    db.execute("ALTER TABLE audit ADD COLUMN run_started_at REAL")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # user_version once applied
+    summary: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "history, flap state, clean runs, ledger, audit (an unversioned database is stamped)", _v1_tables),
+    Migration(2, "audit: run_pid, run_host, run_started_at (the run that wrote the entry)", _v2_audit_owner),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+# ---------------------------------------------------------------- the connection
+
+class Database:
+    """One connection to the state database, at LATEST_VERSION. Not shared between threads."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE: take the write lock up front, so two writers queue instead of deadlocking."""
+        with _immediate(self._conn) as conn:
+            yield conn
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one query in its own (autocommit) read transaction."""
+        return self._conn.execute(sql, params).fetchall()
+
+    def user_version(self) -> int:
+        """The schema version (PRAGMA user_version): LATEST_VERSION once opened."""
+        return _version(self._conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_database(path: Path) -> Database:
+    """Open (creating if need be) and migrate to LATEST_VERSION; StateDbError for a newer database.
+
+    The busy timeout comes with the connection (sqlite3.connect's timeout sets it before the first
+    statement). The first statement only reads the version, so a newer database is refused untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        _refuse_newer(_retry_busy(lambda: _version(conn)), path)
+        # Switching to WAL takes an exclusive lock, and SQLite can answer SQLITE_BUSY there without
+        # calling the busy handler (two processes opening a new file at once): wait for it ourselves.
+        _retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchall())
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across a process crash
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn, path)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    seen = _version(conn)
+    for migration in MIGRATIONS:
+        if migration.version <= seen:  # the usual case, all of them: no write lock taken at all
+            continue
+        with _immediate(conn):
+            version = _version(conn)  # again, under the write lock: another process may have been first
+            _refuse_newer(version, path)
+            if version >= migration.version:
+                continue
+            migration.apply(conn)
+            conn.execute(f"PRAGMA user_version = {int(migration.version)}")
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _refuse_newer(version: int, path: Path) -> None:
+    if version > LATEST_VERSION:
+        raise StateDbError(f"schema version {version} is newer than this jueying knows ({LATEST_VERSION}): "
+                           "upgrade jueying, or point JUEYING_STATE_DB at another file; left unchanged",
+                           path=str(path))
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _retry_busy(step: Callable[[], T]) -> T:
+    """Run `step`, retrying while SQLite says busy/locked, for up to the busy timeout (backoff 1-50 ms)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

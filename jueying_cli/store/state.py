@@ -1,0 +1,28 @@
+"""`Store`: the state database as callers open and close it, one attribute per table family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jueying_cli.store.audit import Audit
+from jueying_cli.store.db import Database, default_path, open_database
+from jueying_cli.store.flap import Flap
+from jueying_cli.store.history import History
+from jueying_cli.store.ledger import Ledger
+
+
+class Store:
+    """Open (create, migrate) the state database at `path` (default: default_path()); close() when done.
+
+    Raises StateDbError for a database written by a newer jueying, without touching it."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_path()
+        self.db: Database = open_database(self.path)
+        self.history = History(self.db)
+        self.flap = Flap(self.db)
+        self.ledger = Ledger(self.db)
+        self.audit = Audit(self.db)
+
+    def close(self) -> None:
+        self.db.close()
