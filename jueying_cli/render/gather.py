@@ -17,15 +17,18 @@ RULE = "-" * 15
 
 
 def print_gathered(outcomes: Iterable[Outcome], out: IO[str]) -> None:
-    """Groups of nodes that ran the command (ok or failed), largest group first."""
+    """Groups of nodes that ran the command (ok, failed, or stopped part-way with what they had printed),
+    largest group first."""
     groups: dict[tuple[str, int | None], list[str]] = {}
     for o in outcomes:
-        if o.rc is None:
-            continue  # never ran: listed in the summary, never as output
+        if o.rc is None and not o.stdout:
+            continue  # never ran, or printed nothing: listed in the summary, never as output
         groups.setdefault((o.stdout, o.rc), []).append(o.node)
     for (stdout, rc), nodes in sorted(groups.items(), key=lambda item: (-len(item[1]), item[1][0])):
         header = f"{fold(nodes)} ({len(nodes)})"
-        if rc:
+        if rc is None:
+            header += " stopped before it ended"
+        elif rc:
             header += f" exit code {rc}"
         out.write(f"{RULE}\n{header}\n{RULE}\n")
         out.write(stdout if stdout.endswith("\n") or not stdout else stdout + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,20 +33,65 @@ class Command:
     sudo: bool = False  # run through `sudo -n` so a missing NOPASSWD rule fails at once
 
 
+# The lifeline: a command that takes nothing on stdin runs in its own process group (setsid), with stdin from
+# /dev/null, while a watcher in another group reads the SSH channel's stdin. jueying keeps that stdin open for
+# as long as it wants the command; when it closes it (Ctrl-C, a deadline) or the connection drops (jueying
+# killed, network cut), the watcher kills the command's whole group: TERM, then KILL after KILL_AFTER_S.
+# sshd cannot do this for us: it refuses "signal" requests without privilege separation (root logins).
+_LIFELINE = (
+    'exec 3<&0; setsid sh -c "$1" </dev/null 3<&- & c=$!; '
+    'setsid sh -c \'cat >/dev/null; kill -s TERM -- -"$1"; sleep "$2"; kill -s KILL -- -"$1"\' w "$c" "$2" '
+    '<&3 >/dev/null 2>&1 3<&- & w=$!; exec 3<&-; '
+    'wait "$c" 2>/dev/null; rc=$?; kill -s TERM -- -"$w" 2>/dev/null; exit "$rc"'
+)
+
+
 def wrap_command(command: Command) -> str:
-    """The exact string handed to the remote shell: sudo -n / timeout wrappers around `sh -c SCRIPT`."""
+    """The exact string handed to the remote shell: sudo -n / timeout wrappers around `sh -c SCRIPT`, inside
+    the lifeline when the command takes no stdin (see `lifeline`)."""
     argv = ["sh", "-c", command.script]
     if command.timeout_s:
         argv = ["timeout", "-k", str(KILL_AFTER_S), f"{command.timeout_s:g}", *argv]
     if command.sudo:
         argv = ["sudo", "-n", "--", *argv]
-    return shlex.join(argv)
+    if not lifeline(command):
+        return shlex.join(argv)
+    # `exec`: the command itself leads the new session and group (timeout then keeps its children there).
+    return shlex.join(["sh", "-c", _LIFELINE, "jueying", "exec " + shlex.join(argv), str(KILL_AFTER_S)])
+
+
+def lifeline(command: Command) -> bool:
+    """Whether the command runs inside the lifeline: those that take no stdin (their stdin is the lifeline)."""
+    return command.stdin is None
+
+
+CANCEL_GRACE_S = 3.0  # after a cancel, how long a command's last output is awaited while its group is killed
+
+
+class Cancel:
+    """Set once to ask every running command of a fan-out to stop now (Ctrl-C, a global deadline): transports
+    stop the command on the node and return what it printed so far, with `reason` as the outcome's error."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = "cancelled"
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._event.wait(timeout_s)
 
 
 class Transport(Protocol):
-    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+    def run(self, node: Node, command: Command, deadline: float, cancel: Cancel | None = None) -> Outcome:
         """Run one command on one node; never raises for node trouble and never passes `deadline`
-        (a time.monotonic() value)."""
+        (a time.monotonic() value). When `cancel` is set, stop the command on the node and return soon."""
         ...
 
     def close(self) -> None:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import Command, Transport
+from jueying_cli.transport.base import CANCEL_GRACE_S, Cancel, Command, Transport
 from jueying_cli.vocab import OutcomeStatus
 
 DEFAULT_FANOUT = 64
+STOP_GRACE_S = CANCEL_GRACE_S + 1.0  # seconds a stopped run waits for its commands' last output
 # Each SSH connection costs the controller 2-3 file descriptors (socket, paramiko's event pipe).
 _FDS_PER_NODE = 4
 
@@ -40,6 +41,28 @@ def raise_open_files_limit(nodes: int, fanout: int) -> None:
         # If refused, keep going with what we have; nodes past the limit report their own errors.
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], in_flight: int) -> None:
+    """After a stop: take the outcomes of the commands that were running, which now stop on their nodes and
+    bring what they printed, for up to STOP_GRACE_S (a second Ctrl-C stops waiting)."""
+    ends = time.monotonic() + STOP_GRACE_S if in_flight > 0 else time.monotonic()
+    try:
+        while True:
+            left = ends - time.monotonic()
+            try:
+                outcome = done.get(timeout=max(0.0, min(left, 0.2))) if left > 0 else done.get_nowait()
+            except queue.Empty:
+                if left <= 0:
+                    return
+                continue
+            if outcome.node not in outcomes:
+                outcomes[outcome.node] = outcome
+                in_flight -= 1
+                if in_flight <= 0:
+                    ends = time.monotonic()
+    except KeyboardInterrupt:
+        return
 
 
 def run_many(
@@ -63,7 +86,7 @@ def run_many(
     for node in nodes:
         todo.put(node)
     done: queue.Queue[Outcome] = queue.Queue()
-    stop = threading.Event()
+    stop = Cancel()
 
     def worker() -> None:
         while not stop.is_set():
@@ -72,7 +95,7 @@ def run_many(
             except queue.Empty:
                 return
             try:
-                outcome = transport.run(node, command(node) if callable(command) else command, deadline)
+                outcome = transport.run(node, command(node) if callable(command) else command, deadline, stop)
             except Exception as exc:  # noqa: BLE001 - one node's bug must not cost the fleet its answers
                 outcome = Outcome(node.name, OutcomeStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
             done.put(outcome)
@@ -99,16 +122,9 @@ def run_many(
                 on_outcome(outcome)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        stop.set()
-    # Collect whatever finished in the meantime, then mark the rest.
-    while True:
-        try:
-            outcome = done.get_nowait()
-        except queue.Empty:
-            break
-        outcomes.setdefault(outcome.node, outcome)
     reason = "interrupted before it answered" if interrupted else "global deadline reached before it answered"
+    stop.set(reason)
+    _collect_stopped(done, outcomes, in_flight=len(nodes) - len(outcomes) - todo.qsize())
     elapsed = time.monotonic() - started
     ordered = {}
     for node in nodes:

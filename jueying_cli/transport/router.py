@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import Command, Stream
+from jueying_cli.transport.base import Cancel, Command, Stream
 from jueying_cli.transport.local import LocalTransport
 
 if TYPE_CHECKING:
@@ -39,10 +39,10 @@ class RoutingTransport:
         if any(not n.is_local for n in nodes):
             self._ssh_transport()
 
-    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+    def run(self, node: Node, command: Command, deadline: float, cancel: Cancel | None = None) -> Outcome:
         if node.is_local:
-            return self._local.run(node, command, deadline)
-        return self._ssh_transport().run(node, command, deadline)
+            return self._local.run(node, command, deadline, cancel)
+        return self._ssh_transport().run(node, command, deadline, cancel)
 
     def open_stream(self, node: Node, command: Command, deadline: float) -> Stream:
         """A command left running on the node (SSH nodes only; see SshTransport.open_stream)."""

@@ -244,3 +244,71 @@ def test_hashed_known_hosts_entries_and_plain_ssh_config(cluster: SimCluster, tm
                           {"JUEYING_INVENTORY": str(cluster.inventory_path), "JUEYING_SSH_CONFIG": str(config)})
     node08 = by_node(refused)["node08"]
     assert node08["status"] == "hostkey_failed" and "--accept-new-hostkeys" in str(node08["error"])
+
+
+def _left_running(marker: str) -> list[str]:
+    """Processes on any node (they all live on this machine) whose command line holds `marker`."""
+    found = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True, check=False).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+def _interrupt(cluster: SimCluster, args: list[str], after_s: float) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    env.update(cluster.client_env(), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(after_s)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("limit", [[], ["-t", "60"]], ids=["no-timeout", "timeout"])
+def test_ctrl_c_keeps_what_arrived_and_leaves_nothing_running(cluster: SimCluster, limit: list[str]) -> None:
+    marker = f"sleep 41.{len(limit)}7"
+    rc, out, err = _interrupt(cluster, ["run", "-w", "node[18-21]", *limit, "--",
+                                        f"echo started; {marker}; echo never"], after_s=3)
+    assert rc == 130, err
+    assert "node[18-21] (4) stopped before it ended" in out and "started" in out and "never" not in out
+    assert "timeout (4): node[18-21]" in err and "interrupted" in err
+    deadline = time.monotonic() + 10
+    while _left_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _left_running(marker) == []
+
+
+def test_a_global_deadline_leaves_nothing_running_and_keeps_partial_output(cluster: SimCluster) -> None:
+    marker = "sleep 42.31"
+    result = jy(cluster, "run", "-w", "node[22-23]", "--json", "--deadline", "2", "--", f"echo begun; {marker}")
+    nodes = by_node(result)
+    assert all(n["status"] == "timeout" and n["stdout"] == "begun\n" for n in nodes.values()), nodes
+    deadline = time.monotonic() + 10
+    while _left_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _left_running(marker) == []
+
+
+def test_a_killed_jueying_leaves_nothing_running(cluster: SimCluster) -> None:
+    """SIGKILL gives jueying no chance to clean up: the dropped connection ends the lifeline on the node."""
+    marker = "sleep 43.51"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    env.update(cluster.client_env(), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "run", "-w", "node[24-25]", "--", marker],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while len(_left_running(marker)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_left_running(marker)) >= 2, "the command never started"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while _left_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _left_running(marker) == []

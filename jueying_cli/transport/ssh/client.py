@@ -20,13 +20,13 @@ import paramiko
 
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.transport.base import TIMEOUT_RC, Command, StreamError, remaining, wrap_command
+from jueying_cli.transport.base import TIMEOUT_RC, Cancel, Command, StreamError, lifeline, remaining, wrap_command
 from jueying_cli.transport.ssh.config import SshConfig
 from jueying_cli.transport.ssh.endpoint import Endpoint, Endpoints, parse_jump
 from jueying_cli.transport.ssh.keys import Identities
 from jueying_cli.transport.ssh.known_hosts import KEY_ALGORITHMS, KnownHosts
 from jueying_cli.transport.ssh.options import SshOptions
-from jueying_cli.transport.ssh.stream import SshStream, drain
+from jueying_cli.transport.ssh.stream import Drained, SshStream, drain
 from jueying_cli.vocab import OutcomeStatus
 
 # paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
@@ -223,7 +223,7 @@ class SshTransport:
 
     # ------------------------------------------------------------ running
 
-    def run(self, node: Node, command: Command, deadline: float) -> Outcome:
+    def run(self, node: Node, command: Command, deadline: float, cancel: Cancel | None = None) -> Outcome:
         started = time.monotonic()
         if command.timeout_s:
             deadline = min(deadline, started + command.timeout_s + self.options.connect_timeout_s + 2)
@@ -232,7 +232,7 @@ class SshTransport:
         for attempt in range(attempts):
             try:
                 with self._connection(node, ep, deadline) as transport:
-                    rc, out, err, truncated = self._exec(transport, wrap_command(command), command.stdin, deadline)
+                    drained = self._exec(transport, command, deadline, cancel)
                 break
             except NodeError as exc:
                 failure = exc
@@ -242,38 +242,30 @@ class SshTransport:
             # Behind a shared jump connection a forwarded channel is sometimes closed mid-handshake: one more
             # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
             if (attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or failure.command_sent
-                    or remaining(deadline) <= 0):
+                    or remaining(deadline) <= 0 or (cancel is not None and cancel.is_set())):
                 return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
-        duration = time.monotonic() - started
-        if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
-            return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
-                           error=f"command exceeded {command.timeout_s:g} s", truncated=truncated)
-        status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
-        return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
-                       error=None if rc == 0 else f"exit code {rc}", truncated=truncated)
+        return _outcome(node, command, drained, time.monotonic() - started, cancel)
 
-    def _exec(self, transport: paramiko.Transport, script: str, stdin: bytes | None,
-              deadline: float) -> tuple[int, str, str, bool]:
+    def _exec(self, transport: paramiko.Transport, command: Command, deadline: float,
+              cancel: Cancel | None) -> Drained:
         try:
             channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot open a session: {exc}") from exc
         try:
-            channel.exec_command(script)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
-            drained = drain(channel, deadline)
-            if drained is None:
-                raise NodeError(OutcomeStatus.TIMEOUT, "no answer before the deadline (command still running?)")
-            return drained
+            channel.exec_command(wrap_command(command))
+            if command.stdin:
+                channel.sendall(command.stdin)
+            if not lifeline(command):
+                channel.shutdown_write()  # with a lifeline, stdin stays open for as long as we want the command
+            return drain(channel, deadline, cancel, lifeline=lifeline(command))
         except NodeError as exc:
             exc.command_sent = True
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
         finally:
-            channel.close()
+            channel.close()  # ends the lifeline, if the command still runs: the node kills it
 
     def open_stream(self, node: Node, command: Command, deadline: float) -> SshStream:
         """Start `command` on the node and leave it running, stdin open (the probe's serve mode); the
@@ -347,3 +339,21 @@ def _close_quietly(transport: paramiko.Transport) -> None:
 def _short(path: str) -> str:
     home = os.path.expanduser("~")
     return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+
+def _outcome(node: Node, command: Command, drained: Drained, duration: float, cancel: Cancel | None) -> Outcome:
+    """The node's outcome from what the command printed and how it ended (partial output is kept)."""
+    out, err, truncated = drained.stdout, drained.stderr, drained.truncated
+    if drained.stopped == "cancelled" and cancel is not None:
+        return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=out, stderr=err, duration_s=duration,
+                       error=cancel.reason, truncated=truncated)
+    if drained.rc is None:
+        return Outcome(node.name, OutcomeStatus.TIMEOUT, stdout=out, stderr=err, duration_s=duration,
+                       error="no answer before the deadline (command still running?)", truncated=truncated)
+    rc = drained.rc
+    if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
+        return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                       error=f"command exceeded {command.timeout_s:g} s", truncated=truncated)
+    status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
+    return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
+                   error=None if rc == 0 else f"exit code {rc}", truncated=truncated)

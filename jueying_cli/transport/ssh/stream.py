@@ -5,12 +5,14 @@ recv_exit_status has no timeout, and a full window on either stream would stall 
 from __future__ import annotations
 
 import select
+import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 
 import paramiko
 
-from jueying_cli.transport.base import MAX_OUTPUT_BYTES, remaining
+from jueying_cli.transport.base import CANCEL_GRACE_S, MAX_OUTPUT_BYTES, Cancel, remaining
 
 
 class SshStream:
@@ -88,21 +90,48 @@ class _Capped:
         return b"".join(self.chunks)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
 
 
-def drain(channel: paramiko.Channel, deadline: float) -> tuple[int, str, str, bool] | None:
-    """Read stdout and stderr together until the command exits: (exit code, stdout, stderr, truncated), or
-    None when the deadline passes first (the command may still be running)."""
+@dataclass(frozen=True)
+class Drained:
+    """What a command printed, and how reading ended: `rc` is its exit code when it exited, else None
+    (`stopped` says why: the deadline passed or the run was cancelled)."""
+
+    rc: int | None
+    stdout: str
+    stderr: str
+    truncated: bool
+    stopped: str | None = None  # "deadline" or "cancelled"
+
+
+def drain(channel: paramiko.Channel, deadline: float, cancel: Cancel | None = None, *,
+          lifeline: bool = False) -> Drained:
+    """Read stdout and stderr together until the command exits, the deadline passes, or `cancel` is set.
+    With a lifeline (transport/base.py) a cancel closes the command's stdin, which makes the node kill the
+    command's group; what it printed until then is kept."""
     out, err = _Capped(), _Capped()
     poller = select.poll()  # not select(): with a thousand kept connections, descriptors pass 1024
     poller.register(channel.fileno(), select.POLLIN)  # readable when either stream has data or it closes
+    stop_at: float | None = None
     while True:
         out.take(channel.recv_ready, channel.recv)
         err.take(channel.recv_stderr_ready, channel.recv_stderr)
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready() and (
                 channel.eof_received or channel.closed):
             break
+        now = time.monotonic()
+        if cancel is not None and cancel.is_set() and stop_at is None:
+            if lifeline:
+                with suppress(paramiko.SSHException, EOFError, OSError):
+                    channel.shutdown_write()
+            stop_at = now + (CANCEL_GRACE_S if lifeline else 0.0)
+        if stop_at is not None and now >= stop_at:
+            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, "cancelled")
         left = remaining(deadline)
         if left <= 0:
-            return None
-        poller.poll(min(left, 1.0) * 1000)
+            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, "deadline")
+        wait = min(left, 1.0, 0.2 if cancel is not None else 1.0)
+        if stop_at is not None:
+            wait = min(wait, max(0.0, stop_at - now))
+        poller.poll(wait * 1000)
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
-    return rc, out.text(), err.text(), out.truncated or err.truncated
+    stopped = "cancelled" if stop_at is not None else None
+    return Drained(rc, out.text(), err.text(), out.truncated or err.truncated, stopped)
