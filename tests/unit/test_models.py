@@ -19,7 +19,7 @@ import pytest
 
 from jueying_cli.errors import FactsError, JueyingError
 from jueying_cli.facts.model import Facts
-from jueying_cli.probe.nvml import GPU_KEYS
+from jueying_cli.facts.schema import GPU_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,13 +58,14 @@ def h100(index: int) -> dict[str, Any]:
         "processes": [{"pid": 4242 + index, "name": "python3", "used_memory_bytes": 1024 ** 3}],
         "mig_mode_current": False, "mig_mode_pending": False,
     }
-    assert set(gpu) == {"index", "lost", *GPU_KEYS}
+    assert set(gpu) == set(GPU_KEYS)
     return gpu
 
 
 def lost(index: int) -> dict[str, Any]:
-    """A GPU that answered GPU_IS_LOST: the probe marks it lost and leaves every other field null."""
-    return {"index": index, "lost": True, **dict.fromkeys(GPU_KEYS)}
+    """A GPU that answered GPU_IS_LOST, every other field null (the probe writes its sub-objects as objects of
+    nulls; null ones are read the same way)."""
+    return {**dict.fromkeys(GPU_KEYS), "index": index, "lost": True}
 
 
 def eight_gpu_doc(probe: dict[str, Any], lost_index: int | None = None) -> dict[str, Any]:
