@@ -144,11 +144,11 @@ def render_status(results: list[Any], *, gpus: bool, json_output: bool, sort: st
     missing = [r for r in results if r.facts is None or r.name in stale]
     rc = int(ExitCode.NODES_FAILED if missing else ExitCode.OK)
     if json_output:
-        from jueying_cli.render.json import dumps, envelope, to_jsonable
+        from jueying_cli.render.json import dumps, envelope
 
         data: dict[str, object] = {"nodes": rows, "summary": totals(rows)}
         if gpus:
-            data["gpus"] = [{"node": r.name, **to_jsonable(g)} for r in results if r.facts for g in r.facts.gpus]
+            data["gpus"] = [{"node": r.name, **g.to_document()} for r in results if r.facts for g in r.facts.gpus]
         errors = [{"node": r.name, "status": r.outcome.status, "message": r.outcome.error} for r in missing]
         state = "ok" if not missing else ("error" if len(missing) == len(results) else "partial")
         print(dumps(envelope("status", data, status=state, errors=errors)))
@@ -214,7 +214,7 @@ def inventory(
         from jueying_cli.render.json import dumps, envelope
 
         nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
-                  "facts": r.facts.document if r.facts else None} for r in results]
+                  "facts": r.facts.to_document() if r.facts else None} for r in results]
         state = "ok" if not missing else ("error" if len(missing) == len(results) else "partial")
         print(dumps(envelope("inventory", {"nodes": nodes}, status=state,
                              errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
