@@ -97,7 +97,7 @@ def inventory(
         from jueying_cli.render.json import dumps, envelope
 
         nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
-                  "facts": r.facts.document if r.facts else None} for r in results]
+                  "facts": r.facts.to_document() if r.facts else None} for r in results]
         print(dumps(envelope("inventory", {"nodes": nodes}, status=output.envelope_status(len(missing), len(results)),
                              errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
                                      for r in missing])))

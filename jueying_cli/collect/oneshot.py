@@ -3,7 +3,6 @@ round trip (collect/payload.py); psutil is used when the node has it, /proc and 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -18,10 +17,9 @@ from jueying_cli.transport.base import Transport
 from jueying_cli.vocab import OutcomeStatus
 
 
-def parse_outcome(node: Node, outcome: Outcome, *, keep_document: bool = True) -> NodeFacts:
-    """Turn a probe run into facts; garbage output becomes `failed` with the reason, never a crash.
-    Without `keep_document` the raw document (two thirds of a node's facts in memory, ~50 KB) is dropped:
-    only `inventory --json` prints it."""
+def parse_outcome(node: Node, outcome: Outcome) -> NodeFacts:
+    """Turn a probe run into facts; garbage output becomes `failed` with the reason, never a crash. The facts
+    hold every field of the document (Facts.to_document() writes it back), so the raw JSON is not kept."""
     if outcome.status != OutcomeStatus.OK:
         if outcome.rc == NO_PYTHON_RC:
             reason = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "python3 not found"
@@ -38,9 +36,7 @@ def parse_outcome(node: Node, outcome: Outcome, *, keep_document: bool = True) -
         return NodeFacts(node, _replace(outcome, OutcomeStatus.FAILED, why), None)
     except FactsError as exc:
         return NodeFacts(node, _replace(outcome, OutcomeStatus.FAILED, f"probe output rejected: {exc}"), None)
-    if not keep_document:
-        facts = dataclasses.replace(facts, document={})
-    # The raw JSON is no longer needed (facts.document holds it): at a thousand nodes it is ~15 MB.
+    # The raw JSON is no longer needed: at a thousand nodes it is ~15 MB.
     return NodeFacts(node, Outcome(outcome.node, outcome.status, rc=outcome.rc, stderr=outcome.stderr[:2000],
                                    duration_s=outcome.duration_s), facts)
 

@@ -11,7 +11,6 @@ node that hangs while connecting costs its own row, never the screen.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import queue
 import select
@@ -205,7 +204,7 @@ class ProbeSessions:
         if collector is None:
             collector = self._local[node.name] = Collector()
         try:
-            facts = dataclasses.replace(Facts.from_document(collector.collect()), document={})
+            facts = Facts.from_document(collector.collect())
         except FactsError as exc:
             rejected = Outcome(node.name, OutcomeStatus.FAILED, error=f"probe output rejected: {exc}")
             return NodeFacts(node, rejected, None)
@@ -298,8 +297,7 @@ class ProbeSessions:
         except zlib.error as exc:
             return NodeFacts(session.node, Outcome(name, OutcomeStatus.FAILED, duration_s=took,
                                                    error=f"probe answer is not a compressed document ({exc})"), None)
-        return parse_outcome(session.node, Outcome(name, OutcomeStatus.OK, rc=0, stdout=document, duration_s=took),
-                             keep_document=False)
+        return parse_outcome(session.node, Outcome(name, OutcomeStatus.OK, rc=0, stdout=document, duration_s=took))
 
     def _ended(self, session: _Session, finish: Callable[[NodeFacts], None]) -> None:
         """The probe exited or its channel closed: report why, in one-shot mode's words. A probe that left

@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import platform
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-from jueying_cli.facts.schema import FACTS_SCHEMA
+from jueying_cli.facts.schema import DOCUMENT_KEYS, FACTS_SCHEMA, PROBE_KEYS, record
+
+if TYPE_CHECKING:
+    from jueying_cli.probe.host import StaticHost
+
+# One JSON object of the document; the document itself is one.
+Obj = Dict[str, object]
 
 
-def collect(gpus: bool = True) -> Dict[str, Any]:
+def collect(gpus: bool = True) -> Obj:
     """One facts document for this machine (see DESIGN.md: schema 1, units in key names)."""
     from jueying_cli.probe.kernel import collect_time_sync, collect_xids
     from jueying_cli.probe.nvml import collect_gpus
@@ -35,23 +41,23 @@ class Collector:
     TIME_SYNC_EVERY_READS = 10
 
     def __init__(self, gpus: bool = True) -> None:
-        from jueying_cli.probe.host import static_host
+        from jueying_cli.probe.host import StaticHost
         from jueying_cli.probe.kernel import KernelLogTail
         from jueying_cli.probe.nvml import NvmlSession
 
         self.gpus = gpus
         self._nvml = NvmlSession()
         self._kernel = KernelLogTail()
-        self._time_sync: Optional[Dict[str, Any]] = None
+        self._time_sync: Optional[Obj] = None
         self._time_sync_at = 0.0
         self._reads_since_time_sync = 0
-        self._static_host = static_host()
+        self._static_host = StaticHost()
 
-    def collect(self) -> Dict[str, Any]:
+    def collect(self) -> Obj:
         return _document(self.gpus, self._nvml.collect, self._cached_time_sync, self._kernel.collect,
                          self._static_host)
 
-    def _cached_time_sync(self) -> Dict[str, Any]:
+    def _cached_time_sync(self) -> Obj:
         from jueying_cli.probe.kernel import collect_time_sync
 
         now = time.monotonic()
@@ -68,34 +74,31 @@ class Collector:
         self._kernel.close()
 
 
-def _document(gpus: bool, collect_gpus: Callable[[List[Dict[str, Any]]], Tuple[Dict[str, Any], List[Any]]],
-              time_sync: Callable[[], Dict[str, Any]], xids: Callable[[], Dict[str, Any]],
-              static_host: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _document(gpus: bool, collect_gpus: Callable[[List[Obj]], Tuple[Obj, List[Obj]]],
+              time_sync: Callable[[], Obj], xids: Callable[[], Obj], static_host: Optional[StaticHost]) -> Obj:
     from jueying_cli.probe.host import collect_host
+    from jueying_cli.probe.nvml import skipped_nvml
 
     started = time.time()
-    errors: List[Dict[str, Any]] = []
-    host = collect_host(errors, static_host)
-    host["time_sync"] = time_sync()
+    errors: List[Obj] = []
+    host = collect_host(errors, time_sync(), static_host)
     if gpus:
         nvml, gpu_list = collect_gpus(errors)
     else:
-        nvml, gpu_list = {"status": "skipped", "message": "GPU collection not requested"}, []
-    return {
-        "schema": FACTS_SCHEMA,
-        "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "collected_at_unix": round(started, 3),
-        "probe_duration_s": round(time.time() - started, 4),
-        "probe": {
-            # Which interpreter ran the probe, and over which SSH connection ("ip port local_port"): a
-            # reused connection keeps its client port across `status --watch` refreshes.
-            "python_version": platform.python_version(),
-            "pid": os.getpid(),
-            "ssh_client": os.environ.get("SSH_CLIENT"),
-        },
-        "host": host,
-        "nvml": nvml,
-        "gpus": gpu_list,
-        "kernel_log": xids(),
-        "errors": errors,
-    }
+        nvml, gpu_list = skipped_nvml(), []
+    return record(
+        DOCUMENT_KEYS,
+        schema=FACTS_SCHEMA,
+        collected_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        collected_at_unix=round(started, 3),
+        probe_duration_s=round(time.time() - started, 4),
+        # Which interpreter ran the probe, and over which SSH connection ("ip port local_port"): a reused
+        # connection keeps its client port across `status --watch` refreshes.
+        probe=record(PROBE_KEYS, python_version=platform.python_version(), pid=os.getpid(),
+                     ssh_client=os.environ.get("SSH_CLIENT")),
+        host=host,
+        nvml=nvml,
+        gpus=gpu_list,
+        kernel_log=xids(),
+        errors=errors,
+    )

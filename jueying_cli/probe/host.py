@@ -10,14 +10,30 @@ import os
 import platform
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
+
+from jueying_cli.facts.schema import (
+    CPU_KEYS,
+    ERROR_KEYS,
+    FILESYSTEM_KEYS,
+    HOST_KEYS,
+    INFINIBAND_PORT_KEYS,
+    LOAD_KEYS,
+    MEMORY_KEYS,
+    NETWORK_INTERFACE_KEYS,
+    OS_KEYS,
+    SWAP_KEYS,
+    record,
+)
 
 try:
     import psutil
 except ImportError:  # a node without psutil: fall back to /proc and /sys
     psutil = None  # type: ignore[assignment]
 
-Errors = List[Dict[str, Any]]
+# One JSON object of the document (the host section, a filesystem, an errors entry).
+Obj = Dict[str, object]
+Errors = List[Obj]
 
 # statvfs on these can block for minutes when a server is gone (Ansible's fact-gathering hang).
 NETWORK_FILESYSTEMS = frozenset((
@@ -42,22 +58,18 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def os_release(path: str = "/etc/os-release") -> Dict[str, Optional[str]]:
+def os_release(path: str = "/etc/os-release") -> Obj:
     fields: Dict[str, str] = {}
     text = _read(path) or _read("/usr/lib/os-release") or ""
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
             fields[key.strip()] = value.strip().strip('"').strip("'")
-    return {
-        "id": fields.get("ID"),
-        "name": fields.get("NAME"),
-        "version": fields.get("VERSION_ID"),
-        "pretty_name": fields.get("PRETTY_NAME"),
-    }
+    return record(OS_KEYS, id=fields.get("ID"), name=fields.get("NAME"), version=fields.get("VERSION_ID"),
+                  pretty_name=fields.get("PRETTY_NAME"))
 
 
-def cpu_info() -> Dict[str, Any]:
+def cpu_info() -> Obj:
     model = None
     sockets = set()
     cores = set()
@@ -86,22 +98,19 @@ def cpu_info() -> Dict[str, Any]:
     physical_cores: Optional[int] = len(cores) or None
     if psutil is not None:
         physical_cores = psutil.cpu_count(logical=False) or physical_cores
-    return {
-        "model": model or platform.processor() or None,
-        "sockets": len(sockets) or (1 if logical else None),
-        "cores": physical_cores or logical,
-        "threads": logical,
-    }
+    return record(CPU_KEYS, model=model or platform.processor() or None,
+                  sockets=len(sockets) or (1 if logical else None), cores=physical_cores or logical, threads=logical)
 
 
-def memory_info() -> Dict[str, Any]:
+def memory_info() -> Dict[str, Obj]:
+    """{"memory": ..., "swap": ...}: the host section's two memory objects."""
     if psutil is not None:
         vm = psutil.virtual_memory()
         sw = psutil.swap_memory()
         return {
-            "memory": {"total_bytes": vm.total, "available_bytes": vm.available,
-                       "used_bytes": vm.total - vm.available},
-            "swap": {"total_bytes": sw.total, "used_bytes": sw.used},
+            "memory": record(MEMORY_KEYS, total_bytes=vm.total, available_bytes=vm.available,
+                             used_bytes=vm.total - vm.available),
+            "swap": record(SWAP_KEYS, total_bytes=sw.total, used_bytes=sw.used),
         }
     info: Dict[str, int] = {}
     for line in (_read("/proc/meminfo") or "").splitlines():
@@ -113,8 +122,8 @@ def memory_info() -> Dict[str, Any]:
     available = info.get("MemAvailable", info.get("MemFree", 0))
     swap_total = info.get("SwapTotal", 0)
     return {
-        "memory": {"total_bytes": total, "available_bytes": available, "used_bytes": total - available},
-        "swap": {"total_bytes": swap_total, "used_bytes": swap_total - info.get("SwapFree", 0)},
+        "memory": record(MEMORY_KEYS, total_bytes=total, available_bytes=available, used_bytes=total - available),
+        "swap": record(SWAP_KEYS, total_bytes=swap_total, used_bytes=swap_total - info.get("SwapFree", 0)),
     }
 
 
@@ -128,7 +137,7 @@ def _mounts() -> List[Dict[str, str]]:
     return mounts
 
 
-def filesystems(errors: Errors) -> List[Dict[str, Any]]:
+def filesystems(errors: Errors) -> List[Obj]:
     """Local, real filesystems with usage; network ones are skipped so a dead server cannot hang us."""
     result = []
     seen = set()
@@ -142,21 +151,21 @@ def filesystems(errors: Errors) -> List[Dict[str, Any]]:
         try:
             st = os.statvfs(m["mountpoint"])
         except OSError as exc:
-            errors.append({"gpu": None, "field": "filesystems", "error": "OS_ERROR",
-                           "message": "%s: %s" % (m["mountpoint"], exc.strerror)})
+            errors.append(record(ERROR_KEYS, gpu=None, field="filesystems", error="OS_ERROR",
+                                 message="%s: %s" % (m["mountpoint"], exc.strerror)))
             continue
         total = st.f_blocks * st.f_frsize
         free = st.f_bavail * st.f_frsize
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
-        result.append({
-            "mountpoint": m["mountpoint"], "device": m["device"], "fstype": fstype,
-            "total_bytes": total, "used_bytes": used, "free_bytes": free,
-            "used_pct": round(100.0 * used / (used + free), 1) if used + free else None,
-        })
+        result.append(record(
+            FILESYSTEM_KEYS, mountpoint=m["mountpoint"], device=m["device"], fstype=fstype,
+            total_bytes=total, used_bytes=used, free_bytes=free,
+            used_pct=round(100.0 * used / (used + free), 1) if used + free else None,
+        ))
     return result
 
 
-def network_interfaces() -> List[Dict[str, Any]]:
+def network_interfaces() -> List[Obj]:
     if psutil is not None:
         addrs = psutil.net_if_addrs()
         stats = psutil.net_if_stats()
@@ -172,12 +181,12 @@ def network_interfaces() -> List[Dict[str, Any]]:
                     addresses.append(a.address.split("%")[0])
                 elif a.family == getattr(psutil, "AF_LINK", None):
                     mac = a.address
-            result.append({
-                "name": name, "mac": mac, "addresses": addresses,
-                "is_up": bool(st.isup) if st else None,
-                "speed_mbps": (st.speed or None) if st else None,
-                "mtu": st.mtu if st else None,
-            })
+            result.append(record(
+                NETWORK_INTERFACE_KEYS, name=name, mac=mac, addresses=addresses,
+                is_up=bool(st.isup) if st else None,
+                speed_mbps=(st.speed or None) if st else None,
+                mtu=st.mtu if st else None,
+            ))
         return result
     result = []
     base = "/sys/class/net"
@@ -191,16 +200,16 @@ def network_interfaces() -> List[Dict[str, Any]]:
         speed = _read("%s/%s/speed" % (base, name))
         mtu = _read("%s/%s/mtu" % (base, name))
         speed_mbps = int(speed) if speed and speed.lstrip("-").isdigit() and int(speed) > 0 else None
-        result.append({
-            "name": name, "mac": _read("%s/%s/address" % (base, name)), "addresses": [],
-            "is_up": _read("%s/%s/operstate" % (base, name)) == "up",
-            "speed_mbps": speed_mbps,
-            "mtu": int(mtu) if mtu and mtu.isdigit() else None,
-        })
+        result.append(record(
+            NETWORK_INTERFACE_KEYS, name=name, mac=_read("%s/%s/address" % (base, name)), addresses=[],
+            is_up=_read("%s/%s/operstate" % (base, name)) == "up",
+            speed_mbps=speed_mbps,
+            mtu=int(mtu) if mtu and mtu.isdigit() else None,
+        ))
     return result
 
 
-def infiniband_ports(root: Optional[str] = None) -> List[Dict[str, Any]]:
+def infiniband_ports(root: Optional[str] = None) -> List[Obj]:
     """InfiniBand / RoCE ports from sysfs (empty where the node has none)."""
     root = root or os.environ.get("JUEYING_PROBE_INFINIBAND_ROOT", "/sys/class/infiniband")
     ports = []
@@ -219,14 +228,15 @@ def infiniband_ports(root: Optional[str] = None) -> List[Dict[str, Any]]:
             # sysfs gives "4: ACTIVE" and "5: LinkUp"; keep the words.
             state = _read(os.path.join(base, "state"))
             phys = _read(os.path.join(base, "phys_state"))
-            ports.append({
-                "device": dev,
-                "port": int(port) if port.isdigit() else port,
-                "state": state.split(":", 1)[-1].strip() if state else None,
-                "phys_state": phys.split(":", 1)[-1].strip() if phys else None,
-                "rate": _read(os.path.join(base, "rate")),
-                "link_layer": _read(os.path.join(base, "link_layer")),
-            })
+            ports.append(record(
+                INFINIBAND_PORT_KEYS,
+                device=dev,
+                port=int(port) if port.isdigit() else port,
+                state=state.split(":", 1)[-1].strip() if state else None,
+                phys_state=phys.split(":", 1)[-1].strip() if phys else None,
+                rate=_read(os.path.join(base, "rate")),
+                link_layer=_read(os.path.join(base, "link_layer")),
+            ))
     return ports
 
 
@@ -239,31 +249,37 @@ def uptime_seconds() -> Optional[float]:
     return None
 
 
-def static_host() -> Dict[str, Any]:
-    """Facts that do not change while the machine runs: a kept probe reads them once."""
-    uname = platform.uname()
-    return {"os": os_release(), "kernel": uname.release, "architecture": uname.machine, "cpu": cpu_info()}
+class StaticHost:
+    """The host facts that do not change while the machine runs: a kept probe reads them once."""
+
+    def __init__(self) -> None:
+        uname = platform.uname()
+        self.os = os_release()
+        self.kernel = uname.release
+        self.architecture = uname.machine
+        self.cpu = cpu_info()
 
 
-def collect_host(errors: Errors, static: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    static = static or static_host()
+def collect_host(errors: Errors, time_sync: Obj, static: Optional[StaticHost] = None) -> Obj:
+    static = static or StaticHost()
     try:
         load1, load5, load15 = os.getloadavg()
-        load: Dict[str, Optional[float]] = {"load1": load1, "load5": load5, "load15": load15}
+        load = record(LOAD_KEYS, load1=load1, load5=load5, load15=load15)
     except OSError:
-        load = {"load1": None, "load5": None, "load15": None}
-    host: Dict[str, Any] = {
-        "hostname": socket.gethostname(),
-        "os": dict(static["os"]),
-        "kernel": static["kernel"],
-        "architecture": static["architecture"],
-        "uptime_s": uptime_seconds(),
-        "cpu": dict(static["cpu"]),
-        "load": load,
-    }
-    host.update(memory_info())
-    host["filesystems"] = filesystems(errors)
-    host["network_interfaces"] = network_interfaces()
-    host["infiniband"] = infiniband_ports()
-    host["psutil"] = psutil is not None
-    return host
+        load = record(LOAD_KEYS, load1=None, load5=None, load15=None)
+    return record(
+        HOST_KEYS,
+        hostname=socket.gethostname(),
+        os=dict(static.os),
+        kernel=static.kernel,
+        architecture=static.architecture,
+        uptime_s=uptime_seconds(),
+        cpu=dict(static.cpu),
+        load=load,
+        filesystems=filesystems(errors),
+        network_interfaces=network_interfaces(),
+        infiniband=infiniband_ports(),
+        psutil=psutil is not None,
+        time_sync=time_sync,
+        **memory_info(),
+    )

@@ -16,6 +16,13 @@ import subprocess
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from jueying_cli.facts.schema import KERNEL_LOG_KEYS, TIME_SYNC_KEYS, XID_EVENT_KEYS, record
+
+# One JSON object of the document (the kernel_log section, the time_sync section).
+Obj = Dict[str, object]
+# One XID event: JSON too, but read back here (its time_unix is compared for the window).
+Event = Dict[str, Any]
+
 # NVRM: Xid (PCI:0000:18:00): 79, pid=1234, name=python3, GPU has fallen off the bus.
 _XID_RE = re.compile(r"NVRM: Xid \(PCI:([0-9A-Fa-f:.]+)\): (\d+)(?:, pid=(\d+|'<unknown>'))?(?:, ([^\n]*))?")
 _ISO_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:[,.](\d+))?([+-]\d\d:?\d\d|Z)?\s+(.*)$")
@@ -103,7 +110,7 @@ def _read_source() -> Tuple[str, List[str]]:
     return "dmesg", out.stdout.decode("utf-8", "replace").splitlines()
 
 
-def _events(lines: List[str], boot: Optional[float]) -> List[Dict[str, Any]]:
+def _events(lines: List[str], boot: Optional[float]) -> List[Event]:
     """XID events among kernel log lines, oldest first, without the age window."""
     events = []
     for line in lines:
@@ -114,29 +121,31 @@ def _events(lines: List[str], boot: Optional[float]) -> List[Dict[str, Any]]:
         if not match:
             continue
         pid = match.group(3)
-        events.append({
-            "time_unix": None if when is None else round(when, 3),
-            "pci_bus_id": match.group(1),
-            "xid": int(match.group(2)),
-            "pid": int(pid) if pid and pid.isdigit() else None,
-            "text": (match.group(4) or "").strip()[:200],
-        })
+        events.append(record(
+            XID_EVENT_KEYS,
+            time_unix=None if when is None else round(when, 3),
+            pci_bus_id=match.group(1),
+            xid=int(match.group(2)),
+            pid=int(pid) if pid and pid.isdigit() else None,
+            text=(match.group(4) or "").strip()[:200],
+        ))
     return events
 
 
-def _section(source: str, events: List[Dict[str, Any]], now: float) -> Dict[str, Any]:
+def _section(source: str, events: List[Event], now: float) -> Obj:
     recent = [e for e in events if e["time_unix"] is None or e["time_unix"] >= now - WINDOW_S]
     truncated = len(recent) > MAX_EVENTS
-    return {"status": "ok", "source": source, "message": "only the newest %d XID events kept" % MAX_EVENTS
-            if truncated else None, "xid_events": recent[-MAX_EVENTS:]}
+    return record(KERNEL_LOG_KEYS, status="ok", source=source,
+                  message="only the newest %d XID events kept" % MAX_EVENTS if truncated else None,
+                  xid_events=recent[-MAX_EVENTS:])
 
 
-def _unavailable(exc: BaseException) -> Dict[str, Any]:
-    return {"status": "unavailable", "source": None, "message": "cannot read the kernel log: %s" % exc,
-            "xid_events": None}
+def _unavailable(exc: BaseException) -> Obj:
+    return record(KERNEL_LOG_KEYS, status="unavailable", source=None,
+                  message="cannot read the kernel log: %s" % exc, xid_events=None)
 
 
-def collect_xids(now: Optional[float] = None) -> Dict[str, Any]:
+def collect_xids(now: Optional[float] = None) -> Obj:
     """{status, source, message, xid_events: [{time_unix, pci_bus_id, xid, pid, text}]} for the last day."""
     now = time.time() if now is None else now
     try:
@@ -155,13 +164,13 @@ class KernelLogTail:
 
     def __init__(self) -> None:
         self._fd: Optional[int] = None
-        self._events: List[Dict[str, Any]] = []
+        self._events: List[Event] = []
         self._file_stamp: Optional[Tuple[int, int, int]] = None
         self._source: Optional[str] = None
         self._dmesg_at = 0.0
         self._boot = _boot_time()
 
-    def collect(self, now: Optional[float] = None) -> Dict[str, Any]:
+    def collect(self, now: Optional[float] = None) -> Obj:
         now = time.time() if now is None else now
         try:
             self._update(time.monotonic())
@@ -211,7 +220,7 @@ def _run(argv: List[str]) -> Optional[str]:
     return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
 
 
-def collect_time_sync() -> Dict[str, Any]:
+def collect_time_sync() -> Obj:
     """{source, synchronized, offset_s}: chrony's measured offset when chronyd runs, else systemd's flag."""
     text = _run(["chronyc", "-n", "tracking"])
     if text:
@@ -227,8 +236,8 @@ def collect_time_sync() -> Dict[str, Any]:
                     offset = None
             elif key.strip() == "Leap status":
                 leap_ok = value.strip() == "Normal"
-        return {"source": "chrony", "synchronized": leap_ok, "offset_s": offset}
+        return record(TIME_SYNC_KEYS, source="chrony", synchronized=leap_ok, offset_s=offset)
     text = _run(["timedatectl", "show", "-p", "NTPSynchronized", "--value"])
     if text:
-        return {"source": "timedatectl", "synchronized": text.strip() == "yes", "offset_s": None}
-    return {"source": None, "synchronized": None, "offset_s": None}
+        return record(TIME_SYNC_KEYS, source="timedatectl", synchronized=text.strip() == "yes", offset_s=None)
+    return record(TIME_SYNC_KEYS, source=None, synchronized=None, offset_s=None)

@@ -7,9 +7,28 @@ entry lands in the errors list, so one unsupported field or one lost GPU never c
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-Errors = List[Dict[str, Any]]
+from jueying_cli.facts.schema import (
+    ECC_ERRORS_KEYS,
+    ERROR_KEYS,
+    GPU_KEYS,
+    GPU_STATIC_KEYS,
+    NVLINK_KEYS,
+    NVML_KEYS,
+    PCIE_KEYS,
+    PCIE_STATIC_KEYS,
+    PROCESS_KEYS,
+    REMAPPED_ROWS_KEYS,
+    RETIRED_PAGES_KEYS,
+    nulls,
+    record,
+)
+
+# One JSON object of the document (a GPU, the nvml section, an errors entry).
+Obj = Dict[str, object]
+Errors = List[Obj]
 
 # NVML clocks-event (formerly "throttle") reason bits, named as DCGM and nvidia-smi name them.
 CLOCKS_EVENT_REASONS = (
@@ -63,22 +82,22 @@ def _message(exc: BaseException) -> str:
 class _Reader:
     """Calls NVML for one document, turning each failure into None plus an errors entry."""
 
-    def __init__(self, pynvml: Any, errors: Errors) -> None:
+    def __init__(self, pynvml: ModuleType, errors: Errors) -> None:
         self.nv = pynvml
         self.errors = errors
 
-    def call(self, gpu: Optional[int], field: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def call(self, gpu: Optional[int], field: str, fn: Callable[..., Any], *args: object) -> Any:
         try:
             return fn(*args)
         except self.nv.NVMLError as exc:
             name = error_name(exc)
-            self.errors.append({"gpu": gpu, "field": field, "error": name, "message": _message(exc)})
+            self.errors.append(record(ERROR_KEYS, gpu=gpu, field=field, error=name, message=_message(exc)))
             if name == "GPU_IS_LOST" and gpu is not None:
                 raise _GpuLost() from exc
             return None
 
     def call_with_fallback(self, gpu: Optional[int], field: str, fn: Callable[..., Any],
-                           older: Callable[..., Any], *args: Any) -> Any:
+                           older: Callable[..., Any], *args: object) -> Any:
         """Call fn; where the driver predates it (function missing), call its older name instead."""
         value, err = self.call_quiet(fn, *args)
         if err == "FUNCTION_NOT_FOUND":
@@ -89,11 +108,11 @@ class _Reader:
 
     def record(self, gpu: Optional[int], field: str, err: str) -> None:
         """Record an error found through call_quiet; a lost GPU stops that GPU's read."""
-        self.errors.append({"gpu": gpu, "field": field, "error": err, "message": err})
+        self.errors.append(record(ERROR_KEYS, gpu=gpu, field=field, error=err, message=err))
         if err == "GPU_IS_LOST" and gpu is not None:
             raise _GpuLost()
 
-    def call_quiet(self, fn: Callable[..., Any], *args: Any) -> Tuple[Any, Optional[str]]:
+    def call_quiet(self, fn: Callable[..., Any], *args: object) -> Tuple[Any, Optional[str]]:
         """Call without recording: for probing (link counts, fallbacks). Returns (value, error name)."""
         try:
             return fn(*args), None
@@ -101,7 +120,7 @@ class _Reader:
             return None, error_name(exc)
 
 
-def _text(value: Any) -> Optional[str]:
+def _text(value: object) -> Optional[str]:
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -109,7 +128,7 @@ def _text(value: Any) -> Optional[str]:
     return str(value)
 
 
-def _watts(milliwatts: Any) -> Optional[float]:
+def _watts(milliwatts: Optional[int]) -> Optional[float]:
     return None if milliwatts is None else round(milliwatts / 1000.0, 3)
 
 
@@ -136,7 +155,7 @@ def _cuda_version(raw: Optional[int]) -> Optional[str]:
     return "%d.%d" % (raw // 1000, (raw % 1000) // 10)
 
 
-def _process_name(nv: Any, pid: int) -> Optional[str]:
+def _process_name(nv: ModuleType, pid: int) -> Optional[str]:
     try:
         with open("/proc/%d/comm" % pid) as fh:
             return fh.read().strip() or None
@@ -148,26 +167,24 @@ def _process_name(nv: Any, pid: int) -> Optional[str]:
         return None
 
 
-def _read_processes(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str, Any]]]:
+def _read_processes(r: _Reader, index: int, handle: object) -> Optional[List[Obj]]:
     nv = r.nv
     procs = r.call_with_fallback(index, "processes", nv.nvmlDeviceGetComputeRunningProcesses_v3,
                                  nv.nvmlDeviceGetComputeRunningProcesses_v2, handle)
     if procs is None:
         return None
-    return [
-        {"pid": int(p.pid), "name": _process_name(nv, int(p.pid)), "used_memory_bytes": p.usedGpuMemory}
-        for p in procs
-    ]
+    return [record(PROCESS_KEYS, pid=int(p.pid), name=_process_name(nv, int(p.pid)), used_memory_bytes=p.usedGpuMemory)
+            for p in procs]
 
 
-def _read_nvlinks(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str, Any]]]:
+def _read_nvlinks(r: _Reader, index: int, handle: object) -> Optional[List[Obj]]:
     nv = r.nv
     max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
-    links: List[Dict[str, Any]] = []
+    links: List[Obj] = []
     for link in range(max_links):
         state, err = r.call_quiet(nv.nvmlDeviceGetNvLinkState, handle, link)
         if err is None:
-            links.append({"link": link, "active": bool(state)})
+            links.append(record(NVLINK_KEYS, link=link, active=bool(state)))
             continue
         if link == 0 or err not in _END_OF_LINKS:
             r.record(index, "nvlinks", err)
@@ -176,7 +193,7 @@ def _read_nvlinks(r: _Reader, index: int, handle: Any) -> Optional[List[Dict[str
     return links
 
 
-def _read_clock_reasons(r: _Reader, index: int, handle: Any) -> Optional[int]:
+def _read_clock_reasons(r: _Reader, index: int, handle: object) -> Optional[int]:
     nv = r.nv
     # Drivers before 535 only have the old "throttle reasons" name.
     mask = r.call_with_fallback(index, "clocks_event_reasons", nv.nvmlDeviceGetCurrentClocksEventReasons,
@@ -184,38 +201,49 @@ def _read_clock_reasons(r: _Reader, index: int, handle: Any) -> Optional[int]:
     return None if mask is None else int(mask)
 
 
-def _pair(value: Any) -> Tuple[Any, Any]:
+def _pair(value: Optional[Tuple[object, object]]) -> Tuple[object, object]:
     if value is None:
         return None, None
     return value[0], value[1]
 
 
-# Fields that cannot change while the driver stays loaded (identity, thresholds, maxima): a kept session
-# reads them once per GPU and repeats them, with any errors they gave, in every later document.
-STATIC_KEYS = ("name", "uuid", "serial", "pci_bus_id", "vbios_version", "temperature_slowdown_c",
-               "temperature_shutdown_c", "clock_sm_max_mhz", "clock_mem_max_mhz", "pcie_gen_max", "pcie_width_max")
+def _flag(value: object) -> Optional[bool]:
+    return None if value is None else bool(value)
 
 
-def _read_static(r: _Reader, index: int, handle: Any) -> Dict[str, Any]:
+def _bus_id(pci_info: object) -> Optional[str]:
+    return None if pci_info is None else _text(getattr(pci_info, "busId", None))
+
+
+# The GPU's static fields (schema.GPU_STATIC_KEYS) and its static pcie fields (schema.PCIE_STATIC_KEYS): they
+# cannot change while the driver stays loaded, so a kept session reads them once per GPU and repeats them,
+# with any errors they gave, in every later document.
+Static = Tuple[Obj, Obj]
+
+
+def _read_static(r: _Reader, index: int, handle: object) -> Static:
     nv = r.nv
     c = r.call
-    static: Dict[str, Any] = {}
-    static["name"] = _text(c(index, "name", nv.nvmlDeviceGetName, handle))
-    static["uuid"] = _text(c(index, "uuid", nv.nvmlDeviceGetUUID, handle))
-    static["serial"] = _text(c(index, "serial", nv.nvmlDeviceGetSerial, handle))
-    pci = c(index, "pci_bus_id", nv.nvmlDeviceGetPciInfo, handle)
-    static["pci_bus_id"] = _text(pci.busId) if pci is not None else None
-    static["vbios_version"] = _text(c(index, "vbios_version", nv.nvmlDeviceGetVbiosVersion, handle))
-    static["temperature_slowdown_c"] = c(index, "temperature_slowdown_c", nv.nvmlDeviceGetTemperatureThreshold,
-                                         handle, nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN)
-    static["temperature_shutdown_c"] = c(index, "temperature_shutdown_c", nv.nvmlDeviceGetTemperatureThreshold,
-                                         handle, nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN)
-    static["clock_sm_max_mhz"] = c(index, "clock_sm_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_SM)
-    static["clock_mem_max_mhz"] = c(index, "clock_mem_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle,
-                                    nv.NVML_CLOCK_MEM)
-    static["pcie_gen_max"] = c(index, "pcie.gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, handle)
-    static["pcie_width_max"] = c(index, "pcie.width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, handle)
-    return static
+    gpu = record(
+        GPU_STATIC_KEYS,
+        name=_text(c(index, "name", nv.nvmlDeviceGetName, handle)),
+        uuid=_text(c(index, "uuid", nv.nvmlDeviceGetUUID, handle)),
+        serial=_text(c(index, "serial", nv.nvmlDeviceGetSerial, handle)),
+        pci_bus_id=_bus_id(c(index, "pci_bus_id", nv.nvmlDeviceGetPciInfo, handle)),
+        vbios_version=_text(c(index, "vbios_version", nv.nvmlDeviceGetVbiosVersion, handle)),
+        temperature_slowdown_c=c(index, "temperature_slowdown_c", nv.nvmlDeviceGetTemperatureThreshold, handle,
+                                 nv.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN),
+        temperature_shutdown_c=c(index, "temperature_shutdown_c", nv.nvmlDeviceGetTemperatureThreshold, handle,
+                                 nv.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN),
+        clock_sm_max_mhz=c(index, "clock_sm_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_SM),
+        clock_mem_max_mhz=c(index, "clock_mem_max_mhz", nv.nvmlDeviceGetMaxClockInfo, handle, nv.NVML_CLOCK_MEM),
+    )
+    pcie = record(
+        PCIE_STATIC_KEYS,
+        gen_max=c(index, "pcie.gen_max", nv.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+        width_max=c(index, "pcie.width_max", nv.nvmlDeviceGetMaxPcieLinkWidth, handle),
+    )
+    return gpu, pcie
 
 
 # Errors that a static field keeps for as long as the driver stays loaded; a static read that failed
@@ -229,7 +257,7 @@ class StaticCache:
 
     def __init__(self) -> None:
         self.count: Optional[int] = None
-        self.gpus: Dict[int, Tuple[Dict[str, Any], Errors]] = {}
+        self.gpus: Dict[int, Tuple[Static, Errors]] = {}
 
     def check_count(self, count: Optional[int]) -> None:
         if count != self.count:
@@ -237,10 +265,9 @@ class StaticCache:
             self.count = count
 
 
-def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any],
-              cache: Optional[StaticCache] = None) -> None:
-    """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone. With `cache` (a kept
-    session), the static fields come from it after the first read."""
+def _read_gpu(r: _Reader, index: int, handle: object, gpu: Obj, cache: Optional[StaticCache] = None) -> None:
+    """Fill `gpu` field by field; raises _GpuLost as soon as NVML says the GPU is gone, leaving the fields not
+    read yet null. With `cache` (a kept session), the static fields come from it after the first read."""
     nv = r.nv
     c = r.call
     if cache is not None and index in cache.gpus:
@@ -252,9 +279,8 @@ def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any],
         errors = r.errors[mark:]
         if cache is not None and all(e["error"] in _LASTING_ERRORS for e in errors):
             cache.gpus[index] = (static, [dict(e) for e in errors])
-    for key in STATIC_KEYS:
-        if not key.startswith("pcie_"):
-            gpu[key] = static[key]
+    static_gpu, static_pcie = static
+    gpu.update(static_gpu)
 
     mem = c(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
     gpu["memory_total_bytes"] = mem.total if mem is not None else None
@@ -274,76 +300,63 @@ def _read_gpu(r: _Reader, index: int, handle: Any, gpu: Dict[str, Any],
     gpu["clock_mem_mhz"] = c(index, "clock_mem_mhz", nv.nvmlDeviceGetClockInfo, handle, nv.NVML_CLOCK_MEM)
     mask = _read_clock_reasons(r, index, handle)
     gpu["clocks_event_reasons_mask"] = mask
-    gpu["clocks_event_reasons"] = None if mask is None else decode_clocks_event_reasons(int(mask))
+    gpu["clocks_event_reasons"] = None if mask is None else decode_clocks_event_reasons(mask)
 
     gpu["performance_state"] = c(index, "performance_state", nv.nvmlDeviceGetPerformanceState, handle)
-    persistence = c(index, "persistence_mode", nv.nvmlDeviceGetPersistenceMode, handle)
-    gpu["persistence_mode"] = None if persistence is None else bool(persistence)
+    gpu["persistence_mode"] = _flag(c(index, "persistence_mode", nv.nvmlDeviceGetPersistenceMode, handle))
     mode = c(index, "compute_mode", nv.nvmlDeviceGetComputeMode, handle)
     gpu["compute_mode"] = None if mode is None else COMPUTE_MODES.get(mode, str(mode))
     ecc_current, ecc_pending = _pair(c(index, "ecc_mode", nv.nvmlDeviceGetEccMode, handle))
-    gpu["ecc_mode_current"] = None if ecc_current is None else bool(ecc_current)
-    gpu["ecc_mode_pending"] = None if ecc_pending is None else bool(ecc_pending)
+    gpu["ecc_mode_current"] = _flag(ecc_current)
+    gpu["ecc_mode_pending"] = _flag(ecc_pending)
 
-    ecc: Dict[str, Any] = {}
-    for kind, etype in (("corrected", nv.NVML_MEMORY_ERROR_TYPE_CORRECTED),
-                        ("uncorrected", nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED)):
-        for counter, ctype in (("volatile", nv.NVML_VOLATILE_ECC), ("aggregate", nv.NVML_AGGREGATE_ECC)):
-            key = "%s_%s" % (kind, counter)
-            ecc[key] = c(index, "ecc_errors." + key, nv.nvmlDeviceGetTotalEccErrors, handle, etype, ctype)
-    gpu["ecc_errors"] = ecc
+    def ecc(name: str, kind: int, counter: int) -> Optional[int]:
+        count: Optional[int] = c(index, "ecc_errors." + name, nv.nvmlDeviceGetTotalEccErrors, handle, kind, counter)
+        return count
+
+    corrected, uncorrected = nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+    volatile, aggregate = nv.NVML_VOLATILE_ECC, nv.NVML_AGGREGATE_ECC
+    gpu["ecc_errors"] = record(
+        ECC_ERRORS_KEYS,
+        corrected_volatile=ecc("corrected_volatile", corrected, volatile),
+        corrected_aggregate=ecc("corrected_aggregate", corrected, aggregate),
+        uncorrected_volatile=ecc("uncorrected_volatile", uncorrected, volatile),
+        uncorrected_aggregate=ecc("uncorrected_aggregate", uncorrected, aggregate),
+    )
 
     sbe = c(index, "retired_pages.single_bit_ecc", nv.nvmlDeviceGetRetiredPages, handle,
             nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
     dbe = c(index, "retired_pages.double_bit_ecc", nv.nvmlDeviceGetRetiredPages, handle,
             nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
     pending = c(index, "retired_pages.pending", nv.nvmlDeviceGetRetiredPagesPendingStatus, handle)
-    gpu["retired_pages"] = {
-        "single_bit_ecc": None if sbe is None else len(sbe),
-        "double_bit_ecc": None if dbe is None else len(dbe),
-        "pending": None if pending is None else bool(pending),
-    }
+    gpu["retired_pages"] = record(RETIRED_PAGES_KEYS, single_bit_ecc=None if sbe is None else len(sbe),
+                                  double_bit_ecc=None if dbe is None else len(dbe), pending=_flag(pending))
 
     rows = c(index, "remapped_rows", nv.nvmlDeviceGetRemappedRows, handle)
-    if rows is None:
-        gpu["remapped_rows"] = {"corrected": None, "uncorrected": None, "pending": None, "failure": None}
-    else:
-        gpu["remapped_rows"] = {"corrected": rows[0], "uncorrected": rows[1],
-                                "pending": bool(rows[2]), "failure": bool(rows[3])}
+    if rows is not None:
+        gpu["remapped_rows"] = record(REMAPPED_ROWS_KEYS, corrected=rows[0], uncorrected=rows[1],
+                                      pending=bool(rows[2]), failure=bool(rows[3]))
 
-    gpu["pcie"] = {
-        "gen_current": c(index, "pcie.gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, handle),
-        "gen_max": static["pcie_gen_max"],
-        "width_current": c(index, "pcie.width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, handle),
-        "width_max": static["pcie_width_max"],
-        "replay_counter": c(index, "pcie.replay_counter", nv.nvmlDeviceGetPcieReplayCounter, handle),
-    }
+    gpu["pcie"] = record(
+        PCIE_KEYS,
+        gen_current=c(index, "pcie.gen_current", nv.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+        width_current=c(index, "pcie.width_current", nv.nvmlDeviceGetCurrPcieLinkWidth, handle),
+        replay_counter=c(index, "pcie.replay_counter", nv.nvmlDeviceGetPcieReplayCounter, handle),
+        **static_pcie,
+    )
     gpu["nvlinks"] = _read_nvlinks(r, index, handle)
     gpu["processes"] = _read_processes(r, index, handle)
     mig_current, mig_pending = _pair(c(index, "mig_mode", nv.nvmlDeviceGetMigMode, handle))
-    gpu["mig_mode_current"] = None if mig_current is None else bool(mig_current)
-    gpu["mig_mode_pending"] = None if mig_pending is None else bool(mig_pending)
+    gpu["mig_mode_current"] = _flag(mig_current)
+    gpu["mig_mode_pending"] = _flag(mig_pending)
 
 
-# Every key a GPU entry carries, so a lost GPU has the same shape with nulls.
-GPU_KEYS = (
-    "name", "uuid", "serial", "pci_bus_id", "vbios_version",
-    "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
-    "utilization_gpu_pct", "utilization_memory_pct",
-    "temperature_c", "temperature_slowdown_c", "temperature_shutdown_c",
-    "power_watts", "power_limit_watts",
-    "clock_sm_mhz", "clock_sm_max_mhz", "clock_mem_mhz", "clock_mem_max_mhz",
-    "clocks_event_reasons_mask", "clocks_event_reasons",
-    "performance_state", "persistence_mode", "compute_mode", "ecc_mode_current", "ecc_mode_pending",
-    "ecc_errors", "retired_pages", "remapped_rows", "pcie", "nvlinks", "processes",
-    "mig_mode_current", "mig_mode_pending",
-)
-
-
-def _empty_gpu(index: int) -> Dict[str, Any]:
-    gpu: Dict[str, Any] = {"index": index, "lost": False}
-    for key in GPU_KEYS:
-        gpu[key] = None
+def _empty_gpu(index: int) -> Obj:
+    """A GPU entry with every key of the schema, down to its sub-objects, null: what a lost GPU keeps of the
+    fields not read before the loss."""
+    gpu = nulls(GPU_KEYS)
+    gpu.update(index=index, lost=False, ecc_errors=nulls(ECC_ERRORS_KEYS), retired_pages=nulls(RETIRED_PAGES_KEYS),
+               remapped_rows=nulls(REMAPPED_ROWS_KEYS), pcie=nulls(PCIE_KEYS))
     return gpu
 
 
@@ -355,49 +368,50 @@ _INIT_STATUS = {
 }
 
 
-def _empty_nvml() -> Dict[str, Any]:
-    return {
-        "status": "ok", "message": None,
-        "driver_version": None, "cuda_driver_version": None, "nvml_version": None,
-        "gpu_count": None,
-    }
+def _nvml_section(status: str, message: Optional[str] = None) -> Obj:
+    """The nvml section of a library that could not be used: why, and nothing else."""
+    return record(NVML_KEYS, status=status, message=message, driver_version=None, cuda_driver_version=None,
+                  nvml_version=None, gpu_count=None)
 
 
-def _open(nvml: Dict[str, Any]) -> Any:
-    """Import pynvml and initialise NVML; the module, or None with the reason in the nvml section."""
+def skipped_nvml() -> Obj:
+    """The nvml section of a document collected without GPUs (--no-gpus)."""
+    return _nvml_section("skipped", "GPU collection not requested")
+
+
+def _open() -> Tuple[Optional[ModuleType], Obj]:
+    """Import pynvml and initialise NVML: (the module, None) or (None, the nvml section saying why not)."""
     try:
         import pynvml
     except ImportError as exc:
-        nvml.update(status="pynvml_missing", message="python module pynvml (package nvidia-ml-py) not found: %s" % exc)
-        return None
+        return None, _nvml_section("pynvml_missing", "python module pynvml (package nvidia-ml-py) not found: %s" % exc)
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         name = error_name(exc)
-        nvml["status"] = _INIT_STATUS.get(name, "error")
-        nvml["message"] = "nvmlInit failed: %s (%s)" % (_message(exc), name)
+        message = "nvmlInit failed: %s (%s)" % (_message(exc), name)
         if name == "LIBRARY_NOT_FOUND":
-            nvml["message"] = "libnvidia-ml.so.1 not found (no NVIDIA driver installed?)"
-        return None
-    return pynvml
+            message = "libnvidia-ml.so.1 not found (no NVIDIA driver installed?)"
+        return None, _nvml_section(_INIT_STATUS.get(name, "error"), message)
+    return pynvml, {}
 
 
-def _close(pynvml: Any) -> None:
+def _close(pynvml: ModuleType) -> None:
     try:
         pynvml.nvmlShutdown()
     except pynvml.NVMLError:
         pass
 
 
-def _read_all(pynvml: Any, nvml: Dict[str, Any], errors: Errors,
-              cache: Optional[StaticCache] = None) -> List[Dict[str, Any]]:
+def _read_all(pynvml: ModuleType, errors: Errors, cache: Optional[StaticCache] = None) -> Tuple[Obj, List[Obj]]:
+    """(nvml section, gpu list) from an initialised NVML."""
     r = _Reader(pynvml, errors)
-    nvml["driver_version"] = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
-    nvml["cuda_driver_version"] = _cuda_version(
-        r.call(None, "cuda_driver_version", pynvml.nvmlSystemGetCudaDriverVersion_v2))
-    nvml["nvml_version"] = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
-    count = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
-    nvml["gpu_count"] = count
+    driver = _text(r.call(None, "driver_version", pynvml.nvmlSystemGetDriverVersion))
+    cuda = _cuda_version(r.call(None, "cuda_driver_version", pynvml.nvmlSystemGetCudaDriverVersion_v2))
+    version = _text(r.call(None, "nvml_version", pynvml.nvmlSystemGetNVMLVersion))
+    count: Optional[int] = r.call(None, "gpu_count", pynvml.nvmlDeviceGetCount)
+    nvml = record(NVML_KEYS, status="ok", message=None, driver_version=driver, cuda_driver_version=cuda,
+                  nvml_version=version, gpu_count=count)
     if cache is not None:
         cache.check_count(count)
     gpus = []
@@ -409,18 +423,17 @@ def _read_all(pynvml: Any, nvml: Dict[str, Any], errors: Errors,
                 _read_gpu(r, index, handle, gpu, cache)
         except _GpuLost:
             gpu["lost"] = True
-        gpus.append(gpu)
-    return gpus
+        gpus.append(record(GPU_KEYS, **gpu))  # a key the schema does not have is a bug here: raise
+    return nvml, gpus
 
 
-def collect_gpus(errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+def collect_gpus(errors: Errors) -> Tuple[Obj, List[Obj]]:
     """Return (nvml section, gpu list). Never raises for NVML trouble: it is reported in the nvml status."""
-    nvml = _empty_nvml()
-    pynvml = _open(nvml)
+    pynvml, failed = _open()
     if pynvml is None:
-        return nvml, []
+        return failed, []
     try:
-        return nvml, _read_all(pynvml, nvml, errors)
+        return _read_all(pynvml, errors)
     finally:
         _close(pynvml)
 
@@ -432,28 +445,28 @@ _REINIT_ERRORS = ("UNINITIALIZED", "DRIVER_NOT_LOADED", "GPU_IS_LOST", "RESET_RE
 
 class NvmlSession:
     """NVML initialised once for many reads (`status --watch`): nvmlInit costs more than a whole read of
-    eight GPUs, and the static fields (STATIC_KEYS) are read once per GPU. After a lost GPU, a driver error
-    or a change in GPU count it initialises again and forgets them, so a GPU reset or driver reload shows up
-    on the next read; a failed init is retried on every read."""
+    eight GPUs, and the static fields (schema.GPU_STATIC_KEYS, PCIE_STATIC_KEYS) are read once per GPU. After a
+    lost GPU, a driver error or a change in GPU count it initialises again and forgets them, so a GPU reset or
+    driver reload shows up on the next read; a failed init is retried on every read."""
 
     def __init__(self) -> None:
-        self._pynvml: Any = None
+        self._pynvml: Optional[ModuleType] = None
         self._count: Optional[int] = None
         self._static = StaticCache()
 
-    def collect(self, errors: Errors) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-        nvml = _empty_nvml()
+    def collect(self, errors: Errors) -> Tuple[Obj, List[Obj]]:
         if self._pynvml is None:
-            self._pynvml = _open(nvml)
+            self._pynvml, failed = _open()
             if self._pynvml is None:
-                return nvml, []
+                return failed, []
         mark = len(errors)
-        gpus = _read_all(self._pynvml, nvml, errors, self._static)
+        nvml, gpus = _read_all(self._pynvml, errors, self._static)
+        count = self._static.count
         troubled = any(e.get("error") in _REINIT_ERRORS for e in errors[mark:]) or any(g["lost"] for g in gpus)
-        if troubled or (self._count is not None and nvml["gpu_count"] != self._count):
+        if troubled or (self._count is not None and count != self._count):
             self.close()
         else:
-            self._count = nvml["gpu_count"]
+            self._count = count
         return nvml, gpus
 
     def close(self) -> None:

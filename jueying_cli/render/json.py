@@ -8,11 +8,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jueying_cli.facts.record import Record
+
 ENVELOPE_SCHEMA_VERSION = 1
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, tuples and mappings to plain JSON types."""
+    """Dataclasses, tuples and mappings to plain JSON types; facts records in the facts document's own shape."""
+    if isinstance(value, Record):
+        return value.to_document()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):

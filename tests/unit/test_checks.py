@@ -37,8 +37,8 @@ from jueying_cli.checks import run as run_module
 from jueying_cli.checks.gpu import pci_key
 from jueying_cli.errors import BadInputError
 from jueying_cli.facts.model import Facts
+from jueying_cli.facts.schema import GPU_KEYS
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.probe.nvml import GPU_KEYS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
 HEALTHY: dict[str, Any] = json.loads((DATA / "h100-healthy.json").read_text())
@@ -85,7 +85,7 @@ def with_xids(*events: dict[str, Any]) -> dict[str, Any]:
 
 
 def lost_gpu(index: int) -> dict[str, Any]:
-    return {"index": index, "lost": True, **dict.fromkeys(GPU_KEYS)}
+    return {**dict.fromkeys(GPU_KEYS), "index": index, "lost": True}
 
 
 # ---------------------------------------------------------------- the healthy node
@@ -483,7 +483,7 @@ def test_stray_processes_when_enabled() -> None:
 
 def test_every_gpu_field_unsupported_is_never_critical() -> None:
     doc = healthy()
-    doc["gpus"] = [{"index": i, "lost": False, **dict.fromkeys(GPU_KEYS)} for i in range(8)]
+    doc["gpus"] = [{**dict.fromkeys(GPU_KEYS), "index": i, "lost": False} for i in range(8)]
     config = config_from_builtin(stray_processes={"enabled": True})
     results = run(doc, config=config)
     assert [r for r in results if r.level is Level.CRITICAL] == []
