@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from jueying_cli.checks.gpu import no_gpus_result
+from jueying_cli.checks.gpu_base import no_gpus_result
 from jueying_cli.checks.model import CheckResult, NodeContext
 from jueying_cli.vocab import Level
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from jueying_cli.checks import fleet, gpu, host
+from jueying_cli.checks import fleet, gpu, gpu_errors, host
 from jueying_cli.checks.model import CheckResult, CheckSpec, Param, Scope
 from jueying_cli.vocab import Action
 
@@ -44,7 +44,7 @@ _SPECS = (
           "nvml.status, gpus[].lost, inventory expected_gpus", _common()),
     _spec("gpu_count", gpu.check_gpu_count, "GPUs that answer against the inventory's expected_gpus",
           Action.DRAIN, "gpus[].lost, inventory expected_gpus", _common()),
-    _spec("xid", gpu.check_xid, "XID events in the kernel log within the window, per GPU and XID",
+    _spec("xid", gpu_errors.check_xid, "XID events in the kernel log within the window, per GPU and XID",
           Action.REBOOT, "kernel_log.xid_events, gpus[].pci_bus_id", {
               **_common(),
               "window_hours": Param(2, "float", "only XIDs this recent (hours; the probe keeps 24)",
@@ -54,9 +54,9 @@ _SPECS = (
               "as_critical": Param((), "int_list",
                                    "XIDs reported as CRITICAL whatever the catalog says (wins over as_warning)"),
           }),
-    _spec("ecc_uncorrected", gpu.check_ecc_uncorrected, "uncorrected (double-bit) ECC errors since the driver "
+    _spec("ecc_uncorrected", gpu_errors.check_ecc_uncorrected, "uncorrected (double-bit) ECC errors since the driver "
           "loaded", Action.RESET_GPU, "gpus[].ecc_errors.uncorrected_volatile, ecc_mode_current", _common()),
-    _spec("ecc_corrected", gpu.check_ecc_corrected, "corrected ECC errors since the driver loaded", Action.DRAIN,
+    _spec("ecc_corrected", gpu_errors.check_ecc_corrected, "corrected ECC errors since the driver loaded", Action.DRAIN,
           "gpus[].ecc_errors.corrected_volatile, ecc_mode_current", {
               **_common(),
               "warning": Param(20_000_000, "int", "WARNING above this many corrected errors (null: off)",
@@ -64,14 +64,14 @@ _SPECS = (
               "critical": Param(None, "int", "CRITICAL above this many corrected errors (null: off)",
                                 nullable=True, minimum=0),
           }),
-    _spec("retired_pages", gpu.check_retired_pages, "pre-Ampere page retirement: pending and total",
+    _spec("retired_pages", gpu_errors.check_retired_pages, "pre-Ampere page retirement: pending and total",
           Action.RMA, "gpus[].retired_pages, remapped_rows", {
               **_common(),
               "limit": Param(60, "int", "CRITICAL (RMA) at this many retired pages, single- plus double-bit",
                              minimum=1),
               "pending_level": Param("warning", "level", "level of a pending retirement"),
           }),
-    _spec("remapped_rows", gpu.check_remapped_rows, "Ampere+ row remapping: failure, pending, uncorrectable "
+    _spec("remapped_rows", gpu_errors.check_remapped_rows, "Ampere+ row remapping: failure, pending, uncorrectable "
           "count", Action.RMA, "gpus[].remapped_rows", {
               **_common(),
               "uncorrectable_warning": Param(512, "int", "WARNING at this many rows remapped for uncorrectable "

@@ -34,7 +34,7 @@ from jueying_cli.checks import (
     worst,
 )
 from jueying_cli.checks import run as run_module
-from jueying_cli.checks.gpu import pci_key
+from jueying_cli.checks.gpu_errors import pci_key
 from jueying_cli.errors import BadInputError
 from jueying_cli.facts.model import Facts
 from jueying_cli.facts.schema import GPU_KEYS
