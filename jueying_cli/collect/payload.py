@@ -22,6 +22,7 @@ _PROBE_MODULES = (
     "jueying_cli.probe.host",
     "jueying_cli.probe.kernel",
     "jueying_cli.probe.nvml",
+    "jueying_cli.probe.nvml_read",
     "jueying_cli.probe.serve",
     "jueying_cli.probe.__main__",
 )
