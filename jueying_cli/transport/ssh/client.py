@@ -189,9 +189,13 @@ class SshTransport:
             key = self.identities.key(path)
             if key is not None:
                 keys.append(key)
+        locked = [_short(p) for p in ep.identity_files if self.identities.encrypted(p)]
+        hint = (f"; {', '.join(locked)}: passphrase-protected, and jueying never prompts: add it to ssh-agent "
+                f"(ssh-add {locked[0]}) and keep SSH_AUTH_SOCK set") if locked else ""
         if not keys:
             raise NodeError(OutcomeStatus.AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
-                            f"{', '.join(_short(p) for p in ep.identity_files)}; encrypted keys need ssh-agent)")
+                            f"{', '.join(_short(p) for p in ep.identity_files)}"
+                            + (hint or "; an encrypted key needs ssh-agent") + ")")
         last = "no key accepted"
         for key in keys:
             try:
@@ -203,7 +207,8 @@ class SshTransport:
                 raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost during authentication: {exc}") from exc
             if transport.is_authenticated():
                 return
-        raise NodeError(OutcomeStatus.AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
+        raise NodeError(OutcomeStatus.AUTH_FAILED,
+                        f"{ep.user}@{ep.name}: public key authentication failed ({last}{hint})")
 
     @contextmanager
     def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
