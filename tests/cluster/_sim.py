@@ -467,14 +467,15 @@ class SimNode:
         """Put this node's current host key into known_hosts (undoes change/forget_host_key)."""
         self.cluster._set_trusted(self.name, _public_key(self.host_key_path))
 
-    def sign_host_key(self, ca_key: Path, *, principals: Iterable[str] | None = None, validity: str = "always",
+    def sign_host_key(self, ca_key: Path, *, principals: Iterable[str] | None = None, validity: str | None = None,
                       key_id: str | None = None) -> Path:
         """Sign this node's host key with the CA private key ``ca_key`` (``ssh-keygen -s ca -h``; no
-        principals: valid for any name; ``validity`` as ``ssh-keygen -V``) and make the sshd present the
-        certificate (restarted if running). Returns the certificate's path."""
+        principals: valid for any name; ``validity`` as ``ssh-keygen -V``, none: forever) and make the sshd
+        present the certificate (restarted if running). Returns the certificate's path."""
         with self._lock:
             self.host_cert_path.unlink(missing_ok=True)
-            argv = ["ssh-keygen", "-q", "-s", str(ca_key), "-I", key_id or self.name, "-h", "-V", validity]
+            argv = ["ssh-keygen", "-q", "-s", str(ca_key), "-I", key_id or self.name, "-h"]
+            argv += ["-V", validity] if validity else []
             names = list(principals or ())
             if names:
                 argv += ["-n", ",".join(names)]
