@@ -19,6 +19,8 @@ Faults a test can inject per node:
 - ``freeze()``: the listener is SIGSTOPped: TCP connects succeed (kernel backlog), no banner ever comes;
 - ``blackhole()``: an nftables rule drops packets to address:22: connect() times out (no RST);
 - ``change_host_key()`` / ``forget_host_key()``: changed or unknown host key for clients;
+- ``sign_host_key(ca, ...)`` / ``drop_host_certificate()``: the node presents an OpenSSH host certificate
+  (``HostCertificate``) signed by ``ca``, or stops presenting it;
 - ``set_gpus()`` / ``write_gpu_state()``: the simulated-GPU state file the node's NVML library reads.
 
 Files live under ``base_dir``: ``ssh_config``, ``known_hosts`` (entries keyed by node *name*, matched
@@ -280,17 +282,18 @@ def read_gpu_state_file(path: Path) -> dict[str, str]:
 class SimNode:
     """One simulated node: an sshd on ``address``:``port`` whose hostname is ``name``."""
 
-    def __init__(self, cluster: SimCluster, name: str, address: str) -> None:
+    def __init__(self, cluster: SimCluster, name: str, address: str, port: int = SSH_PORT) -> None:
         self.cluster = cluster
         self.name = name
         self.address = address
-        self.port = SSH_PORT
+        self.port = port
         self.dir = cluster.base_dir / "nodes" / name
         self.state_path = self.dir / "gpu.state"
         # The node's kernel log as the probe reads it (JUEYING_PROBE_KERNEL_LOG): tests append XID lines.
         self.kernel_log_path = self.dir / "kmsg"
         self.sshd_config_path = self.dir / "sshd_config"
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
+        self.host_cert_path = self.dir / "ssh_host_ed25519_key-cert.pub"  # presented while it exists
         self.log_path = self.dir / "sshd.log"
         self._proc: subprocess.Popen[bytes] | None = None  # the unshare wrapper, when we started it
         self._wrapper_pid: int | None = None
@@ -449,6 +452,9 @@ class SimNode:
         with self._lock:
             was_running = self.is_running()
             _generate_ed25519(self.host_key_path, f"root@{self.name}")
+            if self.host_cert_path.exists():  # it certified the old key: sshd would refuse to start with it
+                self.host_cert_path.unlink()
+                _atomic_write(self.sshd_config_path, self.cluster._sshd_config(self))
             if was_running:
                 self.stop()
                 self.start()
@@ -460,6 +466,34 @@ class SimNode:
     def trust_host_key(self) -> None:
         """Put this node's current host key into known_hosts (undoes change/forget_host_key)."""
         self.cluster._set_trusted(self.name, _public_key(self.host_key_path))
+
+    def sign_host_key(self, ca_key: Path, *, principals: Iterable[str] | None = None, validity: str | None = None,
+                      key_id: str | None = None) -> Path:
+        """Sign this node's host key with the CA private key ``ca_key`` (``ssh-keygen -s ca -h``; no
+        principals: valid for any name; ``validity`` as ``ssh-keygen -V``, none: forever) and make the sshd
+        present the certificate (restarted if running). Returns the certificate's path."""
+        with self._lock:
+            self.host_cert_path.unlink(missing_ok=True)
+            argv = ["ssh-keygen", "-q", "-s", str(ca_key), "-I", key_id or self.name, "-h"]
+            argv += ["-V", validity] if validity else []
+            names = list(principals or ())
+            if names:
+                argv += ["-n", ",".join(names)]
+            subprocess.run([*argv, str(self.host_key_path.with_name(self.host_key_path.name + ".pub"))],
+                           check=True, capture_output=True, stdin=subprocess.DEVNULL)
+            self._reconfigure()
+            return self.host_cert_path
+
+    def drop_host_certificate(self) -> None:
+        """Stop presenting a host certificate (restarted if running)."""
+        with self._lock:
+            self.host_cert_path.unlink(missing_ok=True)
+            self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        _atomic_write(self.sshd_config_path, self.cluster._sshd_config(self))
+        if self.is_running():
+            self.restart()
 
     # ---- simulated GPUs
 
@@ -510,6 +544,8 @@ class SimCluster:
         digits: int = 2,
         gpu_lib_dir: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
+        ports: Mapping[str, int] | None = None,
+        shift_octets: bool = True,
     ) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -517,7 +553,7 @@ class SimCluster:
             raise ValueError(f"bad node name prefix {prefix!r}")
         # Several checkouts may run their suites at once on one machine: each sets a different
         # JUEYING_SIM_OCTET_SHIFT so their clusters live on different 127.x.0.0/16 blocks.
-        shift = int(os.environ.get("JUEYING_SIM_OCTET_SHIFT", "0") or 0)
+        shift = int(os.environ.get("JUEYING_SIM_OCTET_SHIFT", "0") or 0) if shift_octets else 0
         first_octets = (first_octets[0], (first_octets[1] + shift) % 256)
         if first_octets[0] != 127 or not 0 <= first_octets[1] <= 255:
             raise ValueError("nodes must live in 127.0.0.0/8: first_octets must be (127, 0..255)")
@@ -536,12 +572,13 @@ class SimCluster:
         self.digits = digits
         self.gpu_lib_dir = Path(gpu_lib_dir).resolve() if gpu_lib_dir is not None else None
         self.extra_env: dict[str, str] = dict(extra_env or {})
+        self.ports: dict[str, int] = dict(ports or {})  # nodes whose sshd listens on another port than 22
 
         self.nodes: list[SimNode] = []
         for offset in range(count):
             name = f"{prefix}{start_index + offset:0{digits}d}"
             address = f"{first_octets[0]}.{first_octets[1]}.{offset // 254}.{offset % 254 + 1}"
-            self.nodes.append(SimNode(self, name, address))
+            self.nodes.append(SimNode(self, name, address, self.ports.get(name, SSH_PORT)))
         self._by_name = {node.name: node for node in self.nodes}
         if len(self._by_name) != count:
             raise ValueError("node names collide (digits too small?)")
@@ -637,6 +674,8 @@ class SimCluster:
             digits=int(params["digits"]),
             gpu_lib_dir=Path(gpu_lib_dir) if gpu_lib_dir else None,
             extra_env=params.get("extra_env") or {},
+            ports=params.get("ports") or {},
+            shift_octets=False,  # cluster.json holds the octets already shifted
         )
         entries = {entry["name"]: entry for entry in data["nodes"]}
         for node in cluster.nodes:
@@ -671,10 +710,12 @@ class SimCluster:
 
     def _sshd_config(self, node: SimNode) -> str:
         set_env = " ".join(_config_quote(f"{k}={v}") for k, v in self._session_env(node).items())
+        cert = f"HostCertificate {_config_quote(str(node.host_cert_path))}\n" if node.host_cert_path.exists() else ""
         return (
             f"# sshd for simulated node {node.name}, written by tests/cluster\n"
             f"ListenAddress {node.address}:{node.port}\n"
             f"HostKey {_config_quote(str(node.host_key_path))}\n"
+            f"{cert}"
             "PidFile none\n"
             "UsePAM no\n"
             "PermitRootLogin prohibit-password\n"
@@ -772,6 +813,7 @@ class SimCluster:
                     "digits": self.digits,
                     "gpu_lib_dir": str(self.gpu_lib_dir) if self.gpu_lib_dir else None,
                     "extra_env": self.extra_env,
+                    "ports": self.ports,
                 },
                 "nodeset": self.nodeset,
                 "nft_table": self.nft_table,

@@ -36,7 +36,7 @@ LAYERS: list[set[str]] = [
 PROBE_MAY_IMPORT = {"jueying_cli.facts", "jueying_cli.facts.schema", "jueying_cli"}
 # Third-party modules with a weight or a risk, and the one place each may be imported.
 HEAVY = {
-    "paramiko": "jueying_cli.transport.ssh",  # a package: config, known_hosts, keys, client, stream
+    "paramiko": "jueying_cli.transport.ssh",  # a package: config, known_hosts, certs, hostkeys, keys, client..
     "pynvml": "jueying_cli.probe.nvml",
     "psutil": "jueying_cli.probe.host",
     "rich": "jueying_cli.render.terminal",

@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -21,10 +21,12 @@ import paramiko
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
 from jueying_cli.transport.base import TIMEOUT_RC, Cancel, Command, StreamError, lifeline, remaining, wrap_command
+from jueying_cli.transport.ssh import hostkeys
+from jueying_cli.transport.ssh.certs import CERT_SUFFIX, BlobError, fingerprint
 from jueying_cli.transport.ssh.config import SshConfig
 from jueying_cli.transport.ssh.endpoint import Endpoint, Endpoints, parse_jump
 from jueying_cli.transport.ssh.keys import Identities
-from jueying_cli.transport.ssh.known_hosts import KEY_ALGORITHMS, KnownHosts
+from jueying_cli.transport.ssh.known_hosts import Entry, KnownHosts
 from jueying_cli.transport.ssh.options import SshOptions
 from jueying_cli.transport.ssh.stream import Drained, SshStream, drain
 from jueying_cli.vocab import OutcomeStatus
@@ -121,6 +123,9 @@ class SshTransport:
 
     def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
         known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
+        if not (known or self.options.accept_new_hostkeys
+                or (ep.known_hosts_bare and self.known_hosts.lookup(ep.known_hosts_bare, ep.known_hosts_files))):
+            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, self._unknown(ep))  # what the handshake would decide
         sock = self._open_socket(ep, deadline)
         transport = paramiko.Transport(sock)
         try:
@@ -128,15 +133,10 @@ class SshTransport:
             transport.banner_timeout = limit
             transport.handshake_timeout = limit
             transport.auth_timeout = limit
-            if known:
-                allowed = [a for t in known for a in KEY_ALGORITHMS.get(t, (t,))]
-                transport.get_security_options().key_types = [
-                    a for a in transport.get_security_options().key_types if a in allowed] or allowed
-            elif not self.options.accept_new_hostkeys:
-                searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.exists(f))
-                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown (not in "
-                                f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
-                                "or use --accept-new-hostkeys")
+            # OpenSSH's preference: certificates, and the key types known for this host, first
+            security = transport.get_security_options()
+            supported = list(getattr(paramiko.Transport, "_key_info", {}))  # certificate algorithms included
+            security.key_types = hostkeys.order_algorithms(list(security.key_types), supported, known)
             try:
                 transport.start_client(timeout=limit)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -151,7 +151,7 @@ class SshTransport:
                 raise NodeError(OutcomeStatus.TIMEOUT,
                                 f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
                                 f"{limit:.0f} s (node hung?)")
-            self._verify_host_key(ep, transport, known)
+            self._verify_host_key(ep, transport)
             self._authenticate(ep, transport)
             if self.options.keep_open:
                 # paramiko's reader thread wakes every 0.1 s on an idle socket; a kept connection that
@@ -162,24 +162,51 @@ class SshTransport:
             _close_quietly(transport)
             raise
 
-    def _verify_host_key(self, ep: Endpoint, transport: paramiko.Transport,
-                         known: Mapping[str, paramiko.PKey]) -> None:
+    def _verify_host_key(self, ep: Endpoint, transport: paramiko.Transport) -> None:
+        """Accept the server's key (or host certificate) as OpenSSH would, or record it if it is new and
+        --accept-new-hostkeys allows; otherwise hostkey_failed with the reason (hostkeys.py)."""
         key = transport.get_remote_server_key()
-        recorded = known.get(key.get_name())
-        if recorded is not None:
-            if recorded == key:
-                return
-            raise NodeError(OutcomeStatus.HOSTKEY_FAILED,
-                            f"HOST KEY CHANGED for {ep.known_hosts_name} ({key.get_name()} "
-                            f"{key.fingerprint}): possible man-in-the-middle, or the node was reinstalled; "
-                            "remove the old key (ssh-keygen -R) only after checking")
-        if known:
-            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name} offered a {key.get_name()} key but "
-                            f"known_hosts records {', '.join(known)}")
-        if not self.options.accept_new_hostkeys:  # pragma: no cover - refused before the handshake
-            raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"host key for {ep.known_hosts_name} is unknown")
-        target = next((f for f in ep.known_hosts_files if not f.startswith("/etc/")), ep.known_hosts_files[0])
-        self.known_hosts.add(ep.known_hosts_name, key, target)
+        blob, cert = key.asbytes(), None
+        public = getattr(key, "public_blob", None)
+        if public is not None and str(public.key_type).endswith(CERT_SUFFIX):
+            try:
+                cert = hostkeys.presented_certificate(public.key_blob)
+            except BlobError as exc:  # OpenSSH would not even load such a certificate
+                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name} presented an unusable host "
+                                f"certificate ({public.key_type}): {exc}") from exc
+            if cert.key_blob != blob:
+                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name}: the host certificate does "
+                                "not certify the key that signed the key exchange")
+
+        if ep.revoked_host_keys:
+            reason = hostkeys.revoked_by_file(ep.revoked_host_keys, blob, cert)
+            if reason:
+                raise NodeError(OutcomeStatus.HOSTKEY_FAILED, f"{ep.known_hosts_name}: {reason}")
+
+        def lookup(name: str) -> Sequence[Entry]:
+            return self.known_hosts.lookup(name, ep.known_hosts_files)
+
+        verdict = hostkeys.judge(blob, cert, ep.known_hosts_name, ep.known_hosts_bare, ep.cert_principal, lookup)
+        if verdict.status == hostkeys.OK:
+            return
+        key_type, fp = key.get_name(), fingerprint(blob)
+        accept_new = self.options.accept_new_hostkeys
+        if verdict.status == hostkeys.NEW and verdict.may_record and accept_new and ep.record_file:
+            self.known_hosts.add(ep.known_hosts_name, key_type, blob, ep.record_file, hashed=ep.hash_known_hosts)
+            return
+        raise NodeError(OutcomeStatus.HOSTKEY_FAILED,
+                        hostkeys.refusal(verdict, ep.known_hosts_name, key_type, fp, accept_new=accept_new)
+                        or self._unknown(ep, f"{key_type} {fp}"))
+
+    def _unknown(self, ep: Endpoint, key: str = "") -> str:
+        searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.isfile(f))
+        offered = f" ({key})" if key else ""
+        if self.options.accept_new_hostkeys:  # only when there is no user known_hosts file to record it in
+            return (f"host key for {ep.known_hosts_name}{offered} is unknown and cannot be recorded: "
+                    "UserKnownHostsFile is none")
+        return (f"host key for {ep.known_hosts_name}{offered} is unknown (not in "
+                f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
+                "or use --accept-new-hostkeys")
 
     def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
         keys: list[paramiko.PKey] = []
@@ -189,9 +216,13 @@ class SshTransport:
             key = self.identities.key(path)
             if key is not None:
                 keys.append(key)
+        locked = [_short(p) for p in ep.identity_files if self.identities.encrypted(p)]
+        hint = (f"; {', '.join(locked)}: passphrase-protected, and jueying never prompts: add it to ssh-agent "
+                f"(ssh-add {locked[0]}) and keep SSH_AUTH_SOCK set") if locked else ""
         if not keys:
             raise NodeError(OutcomeStatus.AUTH_FAILED, f"no usable private key for {ep.user}@{ep.name} (tried "
-                            f"{', '.join(_short(p) for p in ep.identity_files)}; encrypted keys need ssh-agent)")
+                            f"{', '.join(_short(p) for p in ep.identity_files)}"
+                            + (hint or "; an encrypted key needs ssh-agent") + ")")
         last = "no key accepted"
         for key in keys:
             try:
@@ -203,7 +234,8 @@ class SshTransport:
                 raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost during authentication: {exc}") from exc
             if transport.is_authenticated():
                 return
-        raise NodeError(OutcomeStatus.AUTH_FAILED, f"{ep.user}@{ep.name}: public key authentication failed ({last})")
+        raise NodeError(OutcomeStatus.AUTH_FAILED,
+                        f"{ep.user}@{ep.name}: public key authentication failed ({last}{hint})")
 
     @contextmanager
     def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:

@@ -25,10 +25,15 @@ class Endpoint:
     user: str
     identity_files: tuple[str, ...]
     identities_only: bool
-    known_hosts_name: str  # the name looked up in known_hosts
-    known_hosts_files: tuple[str, ...]
+    known_hosts_name: str  # the name looked up in known_hosts: HostKeyAlias, host, or [host]:port
+    known_hosts_files: tuple[str, ...]  # the user files, then the system files (OpenSSH's order)
     connect_timeout_s: float
     proxy_jump: tuple[str, ...] = ()
+    known_hosts_bare: str | None = None  # [host]:port without HostKeyAlias: the host, also looked up
+    cert_principal: str = ""  # the name a host certificate must list: HostKeyAlias, or the host
+    record_file: str | None = None  # where --accept-new-hostkeys records (the first user file)
+    hash_known_hosts: bool = False  # HashKnownHosts: record names hashed
+    revoked_host_keys: str | None = None  # RevokedHostKeys
 
 
 class Endpoints:
@@ -53,17 +58,17 @@ class Endpoints:
         files.extend(expand_path(p) for p in cfg.get("identityfile", []))
         if not files:
             files = [expand_path(f"~/.ssh/{n}") for n in DEFAULT_IDENTITIES]
+        # OpenSSH lowercases the host name; a HostKeyAlias is used as written (and drops the port).
         alias = cfg.get("hostkeyalias")
+        host = address.lower()
         if alias:
-            kh_name = alias
+            kh_name = str(alias)
         elif port == 22:
-            kh_name = address
+            kh_name = host
         else:
-            kh_name = f"[{address}]:{port}"
-        user_files = [expand_path(p)
-                      for p in (cfg.get("userknownhostsfile") or " ".join(USER_KNOWN_HOSTS)).split()]
-        global_files = [expand_path(p)
-                        for p in (cfg.get("globalknownhostsfile") or " ".join(GLOBAL_KNOWN_HOSTS)).split()]
+            kh_name = f"[{host}]:{port}"
+        user_files = _files(cfg.get("userknownhostsfile"), USER_KNOWN_HOSTS)
+        global_files = _files(cfg.get("globalknownhostsfile"), GLOBAL_KNOWN_HOSTS)
         jump = proxy_jump or cfg.get("proxyjump")
         hops: tuple[str, ...] = ()
         if jump and str(jump).lower() != "none":
@@ -78,7 +83,18 @@ class Endpoints:
             known_hosts_name=kh_name,
             known_hosts_files=tuple(dict.fromkeys([*user_files, *global_files, *self._options.extra_known_hosts])),
             connect_timeout_s=timeout, proxy_jump=hops,
+            known_hosts_bare=None if alias or port == 22 else host,
+            cert_principal=str(alias) if alias else host,
+            record_file=user_files[0] if user_files else None,
+            hash_known_hosts=str(cfg.get("hashknownhosts", "no")).lower() == "yes",
+            revoked_host_keys=next(iter(_files(cfg.get("revokedhostkeys"), ())), None),
         )
+
+
+def _files(value: object, default: tuple[str, ...]) -> list[str]:
+    """UserKnownHostsFile / GlobalKnownHostsFile: several paths, `none` for no file at all."""
+    paths = str(value).split() if value else list(default)
+    return [expand_path(p) for p in paths if p.lower() != "none"]
 
 
 def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
