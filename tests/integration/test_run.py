@@ -180,7 +180,10 @@ def test_proxyjump_through_a_shared_jump_node(cluster: SimCluster, tmp_path: Pat
     )
     # Six handshakes through one shared jump connection (two layers of paramiko crypto for node29) on a
     # loaded 2-core machine can pass the cluster's 5 s ConnectTimeout: this test is about routing, not speed.
-    result = jy(cluster, "run", "-i", str(inventory), "--json", "--connect-timeout", "20", "--", "hostname")
+    patient = tmp_path / "ssh_config"
+    patient.write_text(cluster.ssh_config_path.read_text().replace("ConnectTimeout 5", "ConnectTimeout 20"))
+    result = jy(cluster, "run", "-i", str(inventory), "--json", "--ssh-config", str(patient), "--connect-timeout",
+                "20", "--", "hostname")
     nodes = by_node(result)
     assert result.rc == 0, nodes
     assert {name: n["stdout"] for name, n in nodes.items()} == {f"node{i}": f"node{i}\n" for i in range(24, 30)}
