@@ -64,7 +64,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s:
             # must not freeze the screen: they get the refresh deadline.
             results, interrupted = sessions.refresh(selected, deadline if refreshes else opts.deadline_s)
             if interrupted:
-                break
+                raise KeyboardInterrupt
             if history and time.monotonic() - recorded_at >= HISTORY_EVERY_S:
                 common.record_history(results)
                 recorded_at = time.monotonic()
@@ -86,7 +86,7 @@ def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s:
                 break
             time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
     except KeyboardInterrupt:
-        pass
+        rc = int(ExitCode.OK)  # Ctrl-C is how a watch ends
     finally:
         if live is not None:
             live.__exit__()

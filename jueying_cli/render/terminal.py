@@ -7,6 +7,7 @@ wide enough never to wrap, so `grep` and `awk` work on it.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -287,13 +288,22 @@ class NodeProgress:
         self._progress.advance(self._task)
 
 
+class _Screen(io.StringIO):
+    """An off-screen terminal: where the live view draws a frame before it replaces the one shown."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 class LiveView:
-    """Redraws one screen in place (`status --watch` on a terminal): `show(draw)` calls `draw(console=...)`,
-    replaces the previous screen with what it printed, and returns what it returned."""
+    """Redraws one screen in place (`status --watch` on a terminal): `show(draw)` calls `draw(console=...)` on
+    an off-screen console as wide as the terminal, replaces the previous frame with what it printed, and
+    returns what it returned. (Capturing on the console Live itself draws on stacks frames.)"""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._live = Live(console=console, auto_refresh=False, transient=False)
+        self._live = Live(console=console, auto_refresh=False, transient=False, redirect_stdout=False,
+                          redirect_stderr=False)
 
     def __enter__(self) -> LiveView:
         self._live.start()
@@ -303,7 +313,10 @@ class LiveView:
         self._live.stop()
 
     def show(self, draw: Callable[..., T]) -> T:
-        with self.console.capture() as capture:
-            result = draw(console=self.console)
-        self._live.update(Text.from_ansi(capture.get()), refresh=True)
+        screen = Console(file=_Screen(), width=self.console.width, height=self.console.height, highlight=False,
+                         force_terminal=True, no_color=self.console.no_color,
+                         color_system="auto")
+        result = draw(console=screen)
+        frame = screen.file.getvalue() if isinstance(screen.file, _Screen) else ""
+        self._live.update(Text.from_ansi(frame.rstrip("\n")), refresh=True)
         return result
