@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except JueyingError as exc:
         sys.stderr.write(f"jueying: {exc}\n")
+        _json_error(argv, str(exc), "bad_input" if exc.exit_code == ExitCode.BAD_INPUT else "error")
         return int(exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -88,5 +89,19 @@ def main(argv: list[str] | None = None) -> int:
             show()
         else:
             sys.stderr.write(f"jueying: {exc}\n")
+        format_message = getattr(exc, "format_message", None)
+        _json_error(argv, str(format_message() if callable(format_message) else exc), "usage")
         return int(ExitCode.BAD_INPUT)
     return result if isinstance(result, int) else int(ExitCode.OK)
+
+
+def _json_error(argv: list[str], message: str, status: str) -> None:
+    """With --json, a failed command still prints its envelope (status error), so scripts always get JSON."""
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    if "--json" not in args:
+        return
+    from jueying_cli.render.json import dumps, envelope
+
+    command = next((a for a in args if not a.startswith("-")), "jueying")
+    print(dumps(envelope(command, None, status="error", errors=[{"node": None, "status": status,
+                                                               "message": message}])))

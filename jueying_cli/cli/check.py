@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def check(
-    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS",
+    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
                                            help="Check set YAML (default: the built-in set, documented in "
                                            "playbooks/health/default.yaml)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List every result, OK ones too."),
@@ -34,24 +34,28 @@ def check(
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
     prometheus: Path | None = typer.Option(None, "--prometheus", metavar="FILE",
                                            help="Also write a node_exporter textfile (atomically)."),
-    unreachable: str = typer.Option("unknown", "--unreachable", help="Level for nodes that gave no facts: "
+    unreachable: str = typer.Option("unknown", "--unreachable", metavar="LEVEL",
+                                    help="Level for nodes that gave no facts: "
                                     "unknown or critical."),
-    lock_wait: float = typer.Option(0.0, "--lock-wait", min=0.0, help="Seconds to wait for another running "
+    lock_wait: float = typer.Option(0.0, "--lock-wait", min=0.0, metavar="SECONDS",
+                                    help="Seconds to wait for another running "
                                     "jueying check to finish before giving up (UNKNOWN)."),
-    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, help="Seconds the probe may run on each node."),
+    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
+                                  help="Seconds the probe may run on each node."),
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
     drain: bool = typer.Option(False, "--drain", help="Drain nodes whose confirmed CRITICAL results recommend it "
                                "(drain, reset_gpu, reboot, rma), within max_unavailable (never forced)."),
     resume: bool = typer.Option(False, "--resume", help="Resume nodes this automation drained once they pass "
                                 "--resume-after consecutive clean runs."),
-    resume_after: int = typer.Option(3, "--resume-after", min=1, help="Clean runs (every check OK) before --resume "
+    resume_after: int = typer.Option(3, "--resume-after", min=1, metavar="N",
+                                     help="Clean runs (every check OK) before --resume "
                                       "puts a node back."),
     inventory_: str | None = common.InventoryOpt,
-    nodes_: str | None = common.NodesOpt,
-    exclude: str | None = common.ExcludeOpt,
+    nodes_: list[str] | None = common.NodesOpt,
+    exclude: list[str] | None = common.ExcludeOpt,
     fanout: int = common.FanoutOpt,
     connect_timeout: float = common.ConnectTimeoutOpt,
-    deadline: float = typer.Option(DEFAULT_CHECK_DEADLINE_S, "--deadline", min=1.0,
+    deadline: float = typer.Option(DEFAULT_CHECK_DEADLINE_S, "--deadline", min=1.0, metavar="SECONDS",
                                    help="Seconds for the whole run; nodes still busy then count as unreachable."),
     accept_new_hostkeys: bool = common.AcceptNewOpt,
     ssh_config: str | None = common.SshConfigOpt,

@@ -16,29 +16,35 @@ if TYPE_CHECKING:
     from jueying_cli.store import Store
     from jueying_cli.transport.router import RoutingTransport
 
-InventoryOpt = typer.Option(None, "-i", "--inventory", help="Inventory file (jueying YAML or Ansible INI/YAML). "
-                            "Default: $JUEYING_INVENTORY, ./inventory.yaml, ~/.config/jueying/inventory.yaml, "
+InventoryOpt = typer.Option(None, "-i", "--inventory", metavar="FILE",
+                            help="Inventory file (jueying YAML or Ansible INI/YAML). Default: $JUEYING_INVENTORY, "
+                            "./inventory.yaml, ~/.config/jueying/inventory.yaml, "
                             "/etc/jueying/inventory.yaml; none: this machine only.")
-NodesOpt = typer.Option(None, "-w", "--nodes", help="Nodes to act on, NodeSet syntax: 'gpu[001-128,200]', '@group', "
-                        "operators , ! & ^ (default: all).")
-ExcludeOpt = typer.Option(None, "-x", "--exclude", help="Nodes to leave out (NodeSet syntax).")
-FanoutOpt = typer.Option(64, "-f", "--fanout", min=1, max=4096, help="How many nodes to work on at once.")
-ConnectTimeoutOpt = typer.Option(10.0, "--connect-timeout", min=0.1,
+NodesOpt = typer.Option(None, "-w", "--nodes", metavar="NODESET",
+                        help="Nodes to act on, NodeSet syntax: 'gpu[001-128,200]', '@group', operators , ! & ^ "
+                        "(default: all). Repeatable: the union, as in clush.")
+ExcludeOpt = typer.Option(None, "-x", "--exclude", metavar="NODESET",
+                          help="Nodes to leave out (NodeSet syntax). Repeatable: every one is left out.")
+FanoutOpt = typer.Option(64, "-f", "--fanout", min=1, max=4096, metavar="N", help="How many nodes to work on at once.")
+ConnectTimeoutOpt = typer.Option(10.0, "--connect-timeout", min=0.1, metavar="SECONDS",
                                  help="Seconds for TCP connect + SSH handshake + authentication, per node.")
-DeadlineOpt = typer.Option(None, "--deadline", min=0.1,
+DeadlineOpt = typer.Option(None, "--deadline", min=0.1, metavar="SECONDS",
                            help="Seconds for the whole run; nodes still busy then are reported as timeout.")
 AcceptNewOpt = typer.Option(False, "--accept-new-hostkeys",
                             help="Trust and record host keys of nodes not yet in known_hosts (never changed keys).")
-SshConfigOpt = typer.Option(None, "--ssh-config", envvar="JUEYING_SSH_CONFIG",
+SshConfigOpt = typer.Option(None, "--ssh-config", envvar="JUEYING_SSH_CONFIG", metavar="FILE",
                             help="ssh_config file to use instead of ~/.ssh/config and /etc/ssh/ssh_config "
                             "(like ssh -F).")
+
+
+Patterns = str | Sequence[str] | None  # one NodeSet expression, several (repeated -w/-x), or none
 
 
 @dataclass(frozen=True)
 class FleetOptions:
     inventory: str | None
-    nodes: str | None
-    exclude: str | None
+    nodes: Patterns
+    exclude: Patterns
     fanout: int
     connect_timeout_s: float
     deadline_s: float | None
@@ -53,10 +59,23 @@ def select(opts: FleetOptions) -> tuple[Inventory, list[Node]]:
     from jueying_cli.inventory.select import select_nodes
 
     inventory = load_inventory(opts.inventory)
-    nodes = select_nodes(inventory, opts.nodes, opts.exclude)
+    wanted, unwanted = _patterns(opts.nodes), _patterns(opts.exclude)
+    if len(wanted) <= 1 and len(unwanted) <= 1:
+        nodes = select_nodes(inventory, wanted[0] if wanted else None, unwanted[0] if unwanted else None)
+    else:  # each expression on its own (`-w 'a!b' -w c` is (a!b) | c), then the union, as clush does
+        chosen = {n.name for w in wanted for n in select_nodes(inventory, w)} if wanted else set(inventory.nodes)
+        for x in unwanted:
+            chosen &= {n.name for n in select_nodes(inventory, None, x)}
+        nodes = [node for name, node in inventory.nodes.items() if name in chosen]
     if not nodes:
         raise BadInputError("no nodes selected", field="-w/-x")
     return inventory, nodes
+
+
+def _patterns(value: Patterns) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def make_transport(opts: FleetOptions, *, keep_open: bool = False) -> RoutingTransport:

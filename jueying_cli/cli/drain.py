@@ -47,11 +47,12 @@ def open_context(nodes_arg: str, inventory: str | None, ssh_config: str | None,
 
 def drain(
     nodes: str = typer.Argument(..., metavar="NODES", help="Nodes to drain (NodeSet syntax: gpu[001-004], @group)."),
-    reason: str | None = typer.Option(None, "-r", "--reason",
+    reason: str | None = typer.Option(None, "-r", "--reason", metavar="TEXT",
                                       help="Why (required); stored as 'jueying: REASON [you]'."),
     update_reason: bool = typer.Option(False, "--update-reason", help="Replace the reason of nodes already drained."),
     wait: bool = typer.Option(False, "--wait", help="Wait until no job runs on the nodes."),
-    timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="Seconds --wait may wait (default 3600)."),
+    timeout: float = typer.Option(3600.0, "--timeout", min=1.0, metavar="SECONDS",
+                                  help="Seconds --wait may wait (default 3600)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
     force: bool = typer.Option(False, "--force", help="Drain even past the cluster's max_unavailable."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
@@ -168,7 +169,7 @@ def resume(
 
 def log(
     nodes: str | None = typer.Argument(None, metavar="[NODES]", help="Only these nodes (NodeSet syntax)."),
-    limit: int = typer.Option(50, "-n", "--limit", min=1, help="Newest entries to show."),
+    limit: int = typer.Option(50, "-n", "--limit", min=1, metavar="N", help="Newest entries to show."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
 ) -> None:
     """Show the audit log: every drain, resume and reason change jueying made or tried, with who, when, why,

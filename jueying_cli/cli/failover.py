@@ -22,14 +22,16 @@ def register(app: typer.Typer) -> None:
 
 def failover(
     node: str = typer.Argument(..., metavar="NODE", help="The node that failed."),
-    spare: str | None = typer.Option(None, "--spare", help="Use this spare (default: the first healthy one)."),
-    playbook: str | None = typer.Option(None, "--playbook", help="Failover steps (default: "
+    spare: str | None = typer.Option(None, "--spare", metavar="NODE",
+                                     help="Use this spare (default: the first healthy one)."),
+    playbook: str | None = typer.Option(None, "--playbook", metavar="FILE", help="Failover steps (default: "
                                         "playbooks/failover/<role>.yaml beside the inventory, or in this directory)."),
-    reason: str | None = typer.Option(None, "-r", "--reason", help="Why (goes into the drain reason and the log)."),
+    reason: str | None = typer.Option(None, "-r", "--reason", metavar="TEXT",
+                                      help="Why (goes into the drain reason and the log)."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask before acting."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan and the chosen spare; change nothing."),
     force: bool = typer.Option(False, "--force", help="Drain the failed node even past max_unavailable."),
-    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS",
+    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
                                            help="Check set used to judge the spares."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
     inventory: str | None = common.InventoryOpt,

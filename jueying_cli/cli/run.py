@@ -19,11 +19,11 @@ def run(
     command: list[str] = typer.Argument(..., metavar="-- CMD...", help="Shell command run by each node's /bin/sh "
                                         "(arguments are joined with spaces, as ssh does)."),
     inventory: str | None = common.InventoryOpt,
-    nodes_: str | None = common.NodesOpt,
-    exclude: str | None = common.ExcludeOpt,
+    nodes_: list[str] | None = common.NodesOpt,
+    exclude: list[str] | None = common.ExcludeOpt,
     fanout: int = common.FanoutOpt,
     connect_timeout: float = common.ConnectTimeoutOpt,
-    timeout: float | None = typer.Option(None, "-t", "--timeout", min=0.1,
+    timeout: float | None = typer.Option(None, "-t", "--timeout", min=0.1, metavar="SECONDS",
                                          help="Seconds the command may run on each node (default: no limit)."),
     deadline: float | None = common.DeadlineOpt,
     sudo: bool = typer.Option(False, "--sudo", help="Run through `sudo -n` (fails at once without NOPASSWD)."),
@@ -98,9 +98,10 @@ def run(
 
 def nodes(
     inventory: str | None = common.InventoryOpt,
-    nodes_: str | None = common.NodesOpt,
-    exclude: str | None = common.ExcludeOpt,
-    expand: bool = typer.Option(False, "--expand", "-e", help="List every node on its own line."),
+    nodes_: list[str] | None = common.NodesOpt,
+    exclude: list[str] | None = common.ExcludeOpt,
+    expand: bool = typer.Option(False, "--expand", "-e", help="List every node on its own line, in the order "
+                                "ClusterShell's `nodeset -e` lists them."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
 ) -> None:
     """Print the selected nodes as a folded node set and a count (exit 2 if the selection is bad)."""
@@ -115,7 +116,9 @@ def nodes(
         print(dumps(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,
                                        "inventory": inv.source})))
     elif expand:
-        print("\n".join(names))
+        from jueying_cli.inventory.select import nodeset_order
+
+        print("\n".join(nodeset_order(names)))
     else:
         print(f"{fold(names)} ({len(names)})")
     raise typer.Exit(int(ExitCode.OK))

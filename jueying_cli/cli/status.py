@@ -20,19 +20,22 @@ def register(app: typer.Typer) -> None:
 def status(
     gpus: bool = typer.Option(False, "--gpus", help="One row per GPU across the selection."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope instead of a table."),
-    sort: str = typer.Option("state", "--sort", help="state (problems first), node, util, temp, power, gpu-mem, "
+    sort: str = typer.Option("state", "--sort", metavar="KEY",
+                             help="state (problems first), node, util, temp, power, gpu-mem, "
                              "load or age."),
     fold: bool = typer.Option(True, "--fold/--no-fold", help="Fold healthy nodes that look alike into one row."),
     watch: float | None = typer.Option(None, "--watch", min=0.5, metavar="[SECONDS]",
                                        help=f"Refresh every SECONDS (default {DEFAULT_WATCH_S:g}) until Ctrl-C "
                                        "(exit 0), keeping SSH connections and one probe per node open; a node "
                                        "that misses a refresh shows its last values marked stale."),
-    count: int | None = typer.Option(None, "--count", min=1, help="With --watch: stop after this many refreshes."),
+    count: int | None = typer.Option(None, "--count", min=1, metavar="N",
+                                     help="With --watch: stop after this many refreshes."),
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
-    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, help="Seconds the probe may run on each node."),
+    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
+                                  help="Seconds the probe may run on each node."),
     inventory_: str | None = common.InventoryOpt,
-    nodes_: str | None = common.NodesOpt,
-    exclude: str | None = common.ExcludeOpt,
+    nodes_: list[str] | None = common.NodesOpt,
+    exclude: list[str] | None = common.ExcludeOpt,
     fanout: int = common.FanoutOpt,
     connect_timeout: float = common.ConnectTimeoutOpt,
     deadline: float | None = common.DeadlineOpt,
@@ -72,10 +75,11 @@ def status(
 
 def inventory(
     json_output: bool = typer.Option(False, "--json", help="Print every node's full facts document."),
-    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, help="Seconds the probe may run on each node."),
+    timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
+                                  help="Seconds the probe may run on each node."),
     inventory_: str | None = common.InventoryOpt,
-    nodes_: str | None = common.NodesOpt,
-    exclude: str | None = common.ExcludeOpt,
+    nodes_: list[str] | None = common.NodesOpt,
+    exclude: list[str] | None = common.ExcludeOpt,
     fanout: int = common.FanoutOpt,
     connect_timeout: float = common.ConnectTimeoutOpt,
     deadline: float | None = common.DeadlineOpt,
@@ -116,7 +120,7 @@ def inventory(
 
 def history(
     node: str = typer.Argument(..., help="The node to show."),
-    limit: int = typer.Option(50, "-n", "--limit", min=1, help="Show at most this many changes (newest)."),
+    limit: int = typer.Option(50, "-n", "--limit", min=1, metavar="N", help="Show at most this many changes (newest)."),
     all_rows: bool = typer.Option(False, "--all", help="Show every collection, not only changes."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
 ) -> None:

@@ -82,3 +82,10 @@ def expand(pattern: str, what: str = "NODES") -> list[str]:
         return list(NodeSet(pattern))
     except NodeSetException as exc:
         raise BadInputError(f"bad node set {pattern!r}: {exc}", field=what) from exc
+
+
+def nodeset_order(names: Iterable[str]) -> list[str]:
+    """Names in ClusterShell's order (as `nodeset -e` lists them), not the inventory's."""
+    from ClusterShell.NodeSet import NodeSet
+
+    return list(NodeSet.fromlist(list(names)))
