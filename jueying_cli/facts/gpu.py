@@ -87,6 +87,8 @@ class GpuFacts(Record):
     memory_total_bytes: int | None = None
     memory_used_bytes: int | None = None
     memory_free_bytes: int | None = None
+    memory_reserved_bytes: int | None = None  # held by the driver; counted in `used` by NVML's v1 call only
+    memory_info_version: int | None = None  # 2: NVML's v2 memory call (used excludes reserved), 1: v1
     utilization_gpu_pct: int | None = None
     utilization_memory_pct: int | None = None
     temperature_c: int | None = None

@@ -41,7 +41,7 @@ NVML_KEYS = ("status", "message", "driver_version", "cuda_driver_version", "nvml
 GPU_KEYS = (
     "index", "lost",
     "name", "uuid", "serial", "pci_bus_id", "vbios_version",
-    "memory_total_bytes", "memory_used_bytes", "memory_free_bytes",
+    "memory_total_bytes", "memory_used_bytes", "memory_free_bytes", "memory_reserved_bytes", "memory_info_version",
     "utilization_gpu_pct", "utilization_memory_pct",
     "temperature_c", "temperature_slowdown_c", "temperature_shutdown_c",
     "power_watts", "power_limit_watts",

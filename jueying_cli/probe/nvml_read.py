@@ -49,7 +49,8 @@ _ERROR_NAMES = {
     9: "DRIVER_NOT_LOADED", 10: "TIMEOUT", 11: "IRQ_ISSUE", 12: "LIBRARY_NOT_FOUND",
     13: "FUNCTION_NOT_FOUND", 14: "CORRUPTED_INFOROM", 15: "GPU_IS_LOST", 16: "RESET_REQUIRED",
     17: "OPERATING_SYSTEM", 18: "LIB_RM_VERSION_MISMATCH", 19: "IN_USE", 20: "MEMORY",
-    21: "NO_DATA", 22: "VGPU_ECC_NOT_SUPPORTED", 23: "INSUFFICIENT_RESOURCES",
+    21: "NO_DATA", 22: "VGPU_ECC_NOT_SUPPORTED", 23: "INSUFFICIENT_RESOURCES", 24: "FREQ_NOT_SUPPORTED",
+    25: "ARGUMENT_VERSION_MISMATCH", 26: "DEPRECATED", 27: "NOT_READY", 28: "GPU_NOT_FOUND", 29: "INVALID_STATE",
     999: "UNKNOWN",
 }
 
@@ -218,6 +219,27 @@ def _bus_id(pci_info: object) -> Optional[str]:
 Static = Tuple[Obj, Obj]
 
 
+# Errors that mean "this driver or pynvml has no v2 memory call": fall back to v1 without a word.
+_NO_MEMORY_V2 = ("FUNCTION_NOT_FOUND", "NOT_SUPPORTED", "ARGUMENT_VERSION_MISMATCH", "INVALID_ARGUMENT")
+
+
+def _read_memory(r: Reader, index: int, handle: object) -> Tuple[Any, Optional[int]]:
+    """(memory info, 2 or 1): NVML's v2 call where the driver has it, whose `used` leaves out the memory the
+    driver reserves (as nvidia-smi, gpustat and nvitop show it: an idle H100 uses ~4 MiB, not ~0.5 GiB);
+    v1 (reserved counted as used) on older drivers."""
+    nv = r.nv
+    v2 = getattr(nv, "nvmlMemory_v2", None)  # an old pynvml has neither the constant nor the argument
+    if v2 is not None:
+        value, err = r.call_quiet(nv.nvmlDeviceGetMemoryInfo, handle, v2)
+        if err is None:
+            return value, 2
+        if err not in _NO_MEMORY_V2:
+            r.record(index, "memory", err)
+            return None, None
+    value = r.call(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
+    return value, (1 if value is not None else None)
+
+
 def _read_static(r: Reader, index: int, handle: object) -> Static:
     nv = r.nv
     c = r.call
@@ -279,10 +301,12 @@ def read_gpu(r: Reader, index: int, handle: object, gpu: Obj, cache: Optional[St
     static_gpu, static_pcie = static
     gpu.update(static_gpu)
 
-    mem = c(index, "memory", nv.nvmlDeviceGetMemoryInfo, handle)
+    mem, version = _read_memory(r, index, handle)
     gpu["memory_total_bytes"] = mem.total if mem is not None else None
     gpu["memory_used_bytes"] = mem.used if mem is not None else None
     gpu["memory_free_bytes"] = mem.free if mem is not None else None
+    gpu["memory_reserved_bytes"] = getattr(mem, "reserved", None) if mem is not None else None
+    gpu["memory_info_version"] = version
     util = c(index, "utilization", nv.nvmlDeviceGetUtilizationRates, handle)
     gpu["utilization_gpu_pct"] = util.gpu if util is not None else None
     gpu["utilization_memory_pct"] = util.memory if util is not None else None

@@ -51,7 +51,10 @@ def test_probe_reads_every_field_of_the_default_8_gpu_profile(gpu_node: GpuNode)
         assert gpu["pci_bus_id"] == v("pci_bus_id")
         assert gpu["vbios_version"] == v("vbios_version")
         assert gpu["memory_total_bytes"] == n("memory_total_bytes")
-        assert gpu["memory_used_bytes"] == n("memory_used_bytes")
+        # NVML's v2 memory call, as nvidia-smi reads it: the driver's reserved memory is not "used"
+        assert gpu["memory_info_version"] == 2
+        assert gpu["memory_reserved_bytes"] == n("memory_reserved_bytes")
+        assert gpu["memory_used_bytes"] == n("memory_used_bytes") - n("memory_reserved_bytes")
         assert gpu["memory_free_bytes"] == n("memory_total_bytes") - n("memory_used_bytes")
         assert gpu["utilization_gpu_pct"] == n("utilization_gpu_pct")
         assert gpu["utilization_memory_pct"] == n("utilization_memory_pct")
@@ -186,7 +189,7 @@ def test_not_supported_fields_are_null_with_an_error_entry_and_never_fail_the_no
 def old_driver_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_library(tmp_path_factory.mktemp("nvml-old"), omit=[
         "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetComputeRunningProcesses_v3",
-        "nvmlDeviceGetRemappedRows", "nvmlSystemGetCudaDriverVersion_v2"])
+        "nvmlDeviceGetRemappedRows", "nvmlSystemGetCudaDriverVersion_v2", "nvmlDeviceGetMemoryInfo_v2"])
 
 
 def test_functions_missing_from_an_old_driver_fall_back_or_become_null(gpu_node: GpuNode, old_driver_lib: Path,
@@ -205,6 +208,10 @@ def test_functions_missing_from_an_old_driver_fall_back_or_become_null(gpu_node:
     assert (0, "remapped_rows", "FUNCTION_NOT_FOUND") in errors
     assert (None, "cuda_driver_version", "FUNCTION_NOT_FOUND") in errors
     assert gpu["temperature_c"] is not None
+    # no v2 memory call: v1, which counts the driver's reserved memory as used, and says so
+    assert gpu["memory_info_version"] == 1 and gpu["memory_reserved_bytes"] is None
+    assert gpu["memory_used_bytes"] == int(str(old.state["gpu.0.memory_used_bytes"]))
+    assert not [e for e in doc["errors"] if e["field"] == "memory"]
     status = old.jueying("status")
     assert status.rc == 0 and "GPUs healthy 8/8" in status.stdout
 
@@ -249,7 +256,7 @@ def test_status_table_shows_the_node_at_a_glance(gpu_node: GpuNode) -> None:
     assert row.split()[1] == "ok"
     assert "79°C gpu6" in row
     assert "15%/80%" in row  # average of 40+80 over 8 GPUs, and the maximum
-    assert "4.4/637.2" in row  # 8 x 560 MiB used of 8 x 79.6 GiB
+    assert "0.0/637.2" in row  # 8 x 4 MiB used (560 MiB less 556 reserved, as nvidia-smi shows) of 8 x 79.6 GiB
     assert "560/5600" in row  # 8 x 70 W of 8 x 700 W
     assert "nodes up 1/1, GPUs healthy 8/8 (8x NVIDIA H100 80GB HBM3 on 1 node(s))" in result.stdout
 

@@ -42,6 +42,7 @@ def h100(index: int) -> dict[str, Any]:
         "serial": f"165012345678{index}", "pci_bus_id": f"00000000:{0x18 + index:02X}:00.0",
         "vbios_version": "96.00.74.00.01",
         "memory_total_bytes": 85520809984, "memory_used_bytes": 1024 ** 3 * index, "memory_free_bytes": 80000000000,
+        "memory_reserved_bytes": 583008256, "memory_info_version": 2,
         "utilization_gpu_pct": 10 * index, "utilization_memory_pct": 5 * index,
         "temperature_c": 30 + index, "temperature_slowdown_c": 87, "temperature_shutdown_c": 92,
         "power_watts": 70.25 + index, "power_limit_watts": 700,
