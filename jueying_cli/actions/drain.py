@@ -5,9 +5,11 @@ Safety rules, because this is the action operators must never get wrong:
 - a reason is required and carries the `jueying:` prefix and the operator's name;
 - re-draining changes nothing (it says who drained the node and when) unless the reason is updated on purpose;
 - resume touches only drains jueying wrote, unless forced;
-- no drain may take the cluster past max_unavailable (nodes already down or drained count) unless forced,
-  and automation can never force: it drains up to the cap and holds the rest back;
-- every change is written to the audit log as `pending` before it is made and settled after.
+- no drain may take the cluster past max_unavailable (nodes already down or drained count; builtin nodes that
+  do not answer count as down) unless forced, and automation can never force: it drains up to the cap and
+  holds the rest back;
+- every change is written to the audit log as `pending` before it is made and settled after, under the
+  node's lock, after checking again that the node is as planned (apply.py).
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def plan_drains(ctx: ActionContext, requests: Sequence[DrainRequest], *, over_ca
         [n for n in names if n in wanted]), update_reason=update_reason)
         for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
     adding = [(backend, c) for backend, changes in planned.items() for c in changes if c.action == ChangeKind.DRAIN]
+    if not adding:  # nothing new out of service: the cap is not asked (for builtin nodes that takes SSH)
+        return ChangePlan(planned, requests=wanted)
     cap = ctx.cap()
-    admitted, held = admit(cap, adding, over_cap)
+    admitted, held = admit(cap, [(b, c) for b, c in adding if not cap.counted(c.node)], over_cap)
     held_nodes = {c.node for _, c in held}
     changes = {backend: [c for c in cs if c.node not in held_nodes] for backend, cs in planned.items()}
     return ChangePlan(changes, held, cap, over_cap == OverCap.FORCE and cap.exceeded_by(len(admitted)), wanted)
@@ -136,6 +140,9 @@ def _groups(changes: Sequence[Change], requests: Mapping[str, DrainRequest],
 
 
 def _row(backend: Backend, c: Change, report: ActionReport, reason: str | None) -> NodeChange:
+    if c.node in report.skipped:  # another run changed the node since this one planned: nothing done
+        now = report.skipped[c.node]
+        return NodeChange(c.node, backend, ChangeResult.UNCHANGED, now.note, now)
     if c.node in report.failed:
         return NodeChange(c.node, backend, ChangeResult.FAILED, report.failed[c.node], c)
     if c.action == ChangeKind.NONE:

@@ -9,6 +9,7 @@ from jueying_cli.store.db import Database, default_path, open_database
 from jueying_cli.store.flap import Flap
 from jueying_cli.store.history import History
 from jueying_cli.store.ledger import Ledger
+from jueying_cli.store.lock import NodeLocks
 
 
 class Store:
@@ -23,6 +24,9 @@ class Store:
         self.flap = Flap(self.db)
         self.ledger = Ledger(self.db)
         self.audit = Audit(self.db)
+        # per-node change locks, in a directory beside the database file (state.db.locks/)
+        self.node_locks = NodeLocks(self.path.with_name(self.path.name + ".locks"))
 
     def close(self) -> None:
+        self.node_locks.release_all()
         self.db.close()
