@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from jueying_cli.actions.apply import Reconciled, reconcile
 from jueying_cli.actions.cap import Cap, cap_for
+from jueying_cli.errors import LockBusy
 from jueying_cli.inventory.model import Inventory, Node
 from jueying_cli.scheduler import Schedulers, all_states, schedulers_for
 from jueying_cli.scheduler.base import Scheduler
@@ -16,7 +17,10 @@ from jueying_cli.vocab import Backend
 
 if TYPE_CHECKING:
     from jueying_cli.store import Store
+    from jueying_cli.store.lock import RunLock
     from jueying_cli.transport.base import Transport
+
+CAP_WAIT_S = 300.0  # how long a drain waits for another run's drains before checking max_unavailable
 
 
 @dataclass
@@ -29,9 +33,29 @@ class ActionContext:
     # audit entries dead runs left pending, settled when this context opened, and those left pending, with why
     reconciled: Reconciled = field(default_factory=Reconciled)
 
+    _cap_lock: RunLock | None = None
+
     @property
     def settled(self) -> int:
         return self.reconciled.settled
+
+    def hold_cap(self) -> None:
+        """Take the cap lock (waiting up to CAP_WAIT_S for another run's drains to be made): a run that adds
+        drains holds it from checking max_unavailable until its drains are made (release_cap), so the next run
+        to check sees them. LockBusy when it stays taken."""
+        if self._cap_lock is not None:
+            return
+        lock = self.store.cap_lock()
+        try:
+            self._cap_lock = lock.acquire(CAP_WAIT_S)
+        except LockBusy as exc:
+            raise LockBusy(f"another jueying run is draining nodes and holds max_unavailable: {exc}; waited "
+                           f"{CAP_WAIT_S:g} s, nothing done") from None
+
+    def release_cap(self) -> None:
+        if self._cap_lock is not None:
+            self._cap_lock.release()
+            self._cap_lock = None
 
     @classmethod
     def open(cls, inventory: Inventory, nodes: list[Node], transport: Transport, store: Store, *,
@@ -54,5 +78,6 @@ class ActionContext:
         return cap_for(self.inventory, all_states(self.schedulers, self.inventory))
 
     def close(self) -> None:
+        self.release_cap()
         self.store.close()
         self.transport.close()

@@ -86,7 +86,8 @@ def drain(
     ctx = open_context(nodes, inventory, ssh_config, connect_timeout)
     try:
         plan = plan_drains(ctx, [DrainRequest(n.name, full_reason) for n in ctx.nodes],
-                           over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason)
+                           over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason,
+                           dry_run=dry_run)
         if plan.cap is not None and not json_output and (dry_run or plan.cap.down):
             sys.stderr.write(f"jueying: max_unavailable {plan.cap.limit} ({plan.cap.source}); of {plan.cap.total} "
                              f"nodes, {plan.cap.breakdown()}\n")
