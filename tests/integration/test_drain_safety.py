@@ -492,10 +492,10 @@ def _pair(rng: random.Random, i: int) -> tuple[list[str], list[str]]:
     return command("a"), command("b")
 
 
-def test_concurrent_pairs_agree_and_never_settle_a_live_run(builtin: Env) -> None:
-    env = builtin
+def test_concurrent_pairs_agree_and_never_settle_a_live_run(env: Env) -> None:
+    """PAIRS pairs of drains/resumes/reason updates started at once (builtin; Slurm: half as many, for time)."""
     rng = random.Random(2024)
-    for i in range(PAIRS):
+    for i in range(PAIRS if env.backend == "builtin" else PAIRS // 2):
         a_args, b_args = _pair(rng, i)
         a, b = start(env, *a_args), start(env, *b_args)
         ra, rb = finish(a), finish(b)
