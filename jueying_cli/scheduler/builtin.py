@@ -10,8 +10,9 @@ leaves the marker ahead of the ledger, with its audit entry pending: settling th
 (`settle_from_markers`). A marker that cannot be read decides nothing. The caller (actions.apply) holds the
 node's lock around both writes, so two runs never interleave them.
 
-For max_unavailable, `survey` reads every builtin node's marker at once (bounded fan-out, short timeout):
-a node that does not answer counts as down, a node whose marker says drained counts as drained.
+For max_unavailable, `survey` reads every builtin node's marker at once (bounded fan-out, short timeout, a
+second try for those that fail): a node that does not answer counts as down, a node whose marker says
+drained counts as drained.
 """
 
 from __future__ import annotations
@@ -133,13 +134,20 @@ class BuiltinScheduler:
 
     def read_markers(self, names: Sequence[str], timeout_s: float = READ_TIMEOUT_S) -> dict[str, MarkerRead]:
         """Each node's marker, read at most READ_FANOUT at a time, each within `timeout_s` (and the SSH
-        connect timeout): n nodes take about ceil(n / READ_FANOUT) x timeout_s at worst (all hung)."""
+        connect timeout). A node whose read fails is asked once more, with the others that failed: a busy
+        controller can make a healthy node miss a short deadline (even its authentication), and a node that
+        really refuses fails fast. At worst (all hung) n nodes take about 2 x ceil(n / READ_FANOUT) x timeout_s."""
+        reads = self._read_all(names, timeout_s)
+        again = [n for n, r in reads.items() if r.error is not None and n in self.nodes]
+        reads.update(self._read_all(again, timeout_s))
+        return reads
+
+    def _read_all(self, names: Sequence[str], timeout_s: float) -> dict[str, MarkerRead]:
         if not names:
             return {}
         with ThreadPoolExecutor(max_workers=min(READ_FANOUT, len(names)),
                                 thread_name_prefix="jueying-marker") as pool:
-            reads = list(pool.map(lambda n: self._read_marker(n, timeout_s), names))
-        return {r.node: r for r in reads}
+            return {r.node: r for r in pool.map(lambda n: self._read_marker(n, timeout_s), names)}
 
     def settle_from_markers(self, names: Sequence[str]) -> dict[str, str]:
         """Make the ledger agree with each node's marker (after a run died between the two writes); the
