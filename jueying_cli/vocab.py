@@ -93,6 +93,7 @@ class AuditResult(StrEnum):
     DONE = "done"
     FAILED = "failed"
     NOT_DONE = "not_done"  # settled after an interrupted run: the scheduler does not show the change
+    UNKNOWN = "unknown"  # settled after an interrupted failover: how far its steps got cannot be told
 
 
 class Backend(StrEnum):

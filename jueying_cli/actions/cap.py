@@ -1,16 +1,22 @@
-"""max_unavailable: how many nodes may be out of service at once, counting nodes already down or drained."""
+"""max_unavailable: how many nodes may be out of service at once, counting nodes already down or drained.
+
+Down means what the backend says: Slurm's DOWN/FAIL/NOT_RESPONDING; for builtin nodes, no answer to a marker
+read within a short timeout (scheduler.all_states). A node already counted (down or drained) costs nothing
+more when it is drained."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
 
 from jueying_cli.errors import CapExceeded
 from jueying_cli.inventory.model import Inventory
 from jueying_cli.scheduler.base import NodeState
+from jueying_cli.vocab import SchedulerState
 
 DEFAULT_MAX_UNAVAILABLE_PCT = 10.0
 T = TypeVar("T")
@@ -20,8 +26,27 @@ T = TypeVar("T")
 class Cap:
     limit: int  # most nodes that may be unavailable at once
     total: int  # nodes the scheduler(s) know
-    unavailable: int  # already down, draining or drained
     source: str  # where the limit comes from, for messages
+    drained: frozenset[str] = frozenset()  # draining or drained (builtin: per the ledger or the node's marker)
+    down: Mapping[str, str] = field(default_factory=dict)  # node -> why it counts as down (not drained)
+
+    @property
+    def unavailable(self) -> int:
+        """Already down, draining or drained."""
+        return len(self.drained) + len(self.down)
+
+    def counted(self, node: str) -> bool:
+        """Already counted as unavailable: draining it takes nothing more out."""
+        return node in self.drained or node in self.down
+
+    def breakdown(self) -> str:
+        """`4 already unavailable: 1 drained, 3 down (2 unreachable, 1 timeout)`."""
+        text = f"{self.unavailable} already unavailable: {len(self.drained)} drained, {len(self.down)} down"
+        if self.down:
+            kinds = Counter(why.split(":", 1)[0] for why in self.down.values())
+            text += " (" + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+            text += ")"
+        return text
 
     def exceeded_by(self, adding: int) -> bool:
         return self.unavailable + adding > self.limit
@@ -30,7 +55,7 @@ class Cap:
         if self.exceeded_by(adding):
             raise CapExceeded(
                 f"draining {adding} more node(s) would make {self.unavailable + adding} of {self.total} unavailable "
-                f"({self.unavailable} already down or drained), over max_unavailable {self.limit} ({self.source}); "
+                f"({self.breakdown()}), over max_unavailable {self.limit} ({self.source}); "
                 "use --force to override (automation never does)")
 
 
@@ -48,8 +73,11 @@ def cap_for(inventory: Inventory, states: Mapping[str, NodeState]) -> Cap:
         pct = min(pcts) if pcts else DEFAULT_MAX_UNAVAILABLE_PCT
         limits.append((math.floor(total * pct / 100), f"{pct:g}% of {total}" + ("" if pcts else ", the default")))
     limit, source = min(limits)
-    return Cap(limit=max(1, limit), total=total, unavailable=sum(1 for s in states.values() if s.unavailable),
-               source=source)
+    drained = frozenset(n for n, s in states.items()
+                        if s.drain or s.state in (SchedulerState.DRAINED, SchedulerState.DRAINING))
+    down = {n: (s.raw or str(s.state)) + (f": {s.reason}" if s.reason else "")
+            for n, s in states.items() if s.unavailable and n not in drained}
+    return Cap(limit=max(1, limit), total=total, source=source, drained=drained, down=down)
 
 
 class OverCap(StrEnum):
@@ -61,7 +89,7 @@ class OverCap(StrEnum):
 
 
 def admit(cap: Cap, adding: Sequence[T], over_cap: OverCap) -> tuple[list[T], list[T]]:
-    """(admitted, held back) of the drains in `adding`, in order, under `cap`."""
+    """(admitted, held back) of the drains in `adding` (nodes not yet counted unavailable), in order."""
     if over_cap == OverCap.FORCE:
         return list(adding), []
     if over_cap == OverCap.REFUSE:

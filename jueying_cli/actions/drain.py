@@ -5,9 +5,12 @@ Safety rules, because this is the action operators must never get wrong:
 - a reason is required and carries the `jueying:` prefix and the operator's name;
 - re-draining changes nothing (it says who drained the node and when) unless the reason is updated on purpose;
 - resume touches only drains jueying wrote, unless forced;
-- no drain may take the cluster past max_unavailable (nodes already down or drained count) unless forced,
-  and automation can never force: it drains up to the cap and holds the rest back;
-- every change is written to the audit log as `pending` before it is made and settled after.
+- no drain may take the cluster past max_unavailable (nodes already down or drained count; builtin nodes that
+  do not answer count as down) unless forced, and automation can never force: it drains up to the cap and
+  holds the rest back; runs that add drains check the cap one at a time (the cap lock, held until their
+  drains are made), so two runs cannot pass it together;
+- every change is written to the audit log as `pending` before it is made and settled after, under the
+  node's lock, after checking again that the node is as planned (apply.py).
 """
 
 from __future__ import annotations
@@ -85,19 +88,31 @@ class ChangePlan:
 
 
 def plan_drains(ctx: ActionContext, requests: Sequence[DrainRequest], *, over_cap: OverCap,
-                update_reason: bool = False) -> ChangePlan:
+                update_reason: bool = False, dry_run: bool = False) -> ChangePlan:
     """Plan every request against its scheduler's current state and weigh the new drains against
-    max_unavailable (CapExceeded when `over_cap` is REFUSE and they do not fit)."""
+    max_unavailable (CapExceeded when `over_cap` is REFUSE and they do not fit). When drains would add nodes,
+    the cap lock is taken first (not for a dry run) and held until execute() has made them, and the plan is
+    made again under it: another run's drains are then in the states the cap counts."""
     wanted = {r.node: r for r in requests}
-    planned = {backend: plan_drain([n for n in names if n in wanted], scheduler.states(
-        [n for n in names if n in wanted]), update_reason=update_reason)
-        for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
+    planned = _plan_drains(ctx, wanted, update_reason)
+    if not any(c.action == ChangeKind.DRAIN for cs in planned.values() for c in cs):
+        return ChangePlan(planned, requests=wanted)  # nothing new out of service: the cap is not asked
+    if not dry_run:
+        ctx.hold_cap()
+        planned = _plan_drains(ctx, wanted, update_reason)
     adding = [(backend, c) for backend, changes in planned.items() for c in changes if c.action == ChangeKind.DRAIN]
     cap = ctx.cap()
-    admitted, held = admit(cap, adding, over_cap)
+    admitted, held = admit(cap, [(b, c) for b, c in adding if not cap.counted(c.node)], over_cap)
     held_nodes = {c.node for _, c in held}
     changes = {backend: [c for c in cs if c.node not in held_nodes] for backend, cs in planned.items()}
     return ChangePlan(changes, held, cap, over_cap == OverCap.FORCE and cap.exceeded_by(len(admitted)), wanted)
+
+
+def _plan_drains(ctx: ActionContext, wanted: Mapping[str, DrainRequest],
+                 update_reason: bool) -> dict[Backend, list[Change]]:
+    return {backend: plan_drain([n for n in names if n in wanted], scheduler.states(
+        [n for n in names if n in wanted]), update_reason=update_reason)
+        for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
 
 
 def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool) -> ChangePlan:
@@ -113,14 +128,17 @@ def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
     """Make the planned changes (one scheduler call per backend, reason and message), each recorded in the
     audit log; nodes that need no change, failed or were held back are reported as such."""
     rows: list[NodeChange] = []
-    for backend, changes in plan.changes.items():
-        scheduler = ctx.schedulers[backend][0]
-        for (reason, why), group in _groups(changes, plan.requests).items():
-            note = why or message
-            if plan.forced:
-                note = "forced past max_unavailable" + (f"; {note}" if note else "")
-            report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note)
-            rows += [_row(backend, c, report, reason) for c in group]
+    try:
+        for backend, changes in plan.changes.items():
+            scheduler = ctx.schedulers[backend][0]
+            for (reason, why), group in _groups(changes, plan.requests).items():
+                note = why or message
+                if plan.forced:
+                    note = "forced past max_unavailable" + (f"; {note}" if note else "")
+                report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note)
+                rows += [_row(backend, c, report, reason) for c in group]
+    finally:
+        ctx.release_cap()  # the drains are made (or failed): the next run's cap check sees them
     return rows + plan._held_rows()
 
 
@@ -136,6 +154,9 @@ def _groups(changes: Sequence[Change], requests: Mapping[str, DrainRequest],
 
 
 def _row(backend: Backend, c: Change, report: ActionReport, reason: str | None) -> NodeChange:
+    if c.node in report.skipped:  # another run changed the node since this one planned: nothing done
+        now = report.skipped[c.node]
+        return NodeChange(c.node, backend, ChangeResult.UNCHANGED, now.note, now)
     if c.node in report.failed:
         return NodeChange(c.node, backend, ChangeResult.FAILED, report.failed[c.node], c)
     if c.action == ChangeKind.NONE:

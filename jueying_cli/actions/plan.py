@@ -20,7 +20,8 @@ class Change:
     note: str = ""  # why nothing happens, or what will
 
 
-def _who(state: NodeState) -> str:
+def who(state: NodeState) -> str:
+    """`by USER at TIME: REASON`, for messages about a drained node."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(state.reason_time)) if state.reason_time else "?"
     return f"by {state.reason_user or '?'} at {when}: {state.reason or '(no reason)'}"
 
@@ -35,7 +36,7 @@ def plan_drain(nodes: Sequence[str], states: Mapping[str, NodeState], *, update_
             if update_reason:
                 changes.append(Change(node, ChangeKind.UPDATE_REASON, state, "already drained; reason replaced"))
             else:
-                changes.append(Change(node, ChangeKind.NONE, state, f"already {state.state} {_who(state)}"))
+                changes.append(Change(node, ChangeKind.NONE, state, f"already {state.state} {who(state)}"))
         else:
             changes.append(Change(node, ChangeKind.DRAIN, state, f"{state.state} -> drain"))
     return changes
@@ -51,7 +52,7 @@ def plan_resume(nodes: Sequence[str], states: Mapping[str, NodeState], *, force:
             changes.append(Change(node, ChangeKind.NONE, state, f"not drained ({state.state})"))
         elif not state.owned and not force:
             changes.append(Change(node, ChangeKind.NONE, state,
-                                  f"drained {_who(state)}; not a jueying drain: --force to resume"))
+                                  f"drained {who(state)}; not a jueying drain: --force to resume"))
         else:
             changes.append(Change(node, ChangeKind.RESUME, state, f"{state.state} -> resume"))
     return changes

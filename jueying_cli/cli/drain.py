@@ -42,7 +42,19 @@ def open_context(nodes_arg: str, inventory: str | None, ssh_config: str | None,
     if ctx.settled:
         sys.stderr.write(f"jueying: settled {ctx.settled} audit entr{'y' if ctx.settled == 1 else 'ies'} left "
                          "pending by an interrupted run (see jueying log)\n")
+    _say_left(ctx)
     return ctx
+
+
+def _say_left(ctx: ActionContext, most: int = 8) -> None:
+    """One line per reason for the pending entries left as they are (another run's, unreadable markers)."""
+    by_why: dict[str, list[str]] = {}
+    for entry, why in ctx.reconciled.left:
+        by_why.setdefault(why, []).append(f"{entry.node} ({entry.action})")
+    for why, entries in by_why.items():
+        shown = ", ".join(entries[:most]) + (f" and {len(entries) - most} more" if len(entries) > most else "")
+        sys.stderr.write(f"jueying: {len(entries)} pending audit entr{'y' if len(entries) == 1 else 'ies'} left "
+                         f"as {'it is' if len(entries) == 1 else 'they are'}: {shown}: {why}\n")
 
 
 def drain(
@@ -75,7 +87,11 @@ def drain(
     ctx = open_context(nodes, inventory, ssh_config, connect_timeout)
     try:
         plan = plan_drains(ctx, [DrainRequest(n.name, full_reason) for n in ctx.nodes],
-                           over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason)
+                           over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason,
+                           dry_run=dry_run)
+        if plan.cap is not None and not json_output and (dry_run or plan.cap.down):
+            sys.stderr.write(f"jueying: max_unavailable {plan.cap.limit} ({plan.cap.source}); of {plan.cap.total} "
+                             f"nodes, {plan.cap.breakdown()}\n")
         rows = plan.preview() if dry_run else execute(ctx, plan)
         wait_result = None
         if wait and not dry_run:
@@ -117,7 +133,9 @@ def _finish(rows: Sequence[NodeChange], wait_result: WaitResult | None, json_out
         data: dict[str, object] = {"nodes": [{"node": r.node, "backend": r.backend, "result": r.result,
                                               "note": r.note} for r in rows]}
         if cap is not None:
-            data["cap"] = {"max_unavailable": cap.limit, "unavailable_before": cap.unavailable, "total": cap.total}
+            data["cap"] = {"max_unavailable": cap.limit, "unavailable_before": cap.unavailable, "total": cap.total,
+                           "drained_before": len(cap.drained), "down_before": len(cap.down),
+                           "down": dict(sorted(cap.down.items()))}
         if wait_result is not None:
             data["wait"] = {"outcome": wait_result.outcome, "waited_s": round(wait_result.waited_s, 1),
                             "blocking_jobs": {n: list(j) for n, j in wait_result.blocking.items()}}

@@ -60,12 +60,16 @@ def make_scheduler(backend: Backend, inventory: Inventory, members: Sequence[Nod
 
 
 def all_states(schedulers: Schedulers, inventory: Inventory) -> dict[str, NodeState]:
-    """Every node each backend knows (Slurm: the whole cluster; builtin: its inventory nodes), for the cap."""
+    """Every node each backend knows, for the cap. Slurm: the whole cluster as slurmctld reports it (DOWN and
+    NOT_RESPONDING included). Builtin: its inventory nodes, each asked for its marker at once (BuiltinScheduler
+    .survey): a node that does not answer within a short timeout is DOWN, whatever the ledger says."""
+    from jueying_cli.scheduler.builtin import BuiltinScheduler
+
     states: dict[str, NodeState] = {}
-    for backend, (scheduler, _) in schedulers.items():
-        if backend == Backend.BUILTIN:
+    for scheduler, _ in schedulers.values():
+        if isinstance(scheduler, BuiltinScheduler):
             members = [n.name for n in inventory.nodes.values() if backend_for(n) == Backend.BUILTIN]
-            states.update(scheduler.states(members))
+            states.update(scheduler.survey(members))
         else:
             states.update(scheduler.all_states())
     return states

@@ -1,15 +1,26 @@
 """Builtin backend for clusters without a scheduler: jueying's own ledger, plus a marker on the node.
 
-The ledger (state DB) is the truth jueying reads. The marker file on the node,
+The ledger (state DB) is the truth jueying plans from. The marker file on the node,
 `${JUEYING_NODE_STATE_DIR:-/var/lib/jueying}/drained`, holds the reason so the node's own tooling
 (a job launcher, a prolog, a login banner) can see that it is drained. Writing it runs through
 `sudo -n` unless the SSH user is root; the reason travels on stdin, never inside the shell command.
+
+Node by node, the marker is written (or removed) first and the ledger row after, so a run killed in between
+leaves the marker ahead of the ledger, with its audit entry pending: settling that entry reads the marker
+(`settle_from_markers`). A marker that cannot be read decides nothing. The caller (actions.apply) holds the
+node's lock around both writes, so two runs never interleave them.
+
+For max_unavailable, `survey` reads every builtin node's marker at once (bounded fan-out, short timeout, a
+second try for those that fail): a node that does not answer counts as down, a node whose marker says
+drained counts as drained.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
@@ -19,11 +30,27 @@ from jueying_cli.store import Store
 from jueying_cli.transport.base import Command, Transport
 from jueying_cli.vocab import Backend, SchedulerState
 
-MARKER_TIMEOUT_S = 20.0
+MARKER_TIMEOUT_S = 20.0  # writing or removing a marker
+READ_TIMEOUT_S = 5.0  # reading one (also: does the node answer?); the SSH connect timeout applies within it
+READ_FANOUT = 64  # marker reads at once
 _MARKER_DIR = '"${JUEYING_NODE_STATE_DIR:-/var/lib/jueying}"'
-_WRITE_MARKER = (f"d={_MARKER_DIR} && mkdir -p \"$d\" && cat > \"$d/drained.tmp\" && "
-                 "mv -f \"$d/drained.tmp\" \"$d/drained\"")
+# One line from stdin (`read` fails on a line cut short, so a killed writer leaves no half reason), to a file
+# of this shell's own, renamed over the marker: readers see the old marker or the new one.
+_WRITE_MARKER = (f"d={_MARKER_DIR} && mkdir -p \"$d\" && IFS= read -r r && t=\"$d/.drained.$$\" && "
+                 "printf '%s\\n' \"$r\" > \"$t\" && mv -f \"$t\" \"$d/drained\"")
 _REMOVE_MARKER = f"rm -f {_MARKER_DIR}/drained"
+_READ_MARKER = f"f={_MARKER_DIR}/drained; if [ -e \"$f\" ]; then echo drained && cat \"$f\"; else echo absent; fi"
+
+
+@dataclass(frozen=True)
+class MarkerRead:
+    """What a node's marker says: drained (with its reason) or not; `error` when it could not be read
+    (the node did not answer, or the read failed), and then nothing else is known."""
+
+    node: str
+    drained: bool = False
+    reason: str | None = None
+    error: str | None = None  # "<outcome status>: <why>", e.g. "unreachable: connection refused"
 
 
 class BuiltinScheduler:
@@ -50,24 +77,38 @@ class BuiltinScheduler:
     def all_states(self) -> Mapping[str, NodeState]:
         return self.states(list(self.nodes))
 
-    def _on_node(self, name: str, script: str, stdin: bytes | None) -> Outcome:
+    def survey(self, names: Sequence[str]) -> Mapping[str, NodeState]:
+        """The ledger's states, corrected by each node's marker read now: a node that does not answer is
+        DOWN (raw says why), a node whose marker says drained is DRAINED even if the ledger does not say so."""
+        states = dict(self.states(names))
+        for name, read in self.read_markers(names).items():
+            if read.error is not None:
+                states[name] = replace(states[name], state=SchedulerState.DOWN, raw=read.error)
+            elif read.drained and not states[name].drain:
+                states[name] = NodeState(name, SchedulerState.DRAINED, True, reason=read.reason,
+                                         raw="drained (marker on the node, not in the ledger)")
+        return states
+
+    def _on_node(self, name: str, script: str, stdin: bytes | None, timeout_s: float, *,
+                 slack_s: float = 15.0) -> Outcome:
+        """Run `script` on the node within `timeout_s` for the command and `slack_s` more for connecting."""
         node = self.nodes[name]
         sudo = str(node.vars.get("ssh_user", "root")) != "root" and not node.is_local
-        return self.transport.run(node, Command(script=script, timeout_s=MARKER_TIMEOUT_S, stdin=stdin, sudo=sudo),
-                                  time.monotonic() + MARKER_TIMEOUT_S + 15)
+        return self.transport.run(node, Command(script=script, timeout_s=timeout_s, stdin=stdin, sudo=sudo),
+                                  time.monotonic() + timeout_s + slack_s)
 
     def _each(self, names: Sequence[str], script: str, stdin: bytes | None, *, drained: bool,
               reason: str | None) -> None:
         """Node by node: the marker, then that node's ledger row. A crash leaves at most one node whose
-        marker is ahead of the ledger, which reconcile_entry settles from the marker."""
+        marker is ahead of the ledger, with its audit entry pending (settle_from_markers)."""
         failed = []
         for name in names:
-            outcome = self._on_node(name, script, stdin)
+            outcome = self._on_node(name, script, stdin, MARKER_TIMEOUT_S)
             if not outcome.ok:
                 failed.append(f"{name}: {outcome.status}: {outcome.error or outcome.stderr.strip()[:200]}")
                 continue
             self.store.ledger.write([name], drained=drained, reason=reason,
-                                  user=_reason_user(reason) if reason else None, now=time.time())
+                                    user=_reason_user(reason) if reason else None, now=time.time())
         if failed:
             raise SchedulerError("could not update the drain marker on " + "; ".join(failed))
 
@@ -77,24 +118,58 @@ class BuiltinScheduler:
     def resume(self, names: Sequence[str]) -> None:
         self._each(names, _REMOVE_MARKER, None, drained=False, reason=None)
 
-    def marker(self, name: str) -> str | None:
-        """The node's marker content (its drain reason), or None when it has none or cannot be read."""
-        outcome = self._on_node(name, f"cat {_MARKER_DIR}/drained 2>/dev/null || true", None)
-        if not outcome.ok:
-            return None
-        return outcome.stdout.strip() or None
-
-    def settle_from_marker(self, name: str) -> None:
-        """Make the ledger agree with the node's marker (after a crash between the two writes)."""
+    def _read_marker(self, name: str, timeout_s: float) -> MarkerRead:
         if name not in self.nodes:
-            return
-        reason = self.marker(name)
-        self.store.ledger.write([name], drained=reason is not None, reason=reason,
-                              user=_reason_user(reason) if reason else None, now=time.time())
+            return MarkerRead(name, error="unknown: not in the inventory")
+        outcome = self._on_node(name, _READ_MARKER, None, timeout_s, slack_s=0.0)  # connecting included
+        if not outcome.ok:
+            why = outcome.error or outcome.stderr.strip()[:200] or f"exit code {outcome.rc}"
+            return MarkerRead(name, error=f"{outcome.status}: {why}")
+        first, _, rest = outcome.stdout.partition("\n")
+        if first == "absent":
+            return MarkerRead(name)
+        if first == "drained":
+            return MarkerRead(name, drained=True, reason=rest.strip() or None)
+        return MarkerRead(name, error=f"failed: unexpected answer {outcome.stdout[:80]!r}")
+
+    def read_markers(self, names: Sequence[str], timeout_s: float = READ_TIMEOUT_S) -> dict[str, MarkerRead]:
+        """Each node's marker, read at most READ_FANOUT at a time, each within `timeout_s` (and the SSH
+        connect timeout). A node whose read fails is asked once more, with the others that failed: a busy
+        controller can make a healthy node miss a short deadline (even its authentication), and a node that
+        really refuses fails fast. At worst (all hung) n nodes take about 2 x ceil(n / READ_FANOUT) x timeout_s."""
+        reads = self._read_all(names, timeout_s)
+        again = [n for n, r in reads.items() if r.error is not None and n in self.nodes]
+        reads.update(self._read_all(again, timeout_s))
+        return reads
+
+    def _read_all(self, names: Sequence[str], timeout_s: float) -> dict[str, MarkerRead]:
+        if not names:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(READ_FANOUT, len(names)),
+                                thread_name_prefix="jueying-marker") as pool:
+            return {r.node: r for r in pool.map(lambda n: self._read_marker(n, timeout_s), names)}
+
+    def settle_from_markers(self, names: Sequence[str]) -> dict[str, str]:
+        """Make the ledger agree with each node's marker (after a run died between the two writes); the
+        caller holds the nodes' locks. Returns {node: why} for markers that could not be read: their ledger
+        rows are left as they are, since an unread marker says nothing."""
+        reads = self.read_markers(names)
+        ledger = self.store.ledger.read([n for n, r in reads.items() if r.error is None])
+        unreadable = {}
+        for name, read in reads.items():
+            if read.error is not None:
+                unreadable[name] = read.error
+                continue
+            entry = ledger.get(name)
+            in_ledger = (True, entry.reason) if entry is not None and entry.drained else (False, None)
+            if in_ledger == (read.drained, read.reason if read.drained else None):
+                continue
+            self.store.ledger.write([name], drained=read.drained, reason=read.reason,
+                                    user=_reason_user(read.reason) if read.reason else None, now=time.time())
+        return unreadable
 
 
 def _reason_user(reason: str) -> str | None:
     if reason.endswith("]") and "[" in reason:
         return reason[reason.rindex("[") + 1:-1]
     return None
-

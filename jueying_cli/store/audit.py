@@ -1,5 +1,13 @@
 """audit: append-only log of every state change jueying made or tried. An entry is written `pending` before
-acting (with the run that wrote it) and settled after, so a crash mid-action leaves a trace to reconcile."""
+acting (with the run that wrote it) and settled after, so a crash mid-action leaves a trace to reconcile.
+
+Only the run that wrote a pending entry settles it while it lives; `settle_refusal` says when another may:
+- same host: once that pid is gone, a zombie, or another process (its start differs by more than
+  SAME_START_S: the pid was reused);
+- another host (a shared state database): its liveness cannot be seen from here, so only once the entry is
+  OTHER_HOST_AGE_S old (24 h: far longer than any run keeps an entry pending);
+- no run recorded (written before schema 2): as before, by the next run.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ if TYPE_CHECKING:
     from jueying_cli.store.db import Database
 
 _IMPORTED_AT = time.time()  # stands in for the process start where /proc cannot tell
+SAME_START_S = 1.0  # process starts this close are one process (boot time moves when the clock is stepped)
+OTHER_HOST_AGE_S = 24 * 3600.0  # a pending entry of another host's run is taken as abandoned this old
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,10 @@ class RunOwner:
     pid: int
     host: str
     started_at: float
+
+    def same_process(self, other: RunOwner) -> bool:
+        return ((self.host, self.pid) == (other.host, other.pid)
+                and abs(self.started_at - other.started_at) <= SAME_START_S)
 
     @classmethod
     def current(cls) -> RunOwner:
@@ -44,6 +58,46 @@ def process_started_at(pid: int) -> float | None:
     except (OSError, StopIteration, ValueError, IndexError):
         return None
     return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def process_alive(pid: int, started_at: float) -> bool:
+    """Whether the process that started at `started_at` (unix s) as `pid` still runs on this host: the pid
+    exists, is no zombie, and started then (else the pid was reused). Without /proc: the pid exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        stat = ""
+    if stat:
+        if stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X"):
+            return False
+        started = process_started_at(pid)
+        if started is not None:
+            return abs(started - started_at) <= SAME_START_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def settle_refusal(owner: RunOwner | None, at: float, me: RunOwner, now: float) -> str | None:
+    """None when the run `me` may settle a pending entry written at `at` (unix s) by `owner`; else why not."""
+    if owner is None:
+        return None
+    if owner.host != me.host:
+        if now - at >= OTHER_HOST_AGE_S:
+            return None
+        return (f"run pid {owner.pid} on {owner.host}: another host's entries are settled once "
+                f"{OTHER_HOST_AGE_S / 3600:g} h old")
+    if owner.same_process(me):
+        return "this run's own"
+    if process_alive(owner.pid, owner.started_at):
+        return f"run pid {owner.pid} on this host is still running"
+    return None
 
 
 @dataclass(frozen=True)
@@ -109,16 +163,25 @@ class Audit:
                 ids.append(int(cur.lastrowid or 0))
         return ids
 
-    def finish(self, settlements: Iterable[Settlement]) -> None:
-        """Settle entries written by intent(); an entry no longer pending is left as it is."""
+    def finish(self, settlements: Iterable[Settlement]) -> int:
+        """Settle entries written by intent(); an entry no longer pending is left as it is. Returns how many
+        were settled by this call."""
+        settled = 0
         with self._db.transaction() as tx:
-            tx.executemany("UPDATE audit SET result = ?, after_state = ?, after_reason = ?, "
-                           "message = COALESCE(?, message) WHERE id = ? AND result = 'pending'",
-                           [(s.result, s.after_state, s.after_reason, s.message, s.id) for s in settlements])
+            for s in settlements:
+                cur = tx.execute("UPDATE audit SET result = ?, after_state = ?, after_reason = ?, "
+                                 "message = COALESCE(?, message) WHERE id = ? AND result = 'pending'",
+                                 (s.result, s.after_state, s.after_reason, s.message, s.id))
+                settled += max(0, cur.rowcount)
+        return settled
 
-    def pending(self) -> list[AuditEntry]:
-        """Every entry still `pending`, oldest first."""
-        return [_entry(row) for row in self._db.read(f"{_SELECT} WHERE result = 'pending' ORDER BY id")]
+    def pending(self, nodes: Iterable[str] | None = None) -> list[AuditEntry]:
+        """Every entry still `pending` (of these nodes, or all), oldest first."""
+        entries = [_entry(row) for row in self._db.read(f"{_SELECT} WHERE result = 'pending' ORDER BY id")]
+        if nodes is None:
+            return entries
+        wanted = set(nodes)
+        return [e for e in entries if e.node in wanted]
 
     def log(self, node: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest `limit` entries (for one node, or all), oldest first."""

@@ -9,6 +9,7 @@ from jueying_cli.store.db import Database, default_path, open_database
 from jueying_cli.store.flap import Flap
 from jueying_cli.store.history import History
 from jueying_cli.store.ledger import Ledger
+from jueying_cli.store.lock import NodeLocks, RunLock
 
 
 class Store:
@@ -23,6 +24,13 @@ class Store:
         self.flap = Flap(self.db)
         self.ledger = Ledger(self.db)
         self.audit = Audit(self.db)
+        # per-node change locks, in a directory beside the database file (state.db.locks/)
+        self.node_locks = NodeLocks(self.path.with_name(self.path.name + ".locks"))
+
+    def cap_lock(self) -> RunLock:
+        """The lock a run holds from checking max_unavailable until its drains are made (not yet taken)."""
+        return RunLock(self.node_locks.directory / "cap.lock")
 
     def close(self) -> None:
+        self.node_locks.release_all()
         self.db.close()
