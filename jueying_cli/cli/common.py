@@ -20,10 +20,23 @@ InventoryOpt = typer.Option(None, "-i", "--inventory", metavar="FILE",
                             help="Inventory file (jueying YAML or Ansible INI/YAML). Default: $JUEYING_INVENTORY, "
                             "./inventory.yaml, ~/.config/jueying/inventory.yaml, "
                             "/etc/jueying/inventory.yaml; none: this machine only.")
-NodesOpt = typer.Option(None, "-w", "--nodes", metavar="NODESET",
+def complete_nodes(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion for -w/-x: the inventory's node names, @groups and @all (nothing on a bad inventory)."""
+    from jueying_cli.errors import JueyingError
+    from jueying_cli.inventory.loader import load_inventory
+
+    try:
+        inventory = load_inventory(ctx.params.get("inventory_") or ctx.params.get("inventory"))
+    except (JueyingError, OSError):
+        return []
+    words = list(dict.fromkeys([*inventory.nodes, *(f"@{g}" for g in inventory.groups), "@all"]))
+    return [w for w in words if w.startswith(incomplete)][:1000]
+
+
+NodesOpt = typer.Option(None, "-w", "--nodes", metavar="NODESET", autocompletion=complete_nodes,
                         help="Nodes to act on, NodeSet syntax: 'gpu[001-128,200]', '@group', operators , ! & ^ "
                         "(default: all). Repeatable: the union, as in clush.")
-ExcludeOpt = typer.Option(None, "-x", "--exclude", metavar="NODESET",
+ExcludeOpt = typer.Option(None, "-x", "--exclude", metavar="NODESET", autocompletion=complete_nodes,
                           help="Nodes to leave out (NodeSet syntax). Repeatable: every one is left out.")
 FanoutOpt = typer.Option(64, "-f", "--fanout", min=1, max=4096, metavar="N", help="How many nodes to work on at once.")
 ConnectTimeoutOpt = typer.Option(10.0, "--connect-timeout", min=0.1, metavar="SECONDS",

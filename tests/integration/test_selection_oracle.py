@@ -67,3 +67,12 @@ def test_help_names_its_values() -> None:
     shown = run_jueying(["status", "--help"]).stdout
     assert "-w, --nodes NODESET" in shown and "--connect-timeout SECONDS" in shown and "FILE" in shown
     assert "<str>" not in shown and "<float" not in shown and "<int" not in shown
+
+
+def test_shell_completion_offers_inventory_names_and_groups(inventory: Path) -> None:
+    env = {"_JUEYING_COMPLETE": "complete_bash", "COMP_WORDS": f"jueying run -i {inventory} -w gpu", "COMP_CWORD": "5"}
+    shown = run_jueying([], env=env).stdout.split()
+    assert shown == ["gpu1", "gpu2", "gpu3", "gpu10"]
+    env["COMP_WORDS"] = f"jueying status -i {inventory} -x @al"
+    assert run_jueying([], env=env).stdout.split() == ["@all_nodes", "@all"]
+    assert "--install-completion" in run_jueying(["--help"]).stdout
