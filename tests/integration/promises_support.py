@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -125,22 +126,44 @@ def probe_gate(node: SimNode) -> Iterator[Callable[[], None]]:
         waiting.unlink(missing_ok=True)
 
 
-def release_fifo(path: Path, timeout_s: float = 60.0) -> bool:
-    """Let the process blocked reading FIFO `path` go on (one line); False when nobody came to read it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)  # the reader announced itself and is about to open: poll, bounded
-            continue
-        try:
-            os.write(fd, b"go\n")
-        finally:
-            os.close(fd)
-        return True
+class FifoGate:
+    """A shell command that blocks until the test lets it go: `command` reads one line from a FIFO while it holds
+    a lock on a file, so the test sees when it blocks (the lock is held) and when it has ended (the lock is free),
+    whether the test let it go or something killed it (a node kills a command whose SSH connection is lost)."""
+
+    def __init__(self, base: Path, name: str) -> None:
+        self.fifo = base / f"{name}.fifo"
+        self.lock = base / f"{name}.lock"
+        os.mkfifo(self.fifo)
+        self.lock.touch()
+
+    @property
+    def command(self) -> str:
+        read = shlex.quote(f"read go < {shlex.quote(str(self.fifo))}")
+        return f"flock {shlex.quote(str(self.lock))} sh -c {read}"
+
+    def blocked(self) -> bool:
+        return _locked(self.lock)
+
+    def wait_blocked(self, what: str) -> None:
+        wait_for(self.blocked, what)
+
+    def end(self) -> None:
+        """Let the blocked command go (if it is still there) and wait until it has ended."""
+        def ended() -> bool:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:  # ENXIO: nobody reads it (yet, or any more)
+                if exc.errno != errno.ENXIO:
+                    raise
+            else:
+                try:
+                    os.write(fd, b"go\n")
+                finally:
+                    os.close(fd)
+            return not self.blocked()
+
+        wait_for(ended, f"the command blocked on {self.fifo.name} to end")
 
 
 def jueying_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -266,22 +289,16 @@ def slurm_show(env: Mapping[str, str], *nodes: str) -> dict[str, tuple[str, str]
     return found
 
 
-def scontrol_shim(bindir: Path, *, log: Path, block_on: str | None = None, fifo: Path | None = None,
-                  before: bool = False) -> str:
-    """A `scontrol` earlier on PATH that logs each call to `log` and runs the real one. With `block_on` (a
-    shell case pattern over the arguments) and `fifo`: such a call writes `fifo`.waiting and blocks reading
-    `fifo` until the test releases it, after the real call (or `before` it); `fifo`.waiting is removed when it
-    goes on. Returns the PATH to use."""
+def scontrol_shim(bindir: Path, *, log: Path, block_on: str | None = None, gate: FifoGate | None = None) -> str:
+    """A `scontrol` earlier on PATH that logs each call to `log` and runs the real one; with `block_on` (a shell
+    case pattern over the arguments) and `gate`, such a call blocks on the gate after the real call has acted,
+    before jueying hears back. Returns the PATH to use."""
     bindir.mkdir(exist_ok=True)
     real = subprocess.run(["sh", "-c", "command -v scontrol"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    block = ""
-    if block_on is not None and fifo is not None:
-        os.mkfifo(fifo)
-        block = (f'case "$*" in {block_on}) touch "{fifo}.waiting"; read go < "{fifo}"; '
-                 f'rm -f "{fifo}.waiting";; esac\n')
-    script = "#!/bin/sh\n" + f'echo "$*" >> "{log}"\n'
-    script += (block + f'exec {real} "$@"\n') if before else (f'{real} "$@"; rc=$?\n' + block + "exit $rc\n")
-    (bindir / "scontrol").write_text(script)
+    script = f'#!/bin/sh\necho "$*" >> {shlex.quote(str(log))}\n{real} "$@"; rc=$?\n'
+    if block_on is not None and gate is not None:
+        script += f'case "$*" in {block_on}) {gate.command};; esac\n'
+    (bindir / "scontrol").write_text(script + "exit $rc\n")
     (bindir / "scontrol").chmod(0o755)
     return f"{bindir}:{os.environ['PATH']}"
