@@ -367,8 +367,8 @@ def test_a_failover_killed_in_a_step_is_settled_by_the_next_command(make_env: Ca
     assert drained(env, sim) == {"node02": "jueying: failover to node05 [root]"}  # it stays drained
 
 
-def test_a_failover_killed_before_its_drain_is_settled_unknown_and_its_drain_not_done(make_env: Callable[..., Env], sim: SimCluster,
-                                                                tmp_path: Path) -> None:
+def test_a_failover_killed_before_its_drain_is_settled_unknown_and_its_drain_not_done(
+        make_env: Callable[..., Env], sim: SimCluster, tmp_path: Path) -> None:
     env = make_env("builtin")
     sim.node("node02").freeze()  # the drain's marker write hangs in the handshake with the failed node
     run = Running(env, "failover", "node02", "--playbook", playbook(tmp_path, FENCE_AND_PROMOTE), "--yes",
