@@ -294,10 +294,21 @@ _SECTION = re.compile(r"^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:\#.*)?$")
 _GROUP_NAME = re.compile(r"^([^:\]\s]+)\s*(?:\#.*)?$")
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
+
+
 def ini_value(text: str, path: Path, line: int | None, field: str) -> Any:
     """`_parse_value`: ast.literal_eval, the text itself where that fails (so `True` is a bool, `[1,2]` a
     list, `007` and `yes` strings, and `'a' # note` is 'a'), then tuples and sets become lists, complex
     numbers and `...` text, bytes are decoded."""
+    if _PLAIN_NAME.fullmatch(text) and text not in ("True", "False", "None"):
+        return text  # what literal_eval would refuse (a bare name), without parsing it: big inventories
+    if _PLAIN_INT.fullmatch(text):
+        return int(text)
+    if _DOTTED.fullmatch(text):
+        return text  # 10.0.0.1: not a literal either
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
