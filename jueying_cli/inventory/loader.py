@@ -56,7 +56,7 @@ def load_inventory(explicit: str | None = None) -> Inventory:
 def load_inventory_file(path: Path) -> Inventory:
     """jueying's YAML format if the file is a YAML mapping of `vars`/`groups`/`nodes` (and not shaped like
     Ansible groups of those names); any other file, and a directory, is an Ansible inventory."""
-    if path.is_file() and path.suffix.lower() != ".ini" and (
+    if path.is_file() and path.suffix.lower() not in (".ini", ".cfg") and (
             path.suffix.lower() in YAML_EXTS or not path.suffix or looks_like_yaml(read_text(path))):
         try:
             doc = load_yaml(path)
