@@ -1,162 +1,424 @@
-"""Ansible inventories, INI or YAML, read unchanged: host ranges, group vars, children, connection variables
-mapped onto jueying's."""
+"""Ansible inventories, INI or YAML, read as ansible-core reads them: host patterns (ranges, `host:port`,
+`[v6]:port`), group vars, children, value types, connection variables mapped onto jueying's.
+
+Each rule follows ansible-core (2.19) and names its source: `plugins/inventory/ini.py` (InventoryModule),
+`plugins/inventory/yaml.py`, `plugins/inventory/__init__.py` (`_expand_hostpattern`, `expand_hostname_range`),
+`parsing/utils/addresses.py` (`parse_address`), `inventory/group.py` (`ansible_group_priority`). Where jueying
+refuses what Ansible would accept (README, "Inventory"), the message says so.
+
+These parsers add to an InventoryBuilder in Ansible mode (several files of a directory add to the same one);
+`ansible_files` finds the files, group_vars/ and host_vars/.
+"""
 
 from __future__ import annotations
 
+import ast
+import ipaddress
 import re
+import shlex
+import string
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jueying_cli.errors import BadInputError
-from jueying_cli.inventory.build import InventoryBuilder, check_name, check_vars
-from jueying_cli.inventory.model import Inventory
+from jueying_cli.inventory.build import ANSIBLE_VARS, InventoryBuilder, check_name, check_vars
+from jueying_cli.inventory.model import KNOWN_VARS
 from jueying_cli.yamlfile import LocatedDict
 
-_ANSIBLE_RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
+# ---------------------------------------------------------------- host patterns (parsing/utils/addresses.py)
+
+_NUMERIC_RANGE = r"\[(?:[0-9]+:[0-9]+)(?::[0-9]+)?\]"
+_HEX_RANGE = r"\[(?:[0-9a-f]+:[0-9a-f]+)(?::[0-9]+)?\]"
+_ALNUM_RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
+_V6_PART = rf"(?:[0-9a-f]{{1,4}}|{_HEX_RANGE})"
+_V4_PART = rf"(?:[01]?[0-9]{{1,2}}|2[0-4][0-9]|25[0-5]|{_NUMERIC_RANGE})"
+_LABEL = rf"(?:[\w]|{_ALNUM_RANGE})(?:[\w_-]|{_ALNUM_RANGE})*(?<![_-])"
+_BRACKETED_HOSTPORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
+_HOSTPORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
+_IPV4 = re.compile(rf"^(?:{_V4_PART}\.){{3}}{_V4_PART}$", re.I)
+_H = _V6_PART
+_IPV6 = re.compile(  # every way to write 0..ffff parts, from :: to 1:2:3:4:5:6:7:8, and IPv4 inside IPv6
+    rf"^((?:{_H}:){{7}}{_H}|(?:{_H}:){{1,6}}:|(?:{_H}:)(?::{_H}){{1,6}}|(?:{_H}:){{2}}(?::{_H}){{1,5}}|"
+    rf"(?:{_H}:){{3}}(?::{_H}){{1,4}}|(?:{_H}:){{4}}(?::{_H}){{1,3}}|(?:{_H}:){{5}}(?::{_H}){{1,2}}|"
+    rf"(?:{_H}:){{6}}(?::{_H})|:(?::{_H}){{1,6}}|{_H}?::|(?:0:){{6}}(?:{_H}\.){{3}}{_H}|"
+    rf"::(?:ffff:)?(?:{_H}\.){{3}}{_H}|(?:0:){{5}}ffff:(?:{_H}\.){{3}}{_H})$", re.I)
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.I)
+
+
+def _parse_address(pattern: str) -> tuple[str, int | None] | None:
+    """`parse_address(pattern, allow_ranges=True)`: (host, port), or None where Ansible raises (the caller
+    then keeps the whole pattern, with no port, as `_expand_hostpattern` does)."""
+    address, port = pattern, None
+    for matcher in (_BRACKETED_HOSTPORT, _HOSTPORT):  # both are tried, in turn, as in ansible-core
+        m = matcher.match(address)
+        if m:
+            address, port = m.group(1), int(m.group(2))
+    if _IPV4.match(address) or _IPV6.match(address) or _HOSTNAME.match(address):
+        return address, port
+    return None
+
+
+def parse_host_pattern(pattern: str, path: Path, line: int | None, field: str | None,
+                       *, ini: bool = False) -> tuple[list[str], int | None]:
+    """A host entry: its names (ranges expanded) and the port written after them (`gpu[1:4]:2222`,
+    `[fe80::1]:2200`), as `_expand_hostpattern` reads it (INI's own checks added with `ini`)."""
+    parsed = _parse_address(pattern)
+    host, port = parsed if parsed is not None else (pattern, None)
+    if ini and pattern.strip().endswith(":") and port is None:
+        raise BadInputError(f"invalid host pattern {pattern!r}: a ':' at the end is reserved for a port",
+                            path=str(path), line=line, field=field)
+    names = expand_ansible_pattern(host, path, line, field)
+    if ini and any(name.strip() == "---" for name in names):
+        raise BadInputError("invalid host pattern '---' (a sign that this is a YAML file)", path=str(path),
+                            line=line, field=field)
+    return names, port
 
 
 def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
-    """Ansible host ranges: www[01:50], db-[a:f], x[0:10:2] (end inclusive, zero padding kept)."""
-    match = _ANSIBLE_RANGE.search(pattern)
-    if not match:
-        return [check_name(pattern, path, line, field=field)]
-    start, end, step_text = match.group(1), match.group(2), match.group(3)
-    step = int(step_text) if step_text else 1
-    head, tail = pattern[: match.start()], pattern[match.end():]
-    if start.isdigit() and end.isdigit():
-        width = len(start) if start.startswith("0") and len(start) > 1 else 0
-        if int(end) < int(start) or step < 1:
-            raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
-        values = [str(i).zfill(width) for i in range(int(start), int(end) + 1, step)]
-    elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha() and start <= end:
-        values = [chr(c) for c in range(ord(start), ord(end) + 1, step)]
+    """Ansible host ranges, as `expand_hostname_range`: www[01:50], db-[a:f], x[0:10:2], r[1:2]n[01:03]
+    (end inclusive; a zero-padded begin pads every number, and its end must have the same width). jueying
+    refuses what Ansible reads oddly or into nothing: a range that expands to no host, a step below 1,
+    letter bounds longer than one letter, signed numbers."""
+    if "[" not in pattern:
+        return [check_node_name(pattern, path, line, field)]
+    parts = pattern.replace("[", "|", 1).replace("]", "|", 1).split("|")
+    if len(parts) != 3:
+        raise BadInputError(f"bad host pattern {pattern!r}: unbalanced [ ]", path=str(path), line=line, field=field)
+    head, inner, tail = parts
+    spec = f"[{inner}]"
+
+    def bad(why: str) -> BadInputError:
+        return BadInputError(f"bad host range {spec!r}: {why}", path=str(path), line=line, field=field)
+
+    bounds = inner.split(":")
+    if len(bounds) not in (2, 3):
+        raise bad("must be begin:end or begin:end:step")
+    begin, end = bounds[0] or "0", bounds[1]
+    step_text = bounds[2] if len(bounds) == 3 else "1"
+    if not end:
+        raise bad("no end")
+    if not step_text.isdigit() or int(step_text) < 1:
+        raise bad("the step must be a whole number of at least 1")
+    step = int(step_text)
+    values: list[str]
+    if begin.isdigit() and end.isdigit():
+        width = len(begin) if begin[0] == "0" and len(begin) > 1 else 0
+        if width and len(end) != width:
+            raise bad("a zero-padded begin needs an end of the same width")
+        values = [str(i).zfill(width) for i in range(int(begin), int(end) + 1, step)]
+    elif len(begin) == 1 and len(end) == 1 and begin in string.ascii_letters and end in string.ascii_letters:
+        first, last = string.ascii_letters.index(begin), string.ascii_letters.index(end)
+        if first > last:  # Ansible's letter order: a..z then A..Z
+            raise bad("begin must not come after end (letters run a..z, then A..Z)")
+        values = list(string.ascii_letters[first:last + 1:step])
     else:
-        raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
+        raise bad("bounds must both be numbers or both single letters")
+    if not values:
+        raise bad("expands to no host (begin after end)")
     names: list[str] = []
     for value in values:
         names.extend(expand_ansible_pattern(head + value + tail, path, line, field))
     return names
 
 
+def check_node_name(name: str, path: Path, line: int | None, field: str | None) -> str:
+    """jueying's node-name rule, plus what Ansible also takes as a host: an IPv6 address."""
+    if ":" in name:
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            pass
+        else:
+            return name
+    return check_name(name, path, line, field=field)
+
+
 # ---------------------------------------------------------------- variables
 
-def load_ansible_yaml(path: Path, doc: LocatedDict) -> Inventory:
-    b = InventoryBuilder(path, "{}.children")
+LOCAL_CONNECTIONS = frozenset({"local", "ansible.builtin.local"})
+SSH_CONNECTIONS = frozenset({"ssh", "smart", "paramiko", "paramiko_ssh", "ansible.builtin.ssh",
+                             "ansible.builtin.paramiko_ssh", "ansible.legacy.ssh", "ansible.legacy.local"})
+_CONNECTION_VARS = frozenset({*ANSIBLE_VARS, *ANSIBLE_VARS.values(), "ansible_connection"})
+
+
+def check_ansible_vars(raw: Mapping[str, Any], path: Path, where: str, line: int | None,
+                       lines: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Variables of an Ansible inventory checked by jueying's rules but kept under their Ansible names (which
+    of ansible_host and ansible_ssh_host wins is settled per host, after precedence: InventoryBuilder).
+    `ansible_connection` becomes a bool (True: local); connection variables must not be Jinja templates,
+    which jueying does not evaluate; a number given for a text variable (`rack=1`) becomes text."""
+    result: dict[str, Any] = {}
+    for key, value in raw.items():
+        key_line = (lines or {}).get(key, line)
+        name = ANSIBLE_VARS.get(key, key)
+        kinds = KNOWN_VARS.get(name)
+        if value is None:  # `ansible_host:` with no value: as if unset, where Ansible picks connection options
+            result[key] = None
+            continue
+        if key in _CONNECTION_VARS and isinstance(value, str) and ("{{" in value or "{%" in value):
+            raise BadInputError(f"{value!r}: jueying does not evaluate Jinja templates in connection variables",
+                                path=str(path), line=key_line, field=f"{where}.{key}")
+        if key == "ansible_connection":
+            result[key] = _connection(value, path, key_line, f"{where}.{key}")
+            continue
+        if kinds == (str,) and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)  # INI `rack=1` is an int to Ansible; to jueying, a rack name
+        checked = check_vars({key: value}, path, where, key_line, strict=False)
+        result[key] = checked[name]
+    return result
+
+
+def _connection(value: Any, path: Path, line: int | None, field: str) -> bool:
+    if isinstance(value, str) and value in LOCAL_CONNECTIONS:
+        return True
+    if isinstance(value, str) and value in SSH_CONNECTIONS:
+        return False
+    raise BadInputError(f"ansible_connection {value!r}: jueying connects over SSH or runs locally "
+                        "(local, ssh, smart, paramiko)", path=str(path), line=line, field=field)
+
+
+def _priority(value: Any, path: Path, line: int | None, field: str) -> int:
+    """`ansible_group_priority`, as Group.set_variable reads it: int(value)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"must be a whole number, got {value!r}", path=str(path), line=line,
+                            field=field) from exc
+
+
+def _set_group_vars(b: InventoryBuilder, group: str, values: Mapping[str, Any], path: Path,
+                    where: str, line: int | None, lines: Mapping[str, int] | None = None) -> None:
+    """Group.set_variable, one variable after another: `ansible_group_priority` sets the group's priority
+    (it is not a variable then), the rest replace the group's earlier values."""
+    rest = dict(values)
+    if "ansible_group_priority" in rest:
+        prio_line = (lines or {}).get("ansible_group_priority", line)
+        b.group_priority[group] = _priority(rest.pop("ansible_group_priority"), path, prio_line,
+                                            f"{where}.ansible_group_priority")
+    checked = check_ansible_vars(rest, path, where, line, lines)
+    target = b.global_vars if group == "all" else b.group_vars.setdefault(group, {})
+    target.update(checked)
+
+
+def _add_hosts(b: InventoryBuilder, names: list[str], group: str, port: int | None,
+               host_vars: Mapping[str, Any]) -> None:
+    """`_populate_host_vars`: a port written with the host counts only where the host is first seen (Host's
+    constructor sets ansible_port), its variables then replace the host's earlier values."""
+    for name in names:
+        if name not in b.order and port is not None:
+            b.node_vars.setdefault(name, {})["ansible_port"] = port
+        b.add_nodes([name], group)
+        b.node_vars.setdefault(name, {}).update(host_vars)
+
+
+def add_child(b: InventoryBuilder, parent: str, child: str, path: Path, line: int | None, field: str) -> None:
+    """Group.add_child_group: refused, where it is said, if the child contains the parent (a loop)."""
+    stack = [child]
+    seen: set[str] = set()
+    while stack:
+        group = stack.pop()
+        if group == parent:
+            raise BadInputError(f"group {child!r} inside {parent!r} makes a loop ({child!r} contains {parent!r})",
+                                path=str(path), line=line, field=field)
+        if group not in seen:
+            seen.add(group)
+            stack.extend(name for name, _ in b.children.get(group, ()))
+    b.add_child(parent, child, line)
+
+
+# ---------------------------------------------------------------- Ansible YAML (plugins/inventory/yaml.py)
+
+_YAML_GROUP_KEYS = {
+    "vars": "must be a mapping of variable: value",
+    "children": "must be a mapping of group name to group",
+    "hosts": "must be a mapping of host to variables",
+}
+
+
+def parse_ansible_yaml(b: InventoryBuilder, path: Path, doc: LocatedDict) -> None:
+    """Every top-level key is a group (`all:` is only one of them), read as the yaml plugin reads it."""
+    if doc.get("plugin"):
+        raise BadInputError(f"inventory plugin configuration (plugin: {doc['plugin']}): jueying reads only "
+                            "static inventories", path=str(path), line=doc.line_of("plugin"), field="plugin")
     for group, spec in doc.items():
         _ansible_group(b, path, group, spec, doc.line_of(group))
-    if not b.order:
-        raise BadInputError("inventory defines no hosts", path=str(path), line=doc.line)
-    return b.build()
 
 
 def _ansible_group(b: InventoryBuilder, path: Path, group: str, spec: Any, line: int | None) -> None:
-    check_name(group, path, line, "group name")
-    b.groups.setdefault(group, {})
+    check_name(group, path, line, "group name", group)
+    b.declare_group(group)
     if spec is None:
         return
-    if not isinstance(spec, LocatedDict):
+    if not isinstance(spec, LocatedDict):  # Ansible skips it with a warning; jueying will not guess
         raise BadInputError("must be a mapping with hosts, vars, children", path=str(path), line=line, field=group)
-    hosts = spec.get("hosts")
-    if hosts is not None:
-        if not isinstance(hosts, LocatedDict):
-            raise BadInputError("must be a mapping of host to variables", path=str(path),
-                                line=spec.line_of("hosts"), field=f"{group}.hosts")
-        for pattern, host_vars in hosts.items():
-            host_line = hosts.line_of(pattern)
-            names = expand_ansible_pattern(pattern, path, host_line, f"{group}.hosts")
-            checked = check_vars(host_vars, path, f"{group}.hosts.{pattern}", host_line, strict=False)
-            b.add_nodes(names, group)
-            for name in names:
-                b.node_vars.setdefault(name, {}).update(checked)
-    group_vars = check_vars(spec.get("vars"), path, f"{group}.vars", spec.line_of("vars"), strict=False)
-    if group == "all":
-        b.global_vars.update(group_vars)
-    else:
-        b.group_vars[group] = {**b.group_vars.get(group, {}), **group_vars}
-    children = spec.get("children")
-    if children is not None:
-        if not isinstance(children, LocatedDict):
-            raise BadInputError("must be a mapping of group name to group", path=str(path),
-                                line=spec.line_of("children"), field=f"{group}.children")
-        for child, child_spec in children.items():
-            _ansible_group(b, path, child, child_spec, children.line_of(child))
-            b.children.setdefault(group, []).append((child, children.line_of(child)))
+    for key in spec:
+        if key not in _YAML_GROUP_KEYS:  # Ansible skips it with a warning: usually a typo (`host:`)
+            raise BadInputError(f"unknown key {key!r} (expected hosts, vars, children)", path=str(path),
+                                line=spec.line_of(key), field=f"{group}.{key}")
+    for key in spec:  # in file order, as Ansible reads them
+        value = spec[key]
+        key_line = spec.line_of(key)
+        if isinstance(value, str):  # `hosts: gpu01` is `hosts: {gpu01: null}`
+            value = {value: None}
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise BadInputError(_YAML_GROUP_KEYS[key], path=str(path), line=key_line, field=f"{group}.{key}")
+        lines = value.key_lines if isinstance(value, LocatedDict) else {}
+        if key == "vars":
+            _set_group_vars(b, group, value, path, f"{group}.vars", key_line, lines)
+        elif key == "children":
+            for child, child_spec in value.items():
+                child_line = lines.get(child, key_line)
+                _ansible_group(b, path, child, child_spec, child_line)
+                add_child(b, group, child, path, child_line, f"{group}.children")
+        else:
+            for pattern, host_vars in value.items():
+                host_line = lines.get(pattern, key_line)
+                names, port = parse_host_pattern(pattern, path, host_line, f"{group}.hosts")
+                if not host_vars:  # `gpu01:` (null), as `or {}` in ansible-core
+                    host_vars = {}
+                if not isinstance(host_vars, Mapping):
+                    raise BadInputError("must be a mapping of variable: value", path=str(path), line=host_line,
+                                        field=f"{group}.hosts.{pattern}")
+                host_lines = host_vars.key_lines if isinstance(host_vars, LocatedDict) else {}
+                checked = check_ansible_vars(host_vars, path, f"{group}.hosts.{pattern}", host_line, host_lines)
+                _add_hosts(b, names, group, port, checked)
 
 
-# ---------------------------------------------------------------- Ansible INI
+# ---------------------------------------------------------------- Ansible INI (plugins/inventory/ini.py)
 
-def _parse_ini_value(text: str) -> Any:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    if re.fullmatch(r"-?[0-9]+", text):
+_SECTION = re.compile(r"^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:\#.*)?$")
+_GROUP_NAME = re.compile(r"^([^:\]\s]+)\s*(?:\#.*)?$")
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
+
+
+def ini_value(text: str, path: Path, line: int | None, field: str) -> Any:
+    """`_parse_value`: ast.literal_eval, the text itself where that fails (so `True` is a bool, `[1,2]` a
+    list, `007` and `yes` strings, and `'a' # note` is 'a'), then tuples and sets become lists, complex
+    numbers and `...` text, bytes are decoded."""
+    if _PLAIN_NAME.fullmatch(text) and text not in ("True", "False", "None"):
+        return text  # what literal_eval would refuse (a bare name), without parsing it: big inventories
+    if _PLAIN_INT.fullmatch(text):
         return int(text)
-    return text
+    if _DOTTED.fullmatch(text):
+        return text  # 10.0.0.1: not a literal either
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    except (MemoryError, RecursionError) as exc:
+        raise BadInputError("value nested too deeply", path=str(path), line=line, field=field) from exc
+    return _ini_coerce(value, path, line, field)
 
 
-def _ini_pairs(tokens: list[str], path: Path, line: int, field: str) -> dict[str, Any]:
-    pairs: dict[str, Any] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key:
-            raise BadInputError(f"expected key=value, got {token!r}", path=str(path), line=line, field=field)
-        pairs[key] = _parse_ini_value(value)
-    return pairs
+def _ini_coerce(value: Any, path: Path, line: int | None, field: str) -> Any:
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_ini_coerce(v, path, line, field) for v in value]
+    if isinstance(value, dict):
+        return {k: _ini_coerce(v, path, line, field) for k, v in value.items()}
+    if value is Ellipsis:
+        return "..."
+    if isinstance(value, complex):
+        return str(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInputError("bytes value is not UTF-8", path=str(path), line=line, field=field) from exc
+    return value
 
 
-def _ini_var_line(line: str, path: Path, number: int, field: str) -> dict[str, Any]:
-    """A [group:vars] line, as Ansible reads it: `key = value`, spaces allowed around `=`, the value being
-    the rest of the line (quotes removed; an unquoted value ends at a ` #` comment)."""
-    key, sep, value = line.partition("=")
-    key, value = key.strip(), value.strip()
-    if not sep or not key or any(c.isspace() for c in key):
-        raise BadInputError(f"expected key=value, got {line!r}", path=str(path), line=number, field=field)
-    if value[:1] not in ("'", '"'):
-        value = re.split(r"\s#", value, maxsplit=1)[0].rstrip()
-    return {key: _parse_ini_value(value)}
-
-
-def load_ansible_ini(path: Path, text: str) -> Inventory:
-    import shlex
-
-    b = InventoryBuilder(path, "[{}:children]")
-    section, kind = "ungrouped", "hosts"
-    var_lines: list[tuple[str, dict[str, Any], int]] = []
+def parse_ansible_ini(b: InventoryBuilder, path: Path, text: str) -> None:
+    """One pass over the lines, as InventoryModule._parse: hosts before any section are `ungrouped`; a
+    `[g:vars]` or a `[p:children]` may name a group declared further down, never one declared nowhere."""
+    pending: dict[str, dict[str, Any]] = {}  # group -> {state, line, parents}: declared only later, if at all
+    group, state = "ungrouped", "hosts"
     for number, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
-        if not line or line.startswith(("#", ";")):
+        if not line or line[0] in "#;":
             continue
-        header = re.fullmatch(r"\[([^\]:]+)(?::(vars|children))?\]", line)
+        header = _SECTION.match(line)
         if header:
-            section, kind = header.group(1), header.group(2) or "hosts"
-            check_name(section, path, number, "group name", line)
-            b.groups.setdefault(section, {})
+            group, state = header.group(1), header.group(2) or "hosts"
+            title = f"[{line[1:].split(']')[0]}]"
+            if state not in ("hosts", "children", "vars"):
+                raise BadInputError(f"section {title} has unknown type {state!r} (vars, children)",
+                                    path=str(path), line=number)
+            check_name(group, path, number, "group name", title)
+            if not b.has_group(group):
+                if state == "vars" and group not in pending:
+                    pending[group] = {"state": "vars", "line": number, "parents": []}
+                b.declare_group(group)
+            if group in pending and state != "vars":
+                if pending[group]["state"] == "children":
+                    _add_pending_children(b, path, group, pending)
+                else:
+                    del pending[group]
             continue
-        if line.startswith("["):
-            raise BadInputError(f"bad section header {line!r}", path=str(path), line=number)
-        field = f"[{section}:{kind}]" if kind != "hosts" else f"[{section}]"
-        if kind == "vars":
-            var_lines.append((section, _ini_var_line(line, path, number, field), number))
-            continue
-        try:
-            tokens = shlex.split(line, comments=True)
-        except ValueError as exc:
-            raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number, field=field) from exc
-        if kind == "hosts":
-            names = expand_ansible_pattern(tokens[0], path, number, field)
-            host_vars = check_vars(_ini_pairs(tokens[1:], path, number, f"{field} {tokens[0]}"), path,
-                                    f"{field} {tokens[0]}", number, strict=False)
-            b.add_nodes(names, None if section == "ungrouped" else section)
-            for name in names:
-                b.node_vars.setdefault(name, {}).update(host_vars)
+        if line.startswith("[") and (line.endswith("]") or "]" not in line):
+            raise BadInputError(f"bad section header {line!r} (no spaces or other characters allowed)",
+                                path=str(path), line=number)
+        field = f"[{group}:{state}]" if state != "hosts" else f"[{group}]"
+        if state == "vars":
+            key, sep, value = line.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key or any(c.isspace() for c in key):
+                raise BadInputError(f"expected key=value, got {line!r}", path=str(path), line=number, field=field)
+            _set_group_vars(b, group, {key: ini_value(value, path, number, f"{field}.{key}")}, path, field, number)
+        elif state == "children":
+            m = _GROUP_NAME.match(line)
+            if not m:
+                raise BadInputError(f"expected a group name, got {line!r}", path=str(path), line=number,
+                                    field=field)
+            child = m.group(1)
+            if b.has_group(child):
+                add_child(b, group, child, path, number, field)
+            elif child in pending:
+                pending[child]["parents"].append((group, number))
+            else:
+                pending[child] = {"state": "children", "line": number, "parents": [(group, number)]}
         else:
-            b.children.setdefault(section, []).append((tokens[0], number))
-    for section, pairs, number in var_lines:
-        checked = check_vars(pairs, path, f"[{section}:vars]", number, strict=False)
-        if section == "all":
-            b.global_vars.update(checked)
-        else:
-            b.group_vars.setdefault(section, {}).update(checked)
-    if not b.order:
-        raise BadInputError("inventory defines no hosts", path=str(path), line=1)
-    return b.build()
+            _ini_host_line(b, path, line, number, group, field)
+    for name, decl in pending.items():  # the first one left is reported, as in ansible-core
+        if decl["state"] == "vars":
+            raise BadInputError(f"section [{name}:vars] is for a group declared nowhere", path=str(path),
+                                line=decl["line"], field=f"[{name}:vars]")
+        parent = decl["parents"][-1][0]
+        raise BadInputError(f"unknown child group {name!r} (declared nowhere)", path=str(path),
+                            line=decl["line"], field=f"[{parent}:children]")
+
+
+def _add_pending_children(b: InventoryBuilder, path: Path, group: str, pending: dict[str, dict[str, Any]]) -> None:
+    for parent, number in pending[group]["parents"]:
+        add_child(b, parent, group, path, number, f"[{parent}:children]")
+        if parent in pending and pending[parent]["state"] == "children":
+            _add_pending_children(b, path, parent, pending)
+    del pending[group]
+
+
+def _ini_host_line(b: InventoryBuilder, path: Path, line: str, number: int, group: str, field: str) -> None:
+    """`gpu[01:04]:2222 ansible_user=ops rack="r 1"  # comment`, split as shlex does (comments on)."""
+    try:
+        tokens = shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number, field=field) from exc
+    if not tokens:
+        raise BadInputError(f"expected a host, got {line!r}", path=str(path), line=number, field=field)
+    names, port = parse_host_pattern(tokens[0], path, number, field, ini=True)
+    where = f"{field} {tokens[0]}"
+    raw: dict[str, Any] = {}
+    for token in tokens[1:]:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"expected key=value, got {token!r}", path=str(path), line=number, field=where)
+        raw[key] = ini_value(value, path, number, f"{where}.{key}")
+    _add_hosts(b, names, group, port, check_ansible_vars(raw, path, where, number))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,27 +91,71 @@ def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bo
     return result
 
 
+# Connection variables in an Ansible inventory, settled per host once every layer is merged: the last name
+# of each row that the host has (with a value other than null) wins, as in ansible-core's ssh connection
+# plugin, whose options read `ansible_host` then `ansible_ssh_host` (config/manager.py `_loop_entries`: the
+# last one set wins), so `ansible_ssh_port` from `[all:vars]` beats a host's `ansible_port`. jueying's own
+# name, if an Ansible inventory uses it, counts least. `ansible_connection` has become a bool (True: local).
+ANSIBLE_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "address": ("address", "ansible_host", "ansible_ssh_host"),
+    "ssh_user": ("ssh_user", "ansible_user", "ansible_ssh_user"),
+    "ssh_port": ("ssh_port", "ansible_port", "ansible_ssh_port"),
+    "ssh_identity_file": ("ssh_identity_file", "ansible_private_key_file", "ansible_ssh_private_key_file"),
+    "local": ("local", "ansible_connection"),
+}
+IMPLICIT_GROUPS = ("all", "ungrouped")
+
+
 class InventoryBuilder:
     """Accumulates nodes (in first-seen order), group memberships and variable layers.
 
-    A node's variables: global vars, then its groups' vars, shallowest group first (definition order at
-    equal depth), so a group's own vars override those of the groups that contain it, then its own vars."""
+    jueying's format: global vars, then its groups' vars, shallowest group first (definition order at equal
+    depth), so a group's own vars override those of the groups that contain it, then the node's own vars.
 
-    def __init__(self, path: Path, children_field: str = "groups.{}.children") -> None:
+    Ansible (`ansible=True`), as ansible-core's VariableManager.get_vars with the default precedence
+    (`all_inventory, groups_inventory, all_plugins_inventory, groups_plugins_inventory`, then host vars):
+    `all` vars; the host's groups' vars ordered as inventory/helpers.py `sort_groups` orders them: depth
+    (longest path from `all`), then `ansible_group_priority`, then name; group_vars/all files; group_vars/GROUP
+    files in that same group order; the host's own vars; host_vars/HOST files. Every node without a group is
+    in `ungrouped` (inventory/data.py `reconcile_inventory`)."""
+
+    def __init__(self, path: Path, children_field: str = "groups.{}.children", *, ansible: bool = False) -> None:
         self.path = path
         self.children_field = children_field  # how errors name a group's children in this format
+        self.ansible = ansible
         self.order: dict[str, None] = {}
         self.groups: dict[str, dict[str, None]] = {}
         self.children: dict[str, list[tuple[str, int | None]]] = {}
         self.global_vars: dict[str, Any] = {}
         self.group_vars: dict[str, dict[str, Any]] = {}
         self.node_vars: dict[str, dict[str, Any]] = {}
+        # Ansible only: `ansible_group_priority` (default 1), and the vars plugin's layer (group_vars/ and
+        # host_vars/ beside the inventory), which sits above the inventory's own at each level.
+        self.group_priority: dict[str, int] = {}
+        self.file_global_vars: dict[str, Any] = {}
+        self.file_group_vars: dict[str, dict[str, Any]] = {}
+        self.file_node_vars: dict[str, dict[str, Any]] = {}
+        if ansible:
+            for group in IMPLICIT_GROUPS:  # always there in Ansible: `[all:vars]` needs no `[all]`
+                self.groups[group] = {}
 
     def add_nodes(self, names: Iterable[str], group: str | None = None) -> None:
         for name in names:
             self.order.setdefault(name, None)
             if group is not None:
                 self.groups.setdefault(group, {})[name] = None
+
+    def declare_group(self, group: str) -> None:
+        self.groups.setdefault(group, {})
+
+    def has_group(self, group: str) -> bool:
+        return group in self.groups or group in self.children
+
+    def add_child(self, parent: str, child: str, line: int | None) -> None:
+        """`child` is a group inside `parent` (once, however often it is said)."""
+        children = self.children.setdefault(parent, [])
+        if all(name != child for name, _ in children):
+            children.append((child, line))
 
     def build(self) -> Inventory:
         members = {g: list(names) for g, names in self.groups.items()}
@@ -120,21 +164,64 @@ class InventoryBuilder:
         memberships: dict[str, list[str]] = {name: [] for name in self.order}
         for group, names in members.items():
             for name in names:
-                memberships.setdefault(name, []).append(group)
                 self.order.setdefault(name, None)
+                if group not in IMPLICIT_GROUPS:
+                    memberships.setdefault(name, []).append(group)
+        ungrouped = [name for name in self.order if not memberships.get(name)]
+        for name in ungrouped:
+            memberships[name] = ["ungrouped"]
         nodes = {}
-        depths = self._depths()
-        group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
-        for name in self.order:
-            merged = dict(self.global_vars)
-            for group in group_order:
-                if group in memberships.get(name, ()):
-                    merged.update(self.group_vars[group])
-            merged.update(self.node_vars.get(name, {}))
-            nodes[name] = Node(name=name, vars=merged, groups=tuple(memberships.get(name, ())))
-        groups = {g: tuple(dict.fromkeys(names)) for g, names in members.items() if g not in ("all", "ungrouped")}
+        if self.ansible:
+            sort_key = self._ansible_sort_key()
+            for name in self.order:
+                nodes[name] = Node(name=name, vars=self._ansible_vars(name, sorted(memberships[name], key=sort_key)),
+                                   groups=tuple(memberships[name]))
+        else:
+            depths = self._depths()
+            group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
+            for name in self.order:
+                merged = dict(self.global_vars)
+                for group in group_order:
+                    if group in memberships.get(name, ()):
+                        merged.update(self.group_vars[group])
+                merged.update(self.node_vars.get(name, {}))
+                nodes[name] = Node(name=name, vars=merged, groups=tuple(memberships.get(name, ())))
+        groups = {g: tuple(dict.fromkeys(names)) for g, names in members.items() if g not in IMPLICIT_GROUPS}
+        groups["ungrouped"] = tuple(ungrouped)
         groups["all"] = tuple(nodes)
         return Inventory(nodes=nodes, groups=groups, source=str(self.path))
+
+    def _ansible_vars(self, name: str, groups: list[str]) -> dict[str, Any]:
+        merged = dict(self.global_vars)
+        for group in groups:
+            merged.update(self.group_vars.get(group, {}))
+        merged.update(self.file_global_vars)
+        for group in groups:
+            merged.update(self.file_group_vars.get(group, {}))
+        merged.update(self.node_vars.get(name, {}))
+        merged.update(self.file_node_vars.get(name, {}))
+        for target, names in ANSIBLE_ALIASES.items():
+            values = [merged.pop(n) for n in names if n in merged]
+            given = [v for v in values if v is not None]  # ansible-core's config reads skip None
+            if given:
+                merged[target] = given[-1]
+        return merged
+
+    def _ansible_sort_key(self) -> Callable[[str], tuple[int, int, str]]:
+        """inventory/helpers.py sort_groups: (depth, priority, name); depth as inventory/group.py keeps it, the
+        longest path from `all` (a group with no parent hangs from `all`: depth 1)."""
+        parents: dict[str, list[str]] = {}
+        for group, children in self.children.items():
+            for child, _ in children:
+                parents.setdefault(child, []).append(group)
+        depths: dict[str, int] = {"all": 0}
+
+        def depth(group: str) -> int:
+            if group not in depths:
+                depths[group] = 1 + max((depth(p) for p in parents.get(group, ())), default=0)
+            return depths[group]
+
+        return lambda group: (depth(group), self.group_priority.get(group, 1), group)
 
     def _resolve(self, group: str, stack: list[str], line: int | None) -> list[str]:
         """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child."""

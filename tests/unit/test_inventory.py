@@ -394,10 +394,10 @@ def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
 
 
 def test_unreadable_path_is_reported(tmp_path: Path) -> None:
-    (tmp_path / "dir.yaml").mkdir()
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     with pytest.raises(BadInputError) as info:
-        load_inventory_file(tmp_path / "dir.yaml")
-    assert str(info.value).startswith(f"{tmp_path / 'dir.yaml'}: cannot read")
+        load_inventory_file(tmp_path / "gone.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'gone.yaml'}: cannot read")
     assert info.value.exit_code == 2
 
 
@@ -435,7 +435,7 @@ rack="r 1"
 
 [all:vars]
 ansible_user=root
-ansible_ssh_port=22
+ansible_port=22
 """
 
 
@@ -449,7 +449,8 @@ def test_ansible_ini(tmp_path: Path) -> None:
     assert inv.groups["all"] == tuple(inv.nodes)
 
     assert inv.node("login01").vars == {"address": "192.0.2.10", "ssh_user": "root", "ssh_port": 22}
-    assert inv.node("login01").groups == ()
+    assert inv.node("login01").groups == ("ungrouped",)
+    assert inv.groups["ungrouped"] == ("login01",)
     assert inv.node("gpu01").vars == {
         "ssh_user": "ops", "ssh_port": 22, "expected_gpus": 8, "ansible_become": "yes",
         "ansible_ssh_common_args": '-o ProxyCommand="ssh -W %h:%p bastion"', "site": "bj1", "rack": "r 1"}
@@ -520,11 +521,12 @@ def test_a_host_in_two_groups_gets_both_and_its_vars_merge(tmp_path: Path) -> No
     pytest.param("[gpu]\ngpu01 ansible_user='unterminated\n", 2, "[gpu]", ["cannot parse line"], id="open-quote"),
     pytest.param("[gpu]\ngpu01\n$(reboot)\n", 3, "[gpu]", ["invalid node name '$(reboot)'"], id="command-subst"),
     pytest.param("[gpu]\ngpu;reboot\n", 2, "[gpu]", ["invalid node name 'gpu;reboot'"], id="semicolon"),
-    pytest.param("[my gpus]\ngpu01\n", 1, "[my gpus]", ["invalid group name 'my gpus'"], id="bad-group-name"),
+    pytest.param("[my gpus]\ngpu01\n", 1, None, ["bad section header '[my gpus]'"], id="bad-group-name"),
+    pytest.param("[gpu$]\ngpu01\n", 1, "[gpu$]", ["invalid group name 'gpu$'"], id="bad-group-char"),
     pytest.param("[gpu]\ngpu01\n[gpu:children]\ndgx\n", 4, "[gpu:children]", ["unknown child group 'dgx'"],
                  id="unknown-child"),
     pytest.param("[a]\ngpu1\n[a:children]\nb\n[b:children]\na\n", 6, "[b:children]",
-                 ["group 'a' contains itself through a -> b -> a"], id="cycle"),
+                 ["group 'a' inside 'b' makes a loop"], id="cycle"),
     pytest.param("# only\n; comments\n[gpu]\n", 1, None, ["inventory defines no hosts"], id="no-hosts"),
 ])
 def test_ansible_ini_errors(tmp_path: Path, text: str, line: int, field: str | None, fragments: list[str]) -> None:
@@ -615,6 +617,131 @@ def test_ansible_yaml_without_suffix(tmp_path: Path) -> None:
 def test_ansible_yaml_errors(tmp_path: Path, text: str, line: int, field: str | None, fragments: list[str]) -> None:
     path, message = load_error(tmp_path, text, name="hosts.yaml")
     assert_reported(message, path, line, field, *fragments)
+
+
+# ================================================================ Ansible's own rules
+# (tests/integration/test_ansible_oracle.py checks them against ansible-inventory itself)
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("wrap[y:B]", ["wrapy", "wrapz", "wrapA", "wrapB"]),
+    ("pad[001:010:3]", ["pad001", "pad004", "pad007", "pad010"]),
+    ("gpu[1:2]:2222", ["gpu1", "gpu2"]),
+    ("[fe80::1]:2022", ["fe80::1"]),
+    ("2001:db8::[1:2]", ["2001:db8::1", "2001:db8::2"]),
+])
+def test_ansible_host_patterns(tmp_path: Path, line: str, expected: list[str]) -> None:
+    inv = load(tmp_path, f"[g]\n{line}\n", name="hosts.ini")
+    assert list(inv.nodes) == expected
+    assert all(inv.node(n).vars.get("ssh_port") == (int(line.rsplit(":", 1)[1]) if "]:" in line else None)
+               for n in expected)
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("db-[a:f:0]", "bad host range '[a:f:0]': the step must be a whole number of at least 1"),
+    ("db-[a:f:-1]", "bad host range '[a:f:-1]'"),
+    ("db-[ab:d]", "both be numbers or both single letters"),
+    ("gpu[01:100]", "zero-padded begin needs an end of the same width"),
+    ("gpu[1:2", "bad host pattern 'gpu[1:2': unbalanced [ ]"),
+    ("gpu01:", "a ':' at the end is reserved for a port"),
+])
+def test_ansible_bad_host_patterns_name_the_line(tmp_path: Path, line: str, fragment: str) -> None:
+    path, message = load_error(tmp_path, f"[g]\nok1\n{line}\n", name="hosts.ini")
+    assert message.startswith(f"{path}:3: "), message
+    assert fragment in message
+
+
+def test_ansible_ini_values_are_typed_as_ansible_types_them(tmp_path: Path) -> None:
+    inv = load(tmp_path, """
+        [g]
+        h1 a=True b=007 c=[1,2] d="'x y'" e=1,2 f=x#cut g=never
+        [g:vars]
+        v1 = foo # stays
+        v2 = 'bar' # goes
+        v3 = 1_000
+        """, name="hosts.ini")
+    assert inv.node("h1").vars == {"a": True, "b": "007", "c": [1, 2], "d": "x y", "e": [1, 2], "f": "x",
+                                   "v1": "foo # stays", "v2": "bar", "v3": 1000}
+
+
+def test_ansible_precedence_depth_priority_name_and_group_vars_files(tmp_path: Path) -> None:
+    write(tmp_path, "group_vars/all.yml", "site: file-all\n")
+    write(tmp_path, "group_vars/zulu/10.yml", "from_dir: 1\n")
+    write(tmp_path, "host_vars/n2", "ansible_host: 10.0.0.2\n")
+    inv = load(tmp_path, """
+        [zulu]
+        n1
+        n2 ansible_host=10.9.9.9
+        [alpha]
+        n1
+        n2
+        [zulu:vars]
+        color=zulu
+        site=zulu
+        [alpha:vars]
+        color=alpha
+        [prio]
+        n2
+        [prio:vars]
+        color=prio
+        ansible_group_priority=50
+        """, name="hosts.ini")
+    assert inv.node("n1").vars == {"color": "zulu", "site": "file-all", "from_dir": 1}
+    assert inv.node("n2").vars == {"color": "prio", "site": "file-all", "from_dir": 1, "address": "10.0.0.2"}
+
+
+def test_ansible_connection_local_and_the_ssh_spellings(tmp_path: Path) -> None:
+    inv = load(tmp_path, """
+        [ctl]
+        ctl1 ansible_connection=local
+        ctl2 ansible_host=10.0.0.2
+        [ctl:vars]
+        ansible_ssh_host=10.1.1.1
+        ansible_connection=ssh
+        """, name="hosts.ini")
+    assert inv.node("ctl1").is_local
+    assert inv.node("ctl1").vars == {"address": "10.1.1.1", "local": True}
+    assert inv.node("ctl2").vars == {"address": "10.1.1.1", "local": False}
+
+
+def test_ansible_directory_ungrouped_and_selection(tmp_path: Path) -> None:
+    write(tmp_path, "inv/b.yml", "gpu:\n  hosts:\n    gpu02:\n")
+    write(tmp_path, "inv/a.ini", "lonely\n[gpu]\ngpu01\n[fe80::1]:22\n")
+    write(tmp_path, "inv/notes.txt", "not read\n")
+    write(tmp_path, "inv/group_vars/gpu.yml", "expected_gpus: 8\n")
+    inv = load_inventory_file(tmp_path / "inv")
+    assert list(inv.nodes) == ["lonely", "gpu01", "fe80::1", "gpu02"]
+    assert inv.groups["ungrouped"] == ("lonely",)
+    assert names(select_nodes(inv, "@ungrouped")) == ["lonely"]
+    assert names(select_nodes(inv, "@gpu", "fe80::1")) == ["gpu01", "gpu02"]
+    assert inv.node("gpu02").vars == {"expected_gpus": 8}
+
+
+@pytest.mark.parametrize(("files", "where", "fragment"), [
+    ({"hosts.ini": "[g]\nw1 ansible_connection=winrm\n"}, "hosts.ini:2: [g] w1.ansible_connection:",
+     "jueying connects over SSH or runs locally"),
+    ({"hosts.ini": "[g]\nw1 ansible_host='{{ x }}'\n"}, "hosts.ini:2: [g] w1.ansible_host:",
+     "does not evaluate Jinja templates"),
+    ({"hosts.ini": "[g]\nw1\n", "group_vars/g.yml": "# g\n\nansible_port: x\n"},
+     "group_vars/g.yml:3: g.ansible_port:", "must be int"),
+    ({"hosts.ini": "[g]\nw1\n", "group_vars/g.yml": "$ANSIBLE_VAULT;1.1;AES256\n3633\n"},
+     "group_vars/g.yml:1:", "ansible-vault"),
+    ({"hosts.ini": "[g]\nw1\n[g:vars]\nansible_group_priority=high\n"},
+     "hosts.ini:4: [g:vars].ansible_group_priority:", "must be a whole number"),
+])
+def test_ansible_refusals_name_file_and_line(tmp_path: Path, files: dict[str, str], where: str,
+                                             fragment: str) -> None:
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    with pytest.raises(BadInputError) as info:
+        load_inventory_file(tmp_path / "hosts.ini")
+    assert str(info.value).startswith(f"{tmp_path}/{where} "), str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_yaml_groups_named_like_jueying_sections_are_ansible(tmp_path: Path) -> None:
+    inv = load(tmp_path, "nodes:\n  hosts:\n    n1:\ngroups:\n  children:\n    nodes:\n")
+    assert list(inv.nodes) == ["n1"]
+    assert inv.groups["groups"] == ("n1",)
 
 
 # ================================================================ where the inventory comes from
@@ -759,7 +886,7 @@ def test_selected_nodes_carry_their_variables_and_fold_back(cluster: Inventory) 
     ("gpu[015-017]", None, "-w: not in the inventory: gpu017"),
     ("gpu001,gpu17,gpu[100-102]", None, "-w: not in the inventory: gpu[17,100-102]"),
     ("gpu1", None, "-w: not in the inventory: gpu1"),
-    ("@dgxx", None, "-w: no such group: @dgxx (the inventory has @all, @dgx, @gpu, @hpc, @login)"),
+    ("@dgxx", None, "-w: no such group: @dgxx (the inventory has @all, @dgx, @gpu, @hpc, @login, @ungrouped)"),
     ("@gpu!@nope", None, "-w: no such group: @nope"),
     (None, "@logins", "-x: no such group: @logins"),
     ("", None, "-w: empty node set"),
