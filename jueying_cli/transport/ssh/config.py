@@ -73,8 +73,8 @@ class SshConfig:
         self._index: dict[str, list[int]] = {}
         always: list[int] = []
         for position, section in enumerate(self.sections):
-            literal = next((c.literals() for c in section.guard
-                            if isinstance(c, HostCond) and c.literals() is not None), None)
+            literal = next((names for c in section.guard if isinstance(c, HostCond)
+                            and (names := c.literals()) is not None), None)
             if literal is None:
                 always.append(position)
             else:
@@ -211,6 +211,8 @@ def _apply(options: dict[str, Any], keyword: str, value: object, user: bool) -> 
 
 
 def _is_address(name: str) -> bool:
+    if ":" not in name and not name.replace(".", "").isdigit():
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:

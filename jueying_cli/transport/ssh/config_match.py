@@ -152,6 +152,8 @@ class Local:
         """misc.c tilde_expand: `~` and `~/` are the passwd home (not $HOME), `~user/` that user's."""
         if not path.startswith("~"):
             return path
+        if path == "~" or path.startswith("~/"):
+            return self.home.rstrip("/") + "/" + path[1:].lstrip("/")
         name, slash, rest = path[1:].partition("/")
         if name:
             try:
@@ -164,24 +166,23 @@ class Local:
         return home + ("" if home.endswith("/") else "/") + rest
 
 
+_TOKEN = re.compile(r"%(.)", re.DOTALL)
+_TOKEN_OR_VAR = re.compile(r"\$\{([^}]*)\}|%(.)", re.DOTALL)
+
+
 def expand(value: str, tokens: dict[str, str], dollar: bool = True) -> str:
     """misc.c percent_dollar_expand, one pass left to right (values are not expanded again). The syntax was
     checked when the line was read; an unknown token here is left as it is."""
-    out: list[str] = []
-    i, n = 0, len(value)
-    while i < n:
-        c = value[i]
-        if dollar and value.startswith("${", i) and "}" in value[i + 2:]:
-            end = value.index("}", i + 2)
-            out.append(os.environ.get(value[i + 2:end], ""))
-            i = end + 1
-        elif c == "%" and i + 1 < n and value[i + 1] in tokens:
-            out.append(tokens[value[i + 1]])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    if "%" not in value and not (dollar and "${" in value):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        if m.lastindex == 1 and dollar:
+            return os.environ.get(m.group(1), "")
+        letter = m.group(m.lastindex or 0)
+        return tokens.get(letter, m.group(0))
+
+    return (_TOKEN_OR_VAR if dollar else _TOKEN).sub(one, value)
 
 
 class MatchState:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from jueying_cli.errors import BadInputError
 
@@ -57,8 +57,7 @@ FILE_TOKENS = frozenset("CdhikLlnpru")  # ssh_config(5) TOKENS: IdentityFile, Ce
 MATCH_CRITERIA = ("all", "canonical", "final", "exec", "host", "originalhost", "user", "localuser")
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):  # a tuple: built for every line of a 1,000-host file, so cheap to build
     path: str
     number: int
     keyword: str  # lowercased, aliases resolved
@@ -69,11 +68,19 @@ class Line:
         return BadInputError(message, path=self.path, line=self.number)
 
 
+_DELIM = re.compile(r'[ \t\r\n"=]')
+_PLAIN = re.compile(r"[\"'\\#]")
+_BLANKS = re.compile(r"[ \t]+")
+_TOKENS = re.compile(r"%(.?)", re.DOTALL)
+_VARS = re.compile(r"\$\{([^}]*)(\}?)")
+_SIMPLE = re.compile(r"[ \t]*([^ \t\r\n\"=#][^ \t\r\n\"=]*)(?:[ \t]+=?|=)[ \t]*(.*)", re.DOTALL)
+
+
 def strdelim(s: str | None) -> tuple[str | None, str | None]:
     """misc.c strdelim: the next word (split at whitespace, one `=`, or a double-quoted run) and the rest."""
     if s is None:
         return None, None
-    match = re.search(r'[ \t\r\n"=]', s)
+    match = _DELIM.search(s)
     if match is None:
         return s, None
     i = match.start()
@@ -91,6 +98,8 @@ def strdelim(s: str | None) -> tuple[str | None, str | None]:
 
 def argv_split(s: str) -> list[str] | None:
     """misc.c argv_split with comments: words, single or double quotes, backslash escapes; None: bad quotes."""
+    if _PLAIN.search(s) is None:  # no quote, escape or comment: plain words
+        return [w for w in _BLANKS.split(s) if w]
     words: list[str] = []
     i, n = 0, len(s)
     while i < n:
@@ -125,13 +134,17 @@ def argv_split(s: str) -> list[str] | None:
 def split_line(text: str, path: str, number: int) -> Line | None:
     """One line of a file: None for blank lines and comments."""
     text = text.rstrip(WHITESPACE + "\f")
-    keyword, rest = strdelim(text)
-    if keyword == "":
-        keyword, rest = strdelim(rest)
-    if not keyword or keyword.startswith("#"):
-        return None
+    simple = _SIMPLE.fullmatch(text)  # `Keyword value`, `Keyword=value`: most lines, without strdelim's walk
+    if simple is not None:
+        keyword, rest = simple.group(1), simple.group(2)
+    else:
+        keyword, rest = strdelim(text)
+        if keyword == "":
+            keyword, rest = strdelim(rest)
+        if not keyword or keyword.startswith("#"):
+            return None
+        rest = (rest or "").lstrip(WHITESPACE)
     keyword = keyword.lower()
-    rest = (rest or "").lstrip(WHITESPACE)
     if not rest:
         raise BadInputError(f'no argument after keyword "{keyword}"', path=path, line=number)
     args = argv_split(rest)
@@ -173,7 +186,9 @@ def convtime(text: str) -> int:
 def check_tokens(line: Line, value: str, allowed: frozenset[str], dollar: bool) -> None:
     """misc.c percent_dollar_expand would fail on this value: an unknown %-token, a lone %, or an unset or
     malformed ${VAR}. Checked when the line is read, for every line (OpenSSH fails when the value is used)."""
-    for m in re.finditer(r"%(.?)", value.replace("%%", "")):
+    if "%" not in value and "${" not in value:
+        return
+    for m in _TOKENS.finditer(value.replace("%%", "")):
         if m.group(1) == "":
             raise line.error(f"{line.keyword} {value!r}: invalid format (a lone '%' at the end; write %% for %)")
         if m.group(1) not in allowed:
@@ -182,7 +197,7 @@ def check_tokens(line: Line, value: str, allowed: frozenset[str], dollar: bool) 
         return
     import os
 
-    for m in re.finditer(r"\$\{([^}]*)(\}?)", value):
+    for m in _VARS.finditer(value):
         if not m.group(2):
             raise line.error(f"{line.keyword} {value!r}: environment variable missing closing '}}'")
         if not m.group(1):
@@ -227,7 +242,7 @@ def value_of(line: Line) -> object:
     if kind in ("other", "command"):
         return line.rest.lstrip(WHITESPACE + "=") if kind == "command" else args
     if kind in ("host", "include", "files"):
-        if any(a == "" for a in args):
+        if "" in args:
             raise line.error(f"keyword {line.keyword} empty argument")
         if kind == "files":
             if any(a.lower() == "none" for a in args) and len(args) > 1:
