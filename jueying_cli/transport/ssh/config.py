@@ -219,8 +219,3 @@ def _is_address(name: str) -> bool:
         return False
     return True
 
-
-def local_user() -> str:
-    """The name of the user running jueying, as OpenSSH takes it (the passwd entry of the real uid): the
-    default remote user, and ssh_config's %u."""
-    return Local.here().user
