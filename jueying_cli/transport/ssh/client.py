@@ -123,7 +123,7 @@ class SshTransport:
 
     def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
         known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
-        if not (known or self.options.accept_new_hostkeys
+        if not (known or ep.accept_new
                 or (ep.known_hosts_bare and self.known_hosts.lookup(ep.known_hosts_bare, ep.known_hosts_files))):
             raise NodeError(OutcomeStatus.HOSTKEY_FAILED, self._unknown(ep))  # what the handshake would decide
         sock = self._open_socket(ep, deadline)
@@ -190,7 +190,7 @@ class SshTransport:
         if verdict.status == hostkeys.OK:
             return
         key_type, fp = key.get_name(), fingerprint(blob)
-        accept_new = self.options.accept_new_hostkeys
+        accept_new = ep.accept_new  # --accept-new-hostkeys, or StrictHostKeyChecking accept-new/no for this host
         if verdict.status == hostkeys.NEW and verdict.may_record and accept_new and ep.record_file:
             self.known_hosts.add(ep.known_hosts_name, key_type, blob, ep.record_file, hashed=ep.hash_known_hosts)
             return
@@ -201,7 +201,7 @@ class SshTransport:
     def _unknown(self, ep: Endpoint, key: str = "") -> str:
         searched = ", ".join(_short(f) for f in ep.known_hosts_files if os.path.isfile(f))
         offered = f" ({key})" if key else ""
-        if self.options.accept_new_hostkeys:  # only when there is no user known_hosts file to record it in
+        if ep.accept_new:  # only when there is no user known_hosts file to record it in
             return (f"host key for {ep.known_hosts_name}{offered} is unknown and cannot be recorded: "
                     "UserKnownHostsFile is none")
         return (f"host key for {ep.known_hosts_name}{offered} is unknown (not in "

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from jueying_cli.transport.ssh.config import SshConfig, expand_path, local_user
-from jueying_cli.transport.ssh.keys import DEFAULT_IDENTITIES
-from jueying_cli.transport.ssh.known_hosts import GLOBAL_KNOWN_HOSTS, USER_KNOWN_HOSTS
+from jueying_cli.transport.ssh.config import SshConfig, expand_path
+from jueying_cli.transport.ssh.config_syntax import parse_jump_hop
+from jueying_cli.transport.ssh.known_hosts import GLOBAL_KNOWN_HOSTS
 
 if TYPE_CHECKING:
     from jueying_cli.transport.ssh.options import SshOptions
@@ -34,6 +33,14 @@ class Endpoint:
     record_file: str | None = None  # where --accept-new-hostkeys records (the first user file)
     hash_known_hosts: bool = False  # HashKnownHosts: record names hashed
     revoked_host_keys: str | None = None  # RevokedHostKeys
+    certificate_files: tuple[str, ...] = ()  # CertificateFile, expanded
+    strict_host_key_checking: str = "ask"  # as `ssh -G` prints it: true, false, ask or accept-new
+    accept_new: bool = False  # unknown host keys may be recorded: --accept-new-hostkeys, or accept-new/no
+
+
+# readconf.c fill_default_options: the identity files tried when ssh_config names none, in OpenSSH's order
+# (files paramiko cannot load, sk and xmss keys, are skipped when the keys are loaded).
+DEFAULT_IDENTITIES = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_xmss", "id_dsa")
 
 
 class Endpoints:
@@ -42,23 +49,23 @@ class Endpoints:
     def __init__(self, config: SshConfig, options: SshOptions) -> None:
         self._config = config
         self._options = options
-        self._local_user = local_user()
+        self._local = config.local
 
     def resolve(self, name: str, address: str | None, port: int | None, user: str | None, identity: str | None,
                 proxy_jump: str | None) -> Endpoint:
         """`name` as the operator calls it; the other arguments are inventory variables (None: not set),
         which win over ssh_config."""
         cfg = self._config.lookup(name)
-        address = address or cfg.get("hostname") or name
+        address = address or cfg["hostname"]
         port = int(port or cfg.get("port") or 22)
-        user = str(user or cfg.get("user") or self._local_user)
+        user = str(user or cfg.get("user") or self._local.user)
         files: list[str] = []
         if identity:
             files.append(expand_path(str(identity)))
-        files.extend(expand_path(p) for p in cfg.get("identityfile", []))
+        files.extend(cfg.get("identityfile", []))
         if not files:
-            files = [expand_path(f"~/.ssh/{n}") for n in DEFAULT_IDENTITIES]
-        # OpenSSH lowercases the host name; a HostKeyAlias is used as written (and drops the port).
+            files = [self._local.tilde(f"~/.ssh/{n}") for n in DEFAULT_IDENTITIES]
+        # OpenSSH lowercases the host name and the HostKeyAlias (which drops the port).
         alias = cfg.get("hostkeyalias")
         host = address.lower()
         if alias:
@@ -67,49 +74,37 @@ class Endpoints:
             kh_name = host
         else:
             kh_name = f"[{host}]:{port}"
-        user_files = _files(cfg.get("userknownhostsfile"), USER_KNOWN_HOSTS)
-        global_files = _files(cfg.get("globalknownhostsfile"), GLOBAL_KNOWN_HOSTS)
+        user_files = [p for p in cfg["userknownhostsfile"] if p.lower() != "none"]
+        global_files = [self._local.tilde(p) for p in cfg.get("globalknownhostsfile", GLOBAL_KNOWN_HOSTS)
+                        if p.lower() != "none"]
         jump = proxy_jump or cfg.get("proxyjump")
         hops: tuple[str, ...] = ()
         if jump and str(jump).lower() != "none":
             hops = tuple(h.strip() for h in str(jump).split(",") if h.strip())
         timeout = self._options.connect_timeout_s
-        if cfg.get("connecttimeout"):
-            with suppress(ValueError):
-                timeout = min(timeout, float(cfg["connecttimeout"]))
+        if cfg.get("connecttimeout"):  # 0: no limit of ssh_config's own (the system's, in OpenSSH)
+            timeout = min(timeout, float(cfg["connecttimeout"]))
+        strict = str(cfg.get("stricthostkeychecking", "ask"))
+        revoked = cfg.get("revokedhostkeys")
         return Endpoint(
             name=name, address=address, port=port, user=user, identity_files=tuple(dict.fromkeys(files)),
-            identities_only=str(cfg.get("identitiesonly", "no")).lower() == "yes",
+            identities_only=cfg.get("identitiesonly") == "yes",
             known_hosts_name=kh_name,
             known_hosts_files=tuple(dict.fromkeys([*user_files, *global_files, *self._options.extra_known_hosts])),
             connect_timeout_s=timeout, proxy_jump=hops,
             known_hosts_bare=None if alias or port == 22 else host,
             cert_principal=str(alias) if alias else host,
             record_file=user_files[0] if user_files else None,
-            hash_known_hosts=str(cfg.get("hashknownhosts", "no")).lower() == "yes",
-            revoked_host_keys=next(iter(_files(cfg.get("revokedhostkeys"), ())), None),
+            hash_known_hosts=cfg.get("hashknownhosts") == "yes",
+            revoked_host_keys=self._local.tilde(str(revoked)) if revoked and str(revoked) != "none" else None,
+            certificate_files=tuple(cfg.get("certificatefile", [])),
+            strict_host_key_checking=strict,
+            # `-o StrictHostKeyChecking=accept-new` on ssh's command line wins over ssh_config, as the flag does
+            accept_new=self._options.accept_new_hostkeys or strict in ("accept-new", "false"),
         )
 
 
-def _files(value: object, default: tuple[str, ...]) -> list[str]:
-    """UserKnownHostsFile / GlobalKnownHostsFile: several paths, `none` for no file at all."""
-    paths = str(value).split() if value else list(default)
-    return [expand_path(p) for p in paths if p.lower() != "none"]
-
-
 def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
-    """One ProxyJump hop, [user@]host[:port] -> (user, host, port)."""
-    user = None
-    if "@" in spec:
-        user, spec = spec.rsplit("@", 1)
-    port = None
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        if rest.startswith(":") and rest[1:].isdigit():
-            port = int(rest[1:])
-    elif spec.count(":") == 1:
-        host, _, port_text = spec.partition(":")
-        port = int(port_text) if port_text.isdigit() else None
-    else:
-        host = spec
-    return user, host, port
+    """One ProxyJump hop, [user@]host[:port] or ssh://[user@]host[:port] -> (user, host, port)."""
+    parsed = parse_jump_hop(spec)
+    return parsed if parsed is not None else (None, spec, None)
