@@ -358,6 +358,7 @@ class SshTransport:
             self._jumps.clear()
         for transport in transports:
             _close_quietly(transport)
+        self.identities.close()
 
 
 def _close_quietly(transport: paramiko.Transport) -> None:
