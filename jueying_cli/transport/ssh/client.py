@@ -210,8 +210,11 @@ class SshTransport:
 
     def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
         keys: list[paramiko.PKey] = []
-        if not ep.identities_only:
-            keys.extend(self.identities.agent_keys())
+        agent_keys = self.identities.agent_keys()
+        if ep.identities_only:  # OpenSSH still signs with the agent's copy of an IdentityFile's key
+            wanted = {blob for path in ep.identity_files if (blob := self.identities.public_blob(path))}
+            agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
+        keys.extend(agent_keys)
         for path in ep.identity_files:
             key = self.identities.key(path)
             if key is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 
@@ -37,6 +38,19 @@ class Identities:
                 except (OSError, paramiko.SSHException, ValueError):
                     self._keys[path] = None
             return self._keys[path]
+
+    def public_blob(self, path: str) -> bytes | None:
+        """The public key of the identity `path`: from the key itself, or from `path.pub` (all OpenSSH reads
+        of a passphrase-protected key without its passphrase); None when neither can be read."""
+        key = self.key(path)
+        if key is not None:
+            return key.asbytes()
+        try:
+            with open(path + ".pub", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().split()
+            return base64.b64decode(fields[1], validate=True) if len(fields) >= 2 else None
+        except (OSError, ValueError):
+            return None
 
     def encrypted(self, path: str) -> bool:
         """`path` holds a passphrase-protected key (known once `key(path)` was asked)."""
