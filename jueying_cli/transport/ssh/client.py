@@ -152,7 +152,7 @@ class SshTransport:
                                 f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
                                 f"{limit:.0f} s (node hung?)")
             self._verify_host_key(ep, transport)
-            self._authenticate(ep, transport)
+            self._authenticate(ep, transport, limit)
             if self.options.keep_open:
                 # paramiko's reader thread wakes every 0.1 s on an idle socket; a kept connection that
                 # waits for the next --watch refresh need not burn the controller's CPU doing so.
@@ -208,7 +208,9 @@ class SshTransport:
                 f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
                 "or use --accept-new-hostkeys")
 
-    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
+    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport, limit: float) -> None:
+        """Offer each key in turn, all of them within `limit` seconds: a server that stops answering (a hung
+        key lookup) makes the node `timeout`, not `auth_failed`."""
         keys: list[paramiko.PKey] = []
         agent_keys = self.identities.agent_keys()
         if ep.identities_only:  # OpenSSH still signs with the agent's copy of an IdentityFile's key
@@ -227,10 +229,19 @@ class SshTransport:
                             f"{', '.join(_short(p) for p in ep.identity_files)}"
                             + (hint or "; an encrypted key needs ssh-agent") + ")")
         last = "no key accepted"
+        ends = time.monotonic() + limit
+        hung = NodeError(OutcomeStatus.TIMEOUT, f"no answer to authentication from {ep.address}:{ep.port} within "
+                         f"{limit:.0f} s (node hung?)")
         for key in keys:
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise hung
+            transport.auth_timeout = left
             try:
                 transport.auth_publickey(ep.user, key)
             except paramiko.AuthenticationException as exc:
+                if "timeout" in str(exc).lower():  # paramiko's "Authentication timeout."
+                    raise hung from exc
                 last = str(exc) or "key rejected"
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
