@@ -123,10 +123,14 @@ class SshTransport:
 
     def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
         known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
+        # Resolve and connect first, as OpenSSH does: a name that does not resolve or a node that is down is
+        # unreachable, whatever known_hosts holds for it.
+        sock = self._open_socket(ep, deadline)
         if not (known or self.options.accept_new_hostkeys
                 or (ep.known_hosts_bare and self.known_hosts.lookup(ep.known_hosts_bare, ep.known_hosts_files))):
+            with suppress(OSError, EOFError, paramiko.SSHException):
+                sock.close()
             raise NodeError(OutcomeStatus.HOSTKEY_FAILED, self._unknown(ep))  # what the handshake would decide
-        sock = self._open_socket(ep, deadline)
         transport = paramiko.Transport(sock)
         try:
             limit = max(0.1, min(ep.connect_timeout_s, remaining(deadline)))
