@@ -123,10 +123,14 @@ class SshTransport:
 
     def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
         known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
+        # Resolve and connect first, as OpenSSH does: a name that does not resolve or a node that is down is
+        # unreachable, whatever known_hosts holds for it.
+        sock = self._open_socket(ep, deadline)
         if not (known or ep.accept_new
                 or (ep.known_hosts_bare and self.known_hosts.lookup(ep.known_hosts_bare, ep.known_hosts_files))):
+            with suppress(OSError, EOFError, paramiko.SSHException):
+                sock.close()
             raise NodeError(OutcomeStatus.HOSTKEY_FAILED, self._unknown(ep))  # what the handshake would decide
-        sock = self._open_socket(ep, deadline)
         transport = paramiko.Transport(sock)
         try:
             limit = max(0.1, min(ep.connect_timeout_s, remaining(deadline)))
@@ -152,7 +156,7 @@ class SshTransport:
                                 f"SSH key exchange with {ep.address}:{ep.port} did not finish within "
                                 f"{limit:.0f} s (node hung?)")
             self._verify_host_key(ep, transport)
-            self._authenticate(ep, transport)
+            self._authenticate(ep, transport, limit)
             if self.options.keep_open:
                 # paramiko's reader thread wakes every 0.1 s on an idle socket; a kept connection that
                 # waits for the next --watch refresh need not burn the controller's CPU doing so.
@@ -208,10 +212,15 @@ class SshTransport:
                 f"{searched or 'any known_hosts file'}); check it and add it with ssh-keyscan, "
                 "or use --accept-new-hostkeys")
 
-    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport) -> None:
+    def _authenticate(self, ep: Endpoint, transport: paramiko.Transport, limit: float) -> None:
+        """Offer each key in turn, all of them within `limit` seconds: a server that stops answering (a hung
+        key lookup) makes the node `timeout`, not `auth_failed`."""
         keys: list[paramiko.PKey] = []
-        if not ep.identities_only:
-            keys.extend(self.identities.agent_keys())
+        agent_keys = self.identities.agent_keys()
+        if ep.identities_only:  # OpenSSH still signs with the agent's copy of an IdentityFile's key
+            wanted = {blob for path in ep.identity_files if (blob := self.identities.public_blob(path))}
+            agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
+        keys.extend(agent_keys)
         for path in ep.identity_files:
             key = self.identities.key(path)
             if key is not None:
@@ -224,10 +233,19 @@ class SshTransport:
                             f"{', '.join(_short(p) for p in ep.identity_files)}"
                             + (hint or "; an encrypted key needs ssh-agent") + ")")
         last = "no key accepted"
+        ends = time.monotonic() + limit
+        hung = NodeError(OutcomeStatus.TIMEOUT, f"no answer to authentication from {ep.address}:{ep.port} within "
+                         f"{limit:.0f} s (node hung?)")
         for key in keys:
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise hung
+            transport.auth_timeout = left
             try:
                 transport.auth_publickey(ep.user, key)
             except paramiko.AuthenticationException as exc:
+                if "timeout" in str(exc).lower():  # paramiko's "Authentication timeout."
+                    raise hung from exc
                 last = str(exc) or "key rejected"
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -358,6 +376,7 @@ class SshTransport:
             self._jumps.clear()
         for transport in transports:
             _close_quietly(transport)
+        self.identities.close()
 
 
 def _close_quietly(transport: paramiko.Transport) -> None:

@@ -82,9 +82,9 @@ class _Capped:
             chunk = recv(65536)
             if self.size < MAX_OUTPUT_BYTES:
                 self.chunks.append(chunk)
-            else:
-                self.truncated = True
             self.size += len(chunk)
+            # a chunk that straddles the cap is cut by text(): that is truncation too
+            self.truncated = self.size > MAX_OUTPUT_BYTES
 
     def text(self) -> str:
         return b"".join(self.chunks)[:MAX_OUTPUT_BYTES].decode("utf-8", "replace")
