@@ -20,6 +20,8 @@ from tests.nvmlsim import build_library, default_state, sim_env, write_state
 REPO = Path(__file__).resolve().parent.parent
 # Commands under test keep their history here, never in the user's ~/.local/state.
 _STATE_DIR = tempfile.mkdtemp(prefix="jueying-test-state-")
+_QUIET_KERNEL_LOG = os.path.join(_STATE_DIR, "kernel.log")
+open(_QUIET_KERNEL_LOG, "a").close()  # an empty file
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +45,9 @@ def run_jueying(args: list[str], env: Mapping[str, str] | None = None, timeout: 
     """Run the real CLI in a fresh process (pynvml caches its library per process)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     full_env["JUEYING_STATE_DB"] = os.path.join(_STATE_DIR, "state.db")
+    # This machine's real kernel log may hold XID lines other tests wrote into /dev/kmsg (they cannot be
+    # removed): a probe of this machine reads an empty log unless a test asks for the real one ("").
+    full_env["JUEYING_PROBE_KERNEL_LOG"] = _QUIET_KERNEL_LOG
     full_env.update(env or {})
     full_env.setdefault("PYTHONPATH", str(REPO))
     proc = subprocess.run([sys.executable, "-m", module, *args], env=full_env, capture_output=True, text=True,

@@ -95,8 +95,8 @@ def assert_our_xid(kernel_log: dict[str, Any], pid: int, written: float, source:
 
 def test_this_machine_reads_xids_from_dev_kmsg(gpu_node: GpuNode, xid: tuple[int, float], tmp_path: Path) -> None:
     pid, written = xid
-    db = {"JUEYING_STATE_DB": str(tmp_path / "state.db")}
-    facts = facts_of(gpu_node.jueying("inventory", "--json"))
+    db = {"JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_PROBE_KERNEL_LOG": ""}  # the real log
+    facts = facts_of(gpu_node.jueying("inventory", "--json", env=db))
     assert_our_xid(facts["kernel_log"], pid, written, "/dev/kmsg")
     checked = gpu_node.jueying("check", "--json", env=db)
     assert checked.rc == 2, checked.stdout
@@ -178,7 +178,7 @@ def in_namespace_without_kmsg(env: dict[str, str], tmp_path: Path, *args: str) -
 def test_dmesg_is_the_fallback_when_dev_kmsg_cannot_be_read(gpu_node: GpuNode, xid: tuple[int, float],
                                                           tmp_path: Path) -> None:
     pid, written = xid
-    env = {**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}
+    env = {**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_PROBE_KERNEL_LOG": ""}
     facts = facts_of(in_namespace_without_kmsg(env, tmp_path, "inventory", "--json"))
     assert_our_xid(facts["kernel_log"], pid, written, "dmesg")
     checked = in_namespace_without_kmsg(env, tmp_path, "check", "--json")
