@@ -105,7 +105,8 @@ class BuiltinScheduler:
         for name in names:
             outcome = self._on_node(name, script, stdin, MARKER_TIMEOUT_S)
             if not outcome.ok:
-                failed.append(f"{name}: {outcome.status}: {outcome.error or outcome.stderr.strip()[:200]}")
+                said = outcome.stderr.strip().splitlines()[-1][:200] if outcome.stderr.strip() else ""
+                failed.append(f"{name}: {outcome.status}: {outcome.error or 'failed'}" + (f": {said}" if said else ""))
                 continue
             self.store.ledger.write([name], drained=drained, reason=reason,
                                     user=_reason_user(reason) if reason else None, now=time.time())

@@ -7,6 +7,7 @@ are marked `timeout`. Ctrl-C returns what has been gathered (the caller prints i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import resource
 import threading
@@ -43,7 +44,8 @@ def raise_open_files_limit(nodes: int, fanout: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], in_flight: int) -> None:
+def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], in_flight: int,
+                     reason: str) -> None:
     """After a stop: take the outcomes of the commands that were running, which now stop on their nodes and
     bring what they printed, for up to STOP_GRACE_S (a second Ctrl-C stops waiting)."""
     ends = time.monotonic() + STOP_GRACE_S if in_flight > 0 else time.monotonic()
@@ -57,6 +59,9 @@ def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], i
                     return
                 continue
             if outcome.node not in outcomes:
+                if outcome.status == OutcomeStatus.TIMEOUT and outcome.rc is None:
+                    # cut short by this stop (or by the same deadline, just before it): say why, keep its output
+                    outcome = dataclasses.replace(outcome, error=reason)
                 outcomes[outcome.node] = outcome
                 in_flight -= 1
                 if in_flight <= 0:
@@ -124,7 +129,7 @@ def run_many(
         interrupted = True
     reason = "interrupted before it answered" if interrupted else "global deadline reached before it answered"
     stop.set(reason)
-    _collect_stopped(done, outcomes, in_flight=len(nodes) - len(outcomes) - todo.qsize())
+    _collect_stopped(done, outcomes, len(nodes) - len(outcomes) - todo.qsize(), reason)
     elapsed = time.monotonic() - started
     ordered = {}
     for node in nodes:

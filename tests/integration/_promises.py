@@ -117,14 +117,21 @@ def appended(path: Path, text: str) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------ users
 
-_SUDOERS_SPECIAL = re.compile(r"([\\,:=])")
+_SUDOERS_SPECIAL_NO_BACKSLASH = re.compile(r"([,:=])")
 
 
 def sudoers_command(argv: list[str]) -> str:
     """A Cmnd for sudoers matching exactly `argv` (the program by its full path; `\\ , : =` escaped)."""
     program = shutil.which(argv[0], path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     assert program, f"{argv[0]} not found"
-    return " ".join([program, *(_SUDOERS_SPECIAL.sub(r"\\\1", a) for a in argv[1:])])
+    # sudoers unescapes `\\` once when it reads the file, then matches arguments as glob patterns, where a
+    # backslash escapes again: a literal backslash needs four; `*?[` are glob characters and get one.
+    def escape(arg: str) -> str:
+        arg = arg.replace("\\", "\\\\\\\\")
+        arg = re.sub(r"([*?\[\]])", r"\\\\\1", arg)
+        return _SUDOERS_SPECIAL_NO_BACKSLASH.sub(r"\\\1", arg)
+
+    return " ".join([program, *(escape(a) for a in argv[1:])])
 
 
 def ensure_sudo() -> bool:

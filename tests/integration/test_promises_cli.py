@@ -114,14 +114,15 @@ def test_the_default_cap_is_10_percent_and_force_is_written_to_the_log(make_env:
     refused = jy(env, "drain", "node[01-03]", "-r", "rack work")
     assert refused.rc == 1 and refused.stdout == ""
     assert refused.stderr == (
-        "jueying: draining 3 more node(s) would make 3 of 20 unavailable (0 already down or drained), over "
-        "max_unavailable 2 (10% of 20, the default); use --force to override (automation never does)\n")
+        "jueying: draining 3 more node(s) would make 3 of 20 unavailable (0 already unavailable: 0 drained, 0 down), "
+        "over max_unavailable 2 (10% of 20, the default); use --force to override (automation never does)\n")
     assert ledger_drained(db_of(env)) == {} and markers(sim) == {} and audit_rows(db_of(env)) == []
 
     assert jy(env, "drain", "node[01-02]", "-r", "rack work").rc == 0
     again = jy(env, "drain", "node03", "-r", "rack work")  # nodes already drained count
     assert again.rc == 1
-    assert "would make 3 of 20 unavailable (2 already down or drained), over max_unavailable 2" in again.stderr
+    assert ("would make 3 of 20 unavailable (2 already unavailable: 2 drained, 0 down), over max_unavailable 2"
+            in again.stderr)
     assert "node03" not in ledger_drained(db_of(env))
 
     forced = jy(env, "drain", "node03", "-r", "rack work", "--force")
@@ -157,8 +158,8 @@ def test_the_cap_is_never_below_one_node(make_env: Callable[..., Env], sim: SimC
     assert one.rc == 0 and one.stdout.startswith("node07: drained:")
     assert markers(sim) == {"node07": "jueying: bad gpu [root]\n"}
     two = jy(env, "drain", "node08", "-r", "bad gpu")
-    assert two.rc == 1 and "would make 2 of 20 unavailable (1 already down or drained), over max_unavailable 1 " \
-        "(4% of 20)" in two.stderr
+    assert two.rc == 1 and ("would make 2 of 20 unavailable (1 already unavailable: 1 drained, 0 down), over "
+                            "max_unavailable 1 (4% of 20)" in two.stderr)
     assert list(ledger_drained(db_of(env))) == ["node07"]
 
 

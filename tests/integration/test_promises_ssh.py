@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
+import pwd
 import re
 import select
 import shlex
@@ -210,23 +211,25 @@ def test_user_ssh_config_is_read_before_the_system_one_and_ssh_config_flag_repla
     wrong ones, and the host key comes from ~/.ssh/known_hosts (the default user file). `--ssh-config` and
     $JUEYING_SSH_CONFIG replace both files: the alias then means nothing."""
     node = cluster.node("ps09")
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
+    # ~ is the password database's home, as for ssh (not $HOME): the test adds its lines to the real files,
+    # for its own alias only, and takes them out after.
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
     alias = f"jyp-sys-{os.getpid()}"
-    (home / ".ssh" / "config").write_text("Host jyp-sys-*\n  Port 22\n  User root\n")
-    (home / ".ssh" / "known_hosts").write_text(f"ps09 {public_key(node.host_key_path)}\n")
+    user_config = f"\n# jueying promise test (pid {os.getpid()})\nHost {alias}\n  Port 22\n  User root\n"
+    known = f"ps09 {public_key(node.host_key_path)}\n"
     system = (f"\n# jueying promise test (pid {os.getpid()}): removed when the test ends\n"
               + host_block(alias, hostname=node.address, Port=2, User="nobody", IdentityFile=cluster.client_key_path,
                            IdentitiesOnly="yes", HostKeyAlias="ps09", GlobalKnownHostsFile="/dev/null"))
     inv = inventory(tmp_path / "inventory.yaml", [alias])
     empty = tmp_path / "empty_config"
     empty.write_text("")
-    env = {"HOME": str(home), "JUEYING_INVENTORY": str(inv)}
-    with appended(Path("/etc/ssh/ssh_config"), system):
+    env = {"JUEYING_INVENTORY": str(inv)}
+    with appended(home / ".ssh" / "config", user_config), appended(home / ".ssh" / "known_hosts", known), \
+            appended(Path("/etc/ssh/ssh_config"), system):
         both = jy(env, "run", "--json", "--", "id -un; hostname")
         flag = jy(env, "run", "--json", "--ssh-config", str(empty), "--", "hostname")
         variable = jy({**env, "JUEYING_SSH_CONFIG": str(empty)}, "run", "--json", "--", "hostname")
-    # (no OpenSSH oracle here: ssh finds ~ through the password database, not $HOME)
     assert by_node(both)[alias]["status"] == "ok", both.stdout
     assert by_node(both)[alias]["stdout"] == "root\nps09\n"
     for replaced in (flag, variable):
@@ -566,7 +569,8 @@ def users(cluster: SimCluster) -> Iterator[None]:
     from jueying_cli.scheduler import builtin
 
     allowed = [_sudo_argv(builtin._WRITE_MARKER, builtin.MARKER_TIMEOUT_S),
-               _sudo_argv(builtin._REMOVE_MARKER, builtin.MARKER_TIMEOUT_S), _sudo_argv("id -u", None)]
+               _sudo_argv(builtin._REMOVE_MARKER, builtin.MARKER_TIMEOUT_S),
+               _sudo_argv(builtin._READ_MARKER, builtin.READ_TIMEOUT_S), _sudo_argv("id -u", None)]
     rules = "".join(f"{SUDO_USER} ALL=(root) NOPASSWD: {sudoers_command(argv)}\n" for argv in allowed)
     rules += f'Defaults:{SUDO_USER} env_keep += "JUEYING_NODE_STATE_DIR"\n'
     with system_user(SUDO_USER, cluster.base_dir, rules), system_user(PLAIN_USER, cluster.base_dir):
@@ -621,9 +625,6 @@ def test_builtin_drain_marker_goes_through_sudo_n_for_a_non_root_user(cluster: S
         marker.unlink(missing_ok=True)
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler/builtin.py reports a failed marker write by its outcome's error "
-                   "('exit code 1') and drops the command's stderr, so sudo's 'a password is required' never "
-                   "reaches the operator: the drain fails at once, but does not say why")
 def test_builtin_drain_without_a_sudo_rule_fails_at_once_and_says_so(cluster: SimCluster, users: None,
                                                                     tmp_path: Path) -> None:
     env = sudo_env(cluster, tmp_path)
