@@ -8,15 +8,40 @@ from pathlib import Path
 from typing import Any
 
 from jueying_cli.errors import BadInputError
-from jueying_cli.inventory.build import InventoryBuilder, check_name, check_vars
+from jueying_cli.inventory import nodeset
+from jueying_cli.inventory.build import InventoryBuilder, check_budget, check_name, check_vars
 from jueying_cli.inventory.model import Inventory
 from jueying_cli.yamlfile import LocatedDict
 
 _ANSIBLE_RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
 
 
-def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
-    """Ansible host ranges: www[01:50], db-[a:f], x[0:10:2] (end inclusive, zero padding kept)."""
+def ansible_count(pattern: str) -> int:
+    """How many names an Ansible host pattern expands to (ranges multiply), without expanding it; a range
+    that is not valid counts 1 (expanding it reports the error)."""
+    size = 1
+    for match in _ANSIBLE_RANGE.finditer(pattern):
+        start, end, step_text = match.group(1), match.group(2), match.group(3)
+        step = int(step_text) if step_text else 1
+        if start.isdigit() and end.isdigit():
+            span = int(end) - int(start)
+        elif len(start) == 1 and len(end) == 1:
+            span = ord(end) - ord(start)
+        else:
+            continue
+        size *= span // step + 1 if step >= 1 and span >= 0 else 1
+    return size
+
+
+def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None,
+                           budget: int = nodeset.MAX_NODES) -> list[str]:
+    """Ansible host ranges: www[01:50], db-[a:f], x[0:10:2] (end inclusive, zero padding kept); refused
+    before expanding when the names would not fit in `budget`."""
+    check_budget(ansible_count(pattern), budget, f"host pattern {pattern[:80]!r}", path, line, field)
+    return _expand_ansible(pattern, path, line, field)
+
+
+def _expand_ansible(pattern: str, path: Path, line: int | None, field: str | None) -> list[str]:
     match = _ANSIBLE_RANGE.search(pattern)
     if not match:
         return [check_name(pattern, path, line, field=field)]
@@ -28,13 +53,13 @@ def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: st
         if int(end) < int(start) or step < 1:
             raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
         values = [str(i).zfill(width) for i in range(int(start), int(end) + 1, step)]
-    elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha() and start <= end:
+    elif len(start) == 1 and len(end) == 1 and start.isalpha() and end.isalpha() and start <= end and step >= 1:
         values = [chr(c) for c in range(ord(start), ord(end) + 1, step)]
     else:
         raise BadInputError(f"bad host range {match.group(0)!r}", path=str(path), line=line, field=field)
     names: list[str] = []
     for value in values:
-        names.extend(expand_ansible_pattern(head + value + tail, path, line, field))
+        names.extend(_expand_ansible(head + value + tail, path, line, field))
     return names
 
 
@@ -63,7 +88,7 @@ def _ansible_group(b: InventoryBuilder, path: Path, group: str, spec: Any, line:
                                 line=spec.line_of("hosts"), field=f"{group}.hosts")
         for pattern, host_vars in hosts.items():
             host_line = hosts.line_of(pattern)
-            names = expand_ansible_pattern(pattern, path, host_line, f"{group}.hosts")
+            names = expand_ansible_pattern(pattern, path, host_line, f"{group}.hosts", b.budget)
             checked = check_vars(host_vars, path, f"{group}.hosts.{pattern}", host_line, strict=False)
             b.add_nodes(names, group)
             for name in names:
@@ -143,7 +168,7 @@ def load_ansible_ini(path: Path, text: str) -> Inventory:
         except ValueError as exc:
             raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number, field=field) from exc
         if kind == "hosts":
-            names = expand_ansible_pattern(tokens[0], path, number, field)
+            names = expand_ansible_pattern(tokens[0], path, number, field, b.budget)
             host_vars = check_vars(_ini_pairs(tokens[1:], path, number, f"{field} {tokens[0]}"), path,
                                     f"{field} {tokens[0]}", number, strict=False)
             b.add_nodes(names, None if section == "ungrouped" else section)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from jueying_cli.errors import BadInputError
+from jueying_cli.inventory import nodeset
 from jueying_cli.inventory.model import KNOWN_VARS, Inventory, Node
 from jueying_cli.yamlfile import line_of
 
@@ -26,6 +27,8 @@ ANSIBLE_VARS = {
 }
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+MAX_GROUP_DEPTH = 100  # children of children...: deeper is a mistake (or an attack), not an inventory
+MAX_MEMBERSHIPS = 10 * nodeset.MAX_NODES  # node-in-group entries resolved through children, in all
 
 
 def check_name(name: str, path: Path, line: int | None, what: str = "node name",
@@ -37,22 +40,38 @@ def check_name(name: str, path: Path, line: int | None, what: str = "node name",
     return name
 
 
-def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
-    """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory)."""
-    from ClusterShell.NodeSet import NodeSet, NodeSetParseError, RangeSetParseError
+def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None,
+                   budget: int = nodeset.MAX_NODES) -> list[str]:
+    """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory). A pattern that
+    would expand past `budget` names is refused before it is expanded."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
 
     if not pattern.strip():
         raise BadInputError("empty node pattern", path=str(path), line=line, field=field)
     if "@" in pattern:
         raise BadInputError(f"node pattern {pattern!r}: @groups are not allowed here, use children",
                             path=str(path), line=line, field=field)
+    check_budget(nodeset.count(pattern), budget, f"node pattern {pattern[:80]!r}", path, line, field)
+    names = nodeset.expand(pattern)
+    if names is not None:  # one template: its first and last names stand for all (only digits differ)
+        for name in {names[0], names[-1]} if names else ():
+            check_name(name, path, line, field=field)
+        return names
     try:
         names = list(NodeSet(pattern))
-    except (NodeSetParseError, RangeSetParseError) as exc:
+    except NodeSetException as exc:
         raise BadInputError(f"bad node pattern {pattern!r}: {exc}", path=str(path), line=line, field=field) from exc
     for name in names:
         check_name(name, path, line, field=field)
     return names
+
+
+def check_budget(size: int, budget: int, what: str, path: Path, line: int | None, field: str | None) -> None:
+    """BadInputError (file:line) when `size` names do not fit in what is left of the inventory's MAX_NODES."""
+    if size > budget:
+        message = nodeset.too_many(size, what) if budget == nodeset.MAX_NODES else (
+            f"{what} adds {size:,} node names, past the limit of {nodeset.MAX_NODES:,} for the whole inventory")
+        raise BadInputError(message, path=str(path), line=line, field=field)
 
 
 def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bool) -> dict[str, Any]:
@@ -106,48 +125,85 @@ class InventoryBuilder:
         self.global_vars: dict[str, Any] = {}
         self.group_vars: dict[str, dict[str, Any]] = {}
         self.node_vars: dict[str, dict[str, Any]] = {}
+        self.expanded = 0  # names expanded from patterns so far, against MAX_NODES
+        self._resolved: dict[str, list[str]] = {}
+        self._work = 0  # memberships copied from child groups so far, against MAX_MEMBERSHIPS
+
+    @property
+    def budget(self) -> int:
+        """How many more names patterns may expand to (every expansion counts, repeated names too)."""
+        return nodeset.MAX_NODES - self.expanded
 
     def add_nodes(self, names: Iterable[str], group: str | None = None) -> None:
-        for name in names:
-            self.order.setdefault(name, None)
-            if group is not None:
-                self.groups.setdefault(group, {})[name] = None
+        names = list(names)
+        self.expanded += len(names)
+        self.order.update(dict.fromkeys(names))
+        if group is not None:
+            self.groups.setdefault(group, {}).update(dict.fromkeys(names))
 
     def build(self) -> Inventory:
         members = {g: list(names) for g, names in self.groups.items()}
         for group in self.children:
             members[group] = self._resolve(group, [], None)
-        memberships: dict[str, list[str]] = {name: [] for name in self.order}
+        # Each node's groups as an index into `combos`: nodes in the same groups share one groups tuple and
+        # one variables mapping (a million nodes of one group cost a million Node objects, not a million
+        # lists and dicts); a node's own variables get their own copy.
+        combo_of: dict[str, int | None] = self.order  # type: ignore[assignment]  # reused: None = combo 0
+        combos: list[tuple[str, ...]] = [()]
         for group, names in members.items():
+            joined: dict[int, int] = {}  # combo before -> combo with this group
             for name in names:
-                memberships.setdefault(name, []).append(group)
-                self.order.setdefault(name, None)
-        nodes = {}
+                before = combo_of.get(name) or 0
+                after = joined.get(before)
+                if after is None:
+                    combos.append((*combos[before], group))
+                    after = joined[before] = len(combos) - 1
+                combo_of[name] = after
         depths = self._depths()
         group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
-        for name in self.order:
+        shared: list[dict[str, Any]] = []
+        for groups_of in combos:
             merged = dict(self.global_vars)
             for group in group_order:
-                if group in memberships.get(name, ()):
+                if group in groups_of:
                     merged.update(self.group_vars[group])
-            merged.update(self.node_vars.get(name, {}))
-            nodes[name] = Node(name=name, vars=merged, groups=tuple(memberships.get(name, ())))
-        groups = {g: tuple(dict.fromkeys(names)) for g, names in members.items() if g not in ("all", "ungrouped")}
+            shared.append(merged)
+        nodes = {}
+        for name, index in combo_of.items():
+            combo = index or 0
+            own = self.node_vars.get(name)
+            nodes[name] = Node(name=name, vars={**shared[combo], **own} if own else shared[combo],
+                               groups=combos[combo])
+        groups = {g: tuple(names) for g, names in members.items() if g not in ("all", "ungrouped")}
         groups["all"] = tuple(nodes)
         return Inventory(nodes=nodes, groups=groups, source=str(self.path))
 
     def _resolve(self, group: str, stack: list[str], line: int | None) -> list[str]:
-        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child."""
+        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child. Each group
+        is resolved once; nesting and the total work are bounded (MAX_GROUP_DEPTH, MAX_MEMBERSHIPS)."""
+        done = self._resolved.get(group)
+        if done is not None:
+            return done
+        where = self.children_field.format(stack[-1]) if stack else None
         if group in stack:
             raise BadInputError(f"group {group!r} contains itself through {' -> '.join([*stack, group])}",
-                                path=str(self.path), line=line, field=self.children_field.format(stack[-1]))
-        names = list(self.groups.get(group, {}))
+                                path=str(self.path), line=line, field=where)
+        if len(stack) >= MAX_GROUP_DEPTH:
+            raise BadInputError(f"groups nested more than {MAX_GROUP_DEPTH} deep ({' -> '.join(stack[:3])} -> ...)",
+                                path=str(self.path), line=line, field=where)
+        names = dict.fromkeys(self.groups.get(group, {}))
         for child, child_line in self.children.get(group, []):
             if child not in self.groups and child not in self.children:
                 raise BadInputError(f"unknown child group {child!r}", path=str(self.path), line=child_line,
                                     field=self.children_field.format(group))
-            names.extend(self._resolve(child, [*stack, group], child_line))
-        return list(dict.fromkeys(names))
+            members = self._resolve(child, [*stack, group], child_line)
+            self._work += len(members)
+            if self._work > MAX_MEMBERSHIPS:
+                raise BadInputError(f"group memberships through children add up to more than {MAX_MEMBERSHIPS:,}",
+                                    path=str(self.path), line=child_line, field=self.children_field.format(group))
+            names.update(dict.fromkeys(members))
+        self._resolved[group] = result = list(names)
+        return result
 
     def _depths(self) -> dict[str, int]:
         """How deep each group sits below its outermost ancestor (0: contained in no group; no cycles here)."""
