@@ -4,6 +4,7 @@ knows, groups and their members, merged with a fixed precedence."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 from jueying_cli.errors import BadInputError
 from jueying_cli.inventory import nodeset
 from jueying_cli.inventory.model import KNOWN_VARS, Inventory, Node
+from jueying_cli.vocab import Backend
 from jueying_cli.yamlfile import line_of
 
 # Ansible's connection variables, mapped onto jueying's.
@@ -104,10 +106,22 @@ def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bo
                                 path=str(path), line=key_line, field=f"{where}.{key}")
         if name == "ssh_port" and isinstance(value, int) and not 0 < value < 65536:
             raise BadInputError(f"port out of range: {value}", path=str(path), line=key_line, field=f"{where}.{key}")
-        if name == "expected_gpus" and isinstance(value, int) and value < 0:
-            raise BadInputError("must not be negative", path=str(path), line=key_line, field=f"{where}.{key}")
+        problem = _out_of_range(name, value)
+        if problem:
+            raise BadInputError(problem, path=str(path), line=key_line, field=f"{where}.{key}")
         result[name] = value
     return result
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    """Why a value of the right type is still unusable (found at load, not when a drain needs it), or None."""
+    if name in ("expected_gpus", "max_unavailable") and value < 0:
+        return f"must not be negative, got {value}"
+    if name == "max_unavailable_pct" and not (math.isfinite(value) and 0 <= value <= 100):
+        return f"must be a percentage from 0 to 100, got {value!r}"
+    if name == "scheduler" and value not in tuple(Backend):
+        return f"unknown scheduler {value!r} (slurm or builtin)"
+    return None
 
 
 class InventoryBuilder:

@@ -189,10 +189,11 @@ def open_database(path: Path, *, readonly: bool = False) -> Database:
     """Open (creating if need be) and migrate to LATEST_VERSION; StateDbError for a newer database, and for
     a file SQLite cannot use (damaged, not SQLite, not writable...), naming the file and what to do.
 
-    `readonly`: open with mode=ro and never write; a missing file reads as an empty database (in memory),
-    and an older schema is migrated only when the file can be written."""
+    `readonly` (log, history): a missing file reads as an empty database (in memory) and is not created; a
+    file this process may not write (permissions, a read-only mount) is opened with mode=ro and never
+    written. One it may write is opened as usual, so its WAL files are cleaned up on close as always."""
     try:
-        if readonly:
+        if readonly and not _writable(path):
             return _open_readonly(path)
         return _open_writable(path)
     except sqlite3.Error as exc:
@@ -200,6 +201,11 @@ def open_database(path: Path, *, readonly: bool = False) -> Database:
     except OSError as exc:
         raise StateDbError(f"cannot open the state database: {exc.strerror or exc}; set JUEYING_STATE_DB to a "
                            "file in a directory you can write", path=str(path)) from exc
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the file and create files beside it (the -wal and -shm files)."""
+    return path.exists() and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -225,12 +231,9 @@ def _open_readonly(path: Path) -> Database:
         version = _retry_busy(lambda: _version(conn))
         _refuse_newer(version, path)
         if version < LATEST_VERSION:
-            conn.close()
-            if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
-                raise StateDbError(f"schema version {version} must be upgraded to {LATEST_VERSION} before it can "
-                                   "be read, which needs write access: run `jueying status` once as a user who "
-                                   "can write it", path=str(path))
-            return _open_writable(path)
+            raise StateDbError(f"schema version {version} must be upgraded to {LATEST_VERSION} before it can be "
+                               "read, which needs write access: run `jueying status` once as a user who can "
+                               "write it", path=str(path))
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # reads the schema: damage shows here
     except BaseException:
         conn.close()
