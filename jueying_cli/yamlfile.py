@@ -74,9 +74,15 @@ class _Refused(BadInputError):
 def _parse(loader_class: Any, text: str, path: Path) -> Any:
     import yaml
 
-    loader = loader_class(text)
+    loader = None
     try:
+        loader = loader_class(text)  # the reader checks every character here
         return _Builder(loader, path).document()
+    except yaml.reader.ReaderError as exc:  # a control character YAML does not allow (NUL, ESC...)
+        code = exc.character
+        what = f"U+{code:04X}" if isinstance(code, int) else repr(code)
+        raise BadInputError(f"invalid YAML: character {what} is not allowed (control characters must be quoted "
+                            "escapes)", path=str(path), line=text.count("\n", 0, exc.position) + 1) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -84,7 +90,8 @@ def _parse(loader_class: Any, text: str, path: Path) -> Any:
     except yaml.YAMLError as exc:
         raise BadInputError(f"invalid YAML: {exc}", path=str(path)) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _Frame:

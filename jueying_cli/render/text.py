@@ -20,7 +20,7 @@ from typing import IO
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u061c\u200e\u200f"
                      "\ud800-\udfff]")
 # The same, but keeping line breaks and tabs (for multi-line blocks such as command output on a terminal).
-_UNSAFE_BLOCK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u061c\u200e"
+_UNSAFE_BLOCK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u061c\u200e"
                            "\u200f\ud800-\udfff]|\r(?!\n)")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
