@@ -200,8 +200,8 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
                 "actions": actions}
         missing = [r for r in results if r.facts is None]
         print_json(envelope("check", data, status="ok" if not missing else "partial",
-                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                     for r in missing]))
+                            errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
+                                    for r in missing]))
         return
     if quiet:
         for f in ordered(confirmed):

@@ -123,7 +123,7 @@ def _finish(rows: Sequence[NodeChange], wait_result: WaitResult | None, json_out
                             "blocking_jobs": {n: list(j) for n, j in wait_result.blocking.items()}}
         failed = [r for r in rows if r.result == "failed"]
         print_json(envelope(command, data, status="ok" if not failed else "partial",
-                             errors=[{"node": r.node, "status": "failed", "message": r.note} for r in failed]))
+                            errors=[{"node": r.node, "status": "failed", "message": r.note} for r in failed]))
         return
     for row in rows:
         say(f"{row.node}: {row.result}: {row.note}")

@@ -103,8 +103,8 @@ def _out(json_output: bool, failed: str, spare: str | None, result: str, left: s
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("failover", {"failed": failed, "spare": spare, "result": result, "left": left,
-                                          "spares": spares, "plan": plan, "steps": steps},
-                             status="ok" if result in ("done", "planned") else "error"))
+                                         "spares": spares, "plan": plan, "steps": steps},
+                            status="ok" if result in ("done", "planned") else "error"))
         return
     for row in spares:
         say(f"spare {row['spare']}: {row['verdict']}")

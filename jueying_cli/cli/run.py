@@ -83,9 +83,9 @@ def run(
 
         failed = [o for o in outcomes.values() if not o.ok]
         print_json(envelope("run", {"command": script, "nodes": [render.outcome_dict(o) for o in outcomes.values()],
-                                     "interrupted": result.interrupted},
-                             status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
-                             errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed]))
+                                    "interrupted": result.interrupted},
+                            status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
+                            errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed]))
     elif jsonl:
         # Nodes marked timeout by the global deadline or Ctrl-C never passed through on_outcome.
         for o in outcomes.values():
@@ -122,7 +122,7 @@ def nodes(
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,
-                                       "inventory": inv.source}))
+                                      "inventory": inv.source}))
     elif expand:
         sys.stdout.write("".join(f"{safe(name)}\n" for name in names))
     else:

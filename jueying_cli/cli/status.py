@@ -99,8 +99,8 @@ def inventory(
         nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
                   "facts": r.facts.document if r.facts else None} for r in results]
         print_json(envelope("inventory", {"nodes": nodes}, status=output.envelope_status(len(missing), len(results)),
-                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                     for r in missing]))
+                            errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
+                                    for r in missing]))
     else:
         from jueying_cli.render.terminal import make_console, print_inventory, print_nodes
         from jueying_cli.status.summary import unanswered

@@ -55,7 +55,7 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
         if gpus:
             data["gpus"] = [{"node": name, **to_jsonable(g)} for name, facts in view.answered for g in facts.gpus]
         print_json(envelope("status", data, status=envelope_status(len(view.missing), view.nodes_total),
-                             errors=errors))
+                            errors=errors))
         return rc
     from jueying_cli.render.terminal import make_console, print_gpus, print_message, print_nodes
     from jueying_cli.status.summary import summary_line
