@@ -103,7 +103,9 @@ def load_check_config(path: Path) -> CheckConfig:
     base = {name: dict(spec.defaults) for name, spec in CHECKS.items()}
     for name, params in _check_params(path, raw_checks, doc, "checks").items():
         base[name].update(params)
-    overrides = _overrides(path, doc.get("overrides"), doc)
+        raw = raw_checks.get(name) if isinstance(raw_checks, LocatedDict) else None
+        _thresholds_in_order(path, base[name], raw, f"checks.{name}")
+    overrides = _overrides(path, doc.get("overrides"), doc, base)
     return CheckConfig(checks=MappingProxyType({n: MappingProxyType(p) for n, p in base.items()}),
                        overrides=overrides, source=str(path))
 
@@ -185,7 +187,25 @@ _KIND_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a num
                "int_list": "a list of whole numbers", "str_list": "a list of strings", "level": "warning or critical"}
 
 
-def _overrides(path: Path, raw: Any, doc: LocatedDict) -> tuple[Override, ...]:
+def _thresholds_in_order(path: Path, params: Mapping[str, Any], raw: Any, where: str) -> None:
+    """A WARNING limit above its CRITICAL one (`warning_pct: 97, critical_pct: 95`) is refused at load, at the
+    line of whichever of the two this part of the file sets (the other may be a default)."""
+    for key, warning in params.items():
+        partner = key.replace("warning", "critical")
+        critical = params.get(partner)
+        if "warning" not in key or partner not in params or not _is_number(warning) or not _is_number(critical):
+            continue
+        if warning > critical:
+            line = line_of(raw, partner if isinstance(raw, LocatedDict) and partner in raw else key)
+            raise BadInputError(f"{key} ({warning:g}) is above {partner} ({critical:g}): a WARNING limit must not "
+                                "be past the CRITICAL one", path=str(path), line=line, field=f"{where}.{key}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _overrides(path: Path, raw: Any, doc: LocatedDict, base: Mapping[str, Mapping[str, Any]]) -> tuple[Override, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -210,6 +230,8 @@ def _overrides(path: Path, raw: Any, doc: LocatedDict) -> tuple[Override, ...]:
             raise BadInputError("checks: is missing (what should change on these nodes?)", path=str(path),
                                 line=entry.line, field=f"{where}.checks")
         checks = _check_params(path, entry["checks"], entry, f"{where}.checks")
+        for name, params in checks.items():
+            _thresholds_in_order(path, {**base[name], **params}, entry["checks"][name], f"{where}.checks.{name}")
         result.append(Override(nodes=nodes, checks=MappingProxyType(
             {name: MappingProxyType(params) for name, params in checks.items()}), line=entry.line_of("nodes")))
     return tuple(result)
@@ -219,6 +241,12 @@ def nodeset_syntax_error(pattern: str) -> str | None:
     """Why `pattern` is not a ClusterShell node set (any @group is accepted here), or None."""
     from ClusterShell.NodeSet import NodeSet, NodeSetException
     from ClusterShell.NodeUtils import GroupResolver, GroupResolverError, GroupSource
+
+    from jueying_cli.inventory import nodeset
+
+    size = nodeset.count(pattern)
+    if size > nodeset.MAX_NODES:
+        return nodeset.too_many(size, "it")
 
     class AnyGroup(GroupSource):  # type: ignore[misc]  # ClusterShell has no type hints
         def resolv_map(self, group: str) -> str:

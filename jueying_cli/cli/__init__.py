@@ -12,6 +12,7 @@ import typer
 
 from jueying_cli import __version__
 from jueying_cli.errors import ExitCode, JueyingError
+from jueying_cli.render.text import SafeWriter, say
 
 app = typer.Typer(
     name="jueying",
@@ -66,29 +67,45 @@ def _optional_value(argv: list[str], option: str, default: str) -> list[str]:
     return out
 
 
+def _not_utf8(argv: list[str]) -> str | None:
+    """The first argument that is not UTF-8 text (Python keeps such bytes as lone surrogates, which could
+    be neither stored nor printed), or None."""
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the process exit code."""
+    """Console-script entry point; returns the process exit code. Every message it prints goes through
+    render.text, so a hostile argument or error text reaches the terminal escaped."""
     argv = _optional_value(list(sys.argv[1:] if argv is None else argv), "--watch", "2")
+    bad = _not_utf8(argv)
+    if bad is not None:
+        say(f"jueying: argument {bad!r} is not UTF-8 text", err=True)
+        return int(ExitCode.BAD_INPUT)
     try:
         result = app(args=argv, prog_name="jueying", standalone_mode=False)
     except KeyboardInterrupt:
-        sys.stderr.write("jueying: interrupted\n")
+        say("jueying: interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except JueyingError as exc:
-        sys.stderr.write(f"jueying: {exc}\n")
+        say(f"jueying: {exc}", err=True)
         _json_error(argv, str(exc), "bad_input" if exc.exit_code == ExitCode.BAD_INPUT else "error")
         return int(exc.exit_code)
     except typer.Exit as exc:
         return int(exc.exit_code)
     except typer.Abort:
-        sys.stderr.write("jueying: interrupted\n")
+        say("jueying: interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:  # usage errors from typer's vendored click
         show = getattr(exc, "show", None)
         if callable(show):
-            show()
+            show(file=SafeWriter(sys.stderr))
         else:
-            sys.stderr.write(f"jueying: {exc}\n")
+            say(f"jueying: {exc}", err=True)
         format_message = getattr(exc, "format_message", None)
         _json_error(argv, str(format_message() if callable(format_message) else exc), "usage")
         return int(ExitCode.BAD_INPUT)
@@ -100,8 +117,7 @@ def _json_error(argv: list[str], message: str, status: str) -> None:
     args = argv[: argv.index("--")] if "--" in argv else argv
     if "--json" not in args:
         return
-    from jueying_cli.render.json import dumps, envelope
+    from jueying_cli.render.json import envelope, print_json
 
     command = next((a for a in args if not a.startswith("-")), "jueying")
-    print(dumps(envelope(command, None, status="error", errors=[{"node": None, "status": status,
-                                                               "message": message}])))
+    print_json(envelope(command, None, status="error", errors=[{"node": None, "status": status, "message": message}]))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from jueying_cli.cli import common
+from jueying_cli.render.text import say
 from jueying_cli.vocab import Level
 
 if TYPE_CHECKING:
@@ -76,32 +77,51 @@ def check(
                                accept_new_hostkeys, ssh_config)
     inventory, selected = common.select(opts)
 
-    from jueying_cli.errors import LockBusy
+    from jueying_cli.errors import LockBusy, StateDbError
     from jueying_cli.store import default_path
     from jueying_cli.store.lock import RunLock
 
+    lock_path = default_path().parent / "check.lock"
     try:
-        lock = RunLock(default_path().parent / "check.lock").acquire(lock_wait)
+        lock = RunLock(lock_path).acquire(lock_wait)
     except LockBusy as exc:
         _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output)
         raise typer.Exit(int(Level.UNKNOWN)) from None
-    with lock:
-        started = time.monotonic()
-        results, interrupted = common.collect(opts, selected, timeout)
-        if interrupted:
-            raise KeyboardInterrupt
-        if history_:
-            common.record_history(results)
-        report = _assess(results, config, inventory, Level.CRITICAL if unreachable == "critical" else Level.UNKNOWN)
-        actions: list[AutoAction] = []
-        if drain or resume:
-            actions = _automate(opts, inventory, selected, report, results, drain=drain, resume=resume,
-                                resume_after=resume_after)
-        duration = time.monotonic() - started
-        if prometheus is not None:
-            _write_prometheus(prometheus, report, results, duration)
-        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
+    except OSError as exc:
+        _say_unknown(f"jueying check: UNKNOWN - cannot take the run lock {lock_path}: {exc.strerror or exc}; set "
+                     "JUEYING_STATE_DB to a file in a directory you can write", json_output, "state_db")
+        raise typer.Exit(int(Level.UNKNOWN)) from None
+    try:
+        with lock:
+            report, results, actions = _run_checks(opts, selected, inventory, config, timeout=timeout,
+                                                   history=history_, unreachable=unreachable, drain=drain,
+                                                   resume=resume, resume_after=resume_after, prometheus=prometheus)
+    except StateDbError as exc:  # flap counts and drain automation live there: the run cannot be judged
+        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, "state_db")
+        raise typer.Exit(int(Level.UNKNOWN)) from None
+    _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
     raise typer.Exit(int(report.exit_level))
+
+
+def _run_checks(opts: common.FleetOptions, selected: list[Node], inventory: Inventory, config: CheckConfig, *,
+                timeout: float, history: bool, unreachable: str, drain: bool, resume: bool, resume_after: int,
+                prometheus: Path | None) -> tuple[HealthReport, list[NodeFacts], list[AutoAction]]:
+    """Collect, record, assess, automate and write the textfile, under the run lock."""
+    started = time.monotonic()
+    results, interrupted = common.collect(opts, selected, timeout)
+    if interrupted:
+        raise KeyboardInterrupt
+    if history:
+        common.record_history(results)
+    report = _assess(results, config, inventory, Level.CRITICAL if unreachable == "critical" else Level.UNKNOWN)
+    actions: list[AutoAction] = []
+    if drain or resume:
+        actions = _automate(opts, inventory, selected, report, results, drain=drain, resume=resume,
+                            resume_after=resume_after)
+    duration = time.monotonic() - started
+    if prometheus is not None:
+        _write_prometheus(prometheus, report, results, duration)
+    return report, results, actions
 
 
 def _assess(results: list[NodeFacts], config: CheckConfig, inventory: Inventory, unreachable: Level) -> HealthReport:
@@ -146,14 +166,15 @@ def _write_prometheus(path: Path, report: HealthReport, results: list[NodeFacts]
         raise BadInputError(f"cannot write the Prometheus file: {exc.strerror}", path=str(path)) from exc
 
 
-def _say_unknown(message: str, json_output: bool) -> None:
+def _say_unknown(message: str, json_output: bool, status: str = "lock_busy") -> None:
+    """UNKNOWN without results (the run lock, or the state database): on stdout, where Nagios reads it."""
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
-        print(dumps(envelope("check", {"exit_level": "UNKNOWN"}, status="error",
-                             errors=[{"node": None, "status": "lock_busy", "message": message}])))
+        print_json(envelope("check", {"exit_level": "UNKNOWN"}, status="error",
+                            errors=[{"node": None, "status": status, "message": message}]))
     else:
-        print(message)
+        say(message)
 
 
 def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, quiet: bool, json_output: bool,
@@ -170,7 +191,7 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
                 f"{counts['unknown']} unknown on {problem_nodes} of {nodes_total} node(s)"
                 + (f"; {len(pending)} pending" if pending else ""))
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
         rows = [{"node": f.result.node, "check": f.result.check, "gpu": f.result.gpu, "level": f.result.level.name,
                  "message": f.result.message, "action": str(f.result.action), "code": f.result.code,
@@ -182,17 +203,17 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
                 "nodes": {n: level.name for n, level in node_levels(findings).items()}, "results": rows,
                 "actions": actions}
         missing = [r for r in results if r.facts is None]
-        print(dumps(envelope("check", data, status="ok" if not missing else "partial",
-                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                     for r in missing])))
+        print_json(envelope("check", data, status="ok" if not missing else "partial",
+                            errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
+                                    for r in missing]))
         return
     if quiet:
         for f in ordered(confirmed):
             r = f.result
             gpu = f" gpu{r.gpu}" if r.gpu is not None else ""
-            print(f"{r.node}{gpu} {r.check} {r.level.name}: {r.message} (action: {r.action})")
+            say(f"{r.node}{gpu} {r.check} {r.level.name}: {r.message} (action: {r.action})")
         for a in actions:
-            print(f"{a.node} {a.action}: {a.result}: {a.note}")
+            say(f"{a.node} {a.action}: {a.result}: {a.note}")
         return
     from jueying_cli.render.terminal import make_console, print_check_results, print_message
 

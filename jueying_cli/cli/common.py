@@ -148,14 +148,18 @@ def collect(opts: FleetOptions, selected: Sequence[Node], timeout_s: float) -> t
         transport.close()
 
 
-def open_store() -> Store:
+def open_store(*, readonly: bool = False) -> Store:
+    """The state database; StateDbError (exit 2) naming the file when it cannot be used."""
     from jueying_cli.store import Store
 
-    return Store()
+    return Store(readonly=readonly)
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"jueying: warning: {message}\n")
+    """`jueying: warning: MESSAGE` on stderr, made safe (render.text)."""
+    from jueying_cli.render.text import warn as say_warning
+
+    say_warning(message)
 
 
 def record_history(results: Sequence[NodeFacts]) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
+from jueying_cli.render.text import say
 
 if TYPE_CHECKING:
     from jueying_cli.actions.cap import Cap
@@ -40,8 +41,8 @@ def open_context(nodes_arg: str, inventory: str | None, ssh_config: str | None,
         transport.close()
         raise
     if ctx.settled:
-        sys.stderr.write(f"jueying: settled {ctx.settled} audit entr{'y' if ctx.settled == 1 else 'ies'} left "
-                         "pending by an interrupted run (see jueying log)\n")
+        say(f"jueying: settled {ctx.settled} audit entr{'y' if ctx.settled == 1 else 'ies'} left "
+            "pending by an interrupted run (see jueying log)", err=True)
     _say_left(ctx)
     return ctx
 
@@ -53,8 +54,8 @@ def _say_left(ctx: ActionContext, most: int = 8) -> None:
         by_why.setdefault(why, []).append(f"{entry.node} ({entry.action})")
     for why, entries in by_why.items():
         shown = ", ".join(entries[:most]) + (f" and {len(entries) - most} more" if len(entries) > most else "")
-        sys.stderr.write(f"jueying: {len(entries)} pending audit entr{'y' if len(entries) == 1 else 'ies'} left "
-                         f"as {'it is' if len(entries) == 1 else 'they are'}: {shown}: {why}\n")
+        say(f"jueying: {len(entries)} pending audit entr{'y' if len(entries) == 1 else 'ies'} left "
+            f"as {'it is' if len(entries) == 1 else 'they are'}: {shown}: {why}", err=True)
 
 
 def drain(
@@ -90,8 +91,8 @@ def drain(
                            over_cap=OverCap.FORCE if force else OverCap.REFUSE, update_reason=update_reason,
                            dry_run=dry_run)
         if plan.cap is not None and not json_output and (dry_run or plan.cap.down):
-            sys.stderr.write(f"jueying: max_unavailable {plan.cap.limit} ({plan.cap.source}); of {plan.cap.total} "
-                             f"nodes, {plan.cap.breakdown()}\n")
+            say(f"jueying: max_unavailable {plan.cap.limit} ({plan.cap.source}); of {plan.cap.total} "
+                f"nodes, {plan.cap.breakdown()}", err=True)
         rows = plan.preview() if dry_run else execute(ctx, plan)
         wait_result = None
         if wait and not dry_run:
@@ -118,7 +119,7 @@ def _wait(ctx: ActionContext, names: Sequence[str], timeout_s: float, quiet: boo
         if not mine:
             continue
         if not quiet:
-            sys.stderr.write(f"jueying: waiting up to {timeout_s:g} s for jobs on {len(mine)} node(s) to end\n")
+            say(f"jueying: waiting up to {timeout_s:g} s for jobs on {len(mine)} node(s) to end", err=True)
         result = wait_drained(scheduler, mine, timeout_s=timeout_s)
         if result.outcome != "drained":
             break
@@ -128,7 +129,7 @@ def _wait(ctx: ActionContext, names: Sequence[str], timeout_s: float, quiet: boo
 def _finish(rows: Sequence[NodeChange], wait_result: WaitResult | None, json_output: bool, command: str,
             cap: Cap | None = None) -> None:
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
         data: dict[str, object] = {"nodes": [{"node": r.node, "backend": r.backend, "result": r.result,
                                               "note": r.note} for r in rows]}
@@ -140,20 +141,20 @@ def _finish(rows: Sequence[NodeChange], wait_result: WaitResult | None, json_out
             data["wait"] = {"outcome": wait_result.outcome, "waited_s": round(wait_result.waited_s, 1),
                             "blocking_jobs": {n: list(j) for n, j in wait_result.blocking.items()}}
         failed = [r for r in rows if r.result == "failed"]
-        print(dumps(envelope(command, data, status="ok" if not failed else "partial",
-                             errors=[{"node": r.node, "status": "failed", "message": r.note} for r in failed])))
+        print_json(envelope(command, data, status="ok" if not failed else "partial",
+                            errors=[{"node": r.node, "status": "failed", "message": r.note} for r in failed]))
         return
     for row in rows:
-        sys.stdout.write(f"{row.node}: {row.result}: {row.note}\n")
+        say(f"{row.node}: {row.result}: {row.note}")
     sys.stdout.flush()
     if wait_result is not None:
         if wait_result.outcome == "drained":
-            print(f"drained: no jobs left after {wait_result.waited_s:.0f} s")
+            say(f"drained: no jobs left after {wait_result.waited_s:.0f} s")
         else:
             what = "timed out" if wait_result.outcome == "timeout" else "aborted (the nodes stay drained)"
-            print(f"wait {what} after {wait_result.waited_s:.0f} s; still running:")
+            say(f"wait {what} after {wait_result.waited_s:.0f} s; still running:")
             for node, jobs in sorted(wait_result.blocking.items()):
-                print(f"  {node}: {', '.join(jobs) if jobs else '(completing)'}")
+                say(f"  {node}: {', '.join(jobs) if jobs else '(completing)'}")
 
 
 def resume(
@@ -194,7 +195,7 @@ def log(
     the state before and after, and the result (done, failed, or not_done/pending for an interrupted run)."""
     from jueying_cli.inventory.select import expand
 
-    store = common.open_store()
+    store = common.open_store(readonly=True)
     try:
         if nodes:
             wanted = expand(nodes)
@@ -204,13 +205,13 @@ def log(
     finally:
         store.close()
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
-        print(dumps(envelope("log", {"entries": entries})))
+        print_json(envelope("log", {"entries": entries}))
         raise typer.Exit(int(ExitCode.OK))
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
-        print(f"{when} {e.actor} {e.action} {e.node} [{e.backend}] {e.result}: "
-              f"{e.before_state or '?'} -> {e.after_state or '?'}"
-              + (f"; reason: {e.reason}" if e.reason else "") + (f"; {e.message}" if e.message else ""))
+        say(f"{when} {e.actor} {e.action} {e.node} [{e.backend}] {e.result}: "
+            f"{e.before_state or '?'} -> {e.after_state or '?'}"
+            + (f"; reason: {e.reason}" if e.reason else "") + (f"; {e.message}" if e.message else ""))
     raise typer.Exit(int(ExitCode.OK))

@@ -11,6 +11,7 @@ import typer
 from jueying_cli.cli import common
 from jueying_cli.cli.drain import open_context
 from jueying_cli.errors import ExitCode
+from jueying_cli.render.text import say
 
 if TYPE_CHECKING:
     from jueying_cli.actions.failover.run import StepRecord
@@ -79,14 +80,15 @@ def failover(
         if not yes:
             if not sys.stdin.isatty():
                 raise BadInputError("refusing to act without a terminal to confirm on: add --yes", field="--yes")
-            print("\n".join([f"failover {failed.name} -> {chosen.name} ({book.source}):", *plan]))
+            for line in [f"failover {failed.name} -> {chosen.name} ({book.source}):", *plan]:
+                say(line)
             if not typer.confirm("go ahead?", default=False):
                 raise typer.Exit(int(ExitCode.OK))
 
         def progress(record: StepRecord) -> None:
             if not json_output:
-                sys.stderr.write(f"jueying: {record.phase} '{record.step.name}' on {record.target}: "
-                                 f"{record.outcome.status}\n")
+                say(f"jueying: {record.phase} '{record.step.name}' on {record.target}: {record.outcome.status}",
+                    err=True)
 
         report = run_failover(ctx, FailoverRequest(failed, chosen, book, reason, force), on_record=progress)
         _out(json_output, failed.name, chosen.name, report.result, report.left, rows, plan,
@@ -100,15 +102,16 @@ def failover(
 def _out(json_output: bool, failed: str, spare: str | None, result: str, left: str,
          spares: list[dict[str, str]], plan: list[str], steps: list[dict[str, object]]) -> None:
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
-        print(dumps(envelope("failover", {"failed": failed, "spare": spare, "result": result, "left": left,
-                                          "spares": spares, "plan": plan, "steps": steps},
-                             status="ok" if result in ("done", "planned") else "error")))
+        print_json(envelope("failover", {"failed": failed, "spare": spare, "result": result, "left": left,
+                                         "spares": spares, "plan": plan, "steps": steps},
+                            status="ok" if result in ("done", "planned") else "error"))
         return
     for row in spares:
-        print(f"spare {row['spare']}: {row['verdict']}")
+        say(f"spare {row['spare']}: {row['verdict']}")
     if plan:
-        print(f"plan ({failed} -> {spare}):")
-        print("\n".join(plan))
-    print(f"failover {result}: {left}")
+        say(f"plan ({failed} -> {spare}):")
+        for line in plan:
+            say(line)
+    say(f"failover {result}: {left}")

@@ -8,6 +8,7 @@ import typer
 
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
+from jueying_cli.render.text import say
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +31,9 @@ def run(
     gather: bool = typer.Option(True, "--gather/--no-gather",
                                 help="Group identical output under folded node sets (default), or prefix each "
                                 "line with its node as it arrives."),
+    raw: bool = typer.Option(False, "--raw", help="Write the command's output as it came even to a terminal "
+                             "(default there: control characters shown escaped, e.g. \\x1b; to a pipe or a file "
+                             "output is always written as it came)."),
     json_output: bool = typer.Option(False, "--json", help="One JSON envelope with every node's outcome."),
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per node, printed as each node finishes."),
     accept_new_hostkeys: bool = common.AcceptNewOpt,
@@ -38,7 +42,9 @@ def run(
     """Run a shell command on many nodes at once, like clush -b.
 
     Each node ends as ok, failed (with its exit code), timeout, unreachable, auth_failed or hostkey_failed;
-    a summary lists every node that was not ok. Exit codes: 0 all ok; 1 some nodes failed, timed out or
+    a summary lists every node that was not ok. The command's output goes to a pipe or a file as it came;
+    on a terminal its control characters are shown escaped (--raw: as it came). Node names, errors and
+    the summary are always escaped. Exit codes: 0 all ok; 1 some nodes failed, timed out or
     were unreachable; 2 bad usage or inventory; 130 interrupted (what was gathered is printed first).
     """
     from jueying_cli.outcome import Outcome
@@ -52,13 +58,15 @@ def run(
     transport = common.make_transport(opts)
     transport.prepare(selected)
     progress = common.progress_for(len(selected), enabled=not (json_output or jsonl) and gather)
+    raw_out = raw or not sys.stdout.isatty()
+    raw_err = raw or not sys.stderr.isatty()
 
     def on_outcome(outcome: Outcome) -> None:
         if jsonl:
             sys.stdout.write(render.jsonl(outcome) + "\n")
             sys.stdout.flush()
         elif not gather and not json_output:
-            render.print_prefixed(outcome, sys.stdout, sys.stderr)
+            render.print_prefixed(outcome, sys.stdout, sys.stderr, raw_out=raw_out, raw_err=raw_err)
         progress.advance()
 
     script = " ".join(command)
@@ -71,13 +79,13 @@ def run(
     outcomes = result.outcomes
     all_ok = all(o.ok for o in outcomes.values())
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
         failed = [o for o in outcomes.values() if not o.ok]
-        print(dumps(envelope("run", {"command": script, "nodes": [render.outcome_dict(o) for o in outcomes.values()],
-                                     "interrupted": result.interrupted},
-                             status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
-                             errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed])))
+        print_json(envelope("run", {"command": script, "nodes": [render.outcome_dict(o) for o in outcomes.values()],
+                                    "interrupted": result.interrupted},
+                            status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
+                            errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed]))
     elif jsonl:
         # Nodes marked timeout by the global deadline or Ctrl-C never passed through on_outcome.
         for o in outcomes.values():
@@ -85,12 +93,12 @@ def run(
                 sys.stdout.write(render.jsonl(o) + "\n")
     else:
         if gather:
-            render.print_gathered(outcomes.values(), sys.stdout)
-            render.print_stderr_gathered(outcomes.values(), sys.stderr)
+            render.print_gathered(outcomes.values(), sys.stdout, raw=raw_out)
+            render.print_stderr_gathered(outcomes.values(), sys.stderr, raw=raw_err)
         sys.stdout.flush()
         if not all_ok or len(outcomes) > 1:
             for line in render.summary_lines(outcomes):
-                sys.stderr.write(f"jueying: {line}\n")
+                say(f"jueying: {line}", err=True)
     if result.interrupted:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     raise typer.Exit(int(ExitCode.OK if all_ok else ExitCode.NODES_FAILED))
@@ -106,19 +114,20 @@ def nodes(
 ) -> None:
     """Print the selected nodes as a folded node set and a count (exit 2 if the selection is bad)."""
     from jueying_cli.inventory.select import fold
+    from jueying_cli.render.text import safe
 
     opts = common.FleetOptions(inventory, nodes_, exclude, 1, 1.0, None, False, None)
     inv, selected = common.select(opts)
     names = [n.name for n in selected]
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
-        print(dumps(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,
-                                       "inventory": inv.source})))
+        print_json(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,
+                                      "inventory": inv.source}))
     elif expand:
         from jueying_cli.inventory.select import nodeset_order
 
-        print("\n".join(nodeset_order(names)))
+        sys.stdout.write("".join(f"{safe(name)}\n" for name in nodeset_order(names)))
     else:
-        print(f"{fold(names)} ({len(names)})")
+        say(f"{fold(names)} ({len(names)})")
     raise typer.Exit(int(ExitCode.OK))

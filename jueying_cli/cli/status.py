@@ -98,13 +98,13 @@ def inventory(
     results, interrupted = common.collect(opts, selected, timeout)
     missing = [r for r in results if r.facts is None]
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
         nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
                   "facts": r.facts.to_document() if r.facts else None} for r in results]
-        print(dumps(envelope("inventory", {"nodes": nodes}, status=output.envelope_status(len(missing), len(results)),
-                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                     for r in missing])))
+        print_json(envelope("inventory", {"nodes": nodes}, status=output.envelope_status(len(missing), len(results)),
+                            errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
+                                    for r in missing]))
     else:
         from jueying_cli.render.terminal import make_console, print_inventory, print_nodes
         from jueying_cli.status.summary import unanswered
@@ -128,10 +128,11 @@ def history(
     remaps, driver, CUDA and kernel, from the state database (JUEYING_STATE_DB, default
     ~/.local/state/jueying/state.db).
 
-    Exit codes: 0 shown (also when there is no history yet); 2 bad usage.
+    Exit codes: 0 shown (also when there is no history yet); 2 bad usage, or a state database that cannot
+    be read (the message names the file and what to do).
     """
     from jueying_cli.status.history import history_changes
-    store = common.open_store()
+    store = common.open_store(readonly=True)
     try:
         rows = store.history.read(node, limit=100_000)
     finally:
@@ -139,9 +140,9 @@ def history(
     shown = rows if all_rows else history_changes(rows)
     shown = shown[-limit:]
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
-        print(dumps(envelope("history", {"node": node, "rows": shown, "collections": len(rows)})))
+        print_json(envelope("history", {"node": node, "rows": shown, "collections": len(rows)}))
         raise typer.Exit(int(ExitCode.OK))
     from jueying_cli.render.terminal import make_console, print_history, print_message
 

@@ -49,13 +49,13 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
     rc = int(ExitCode.NODES_FAILED if view.missing else ExitCode.OK)
     errors = [{"node": r.name, "status": r.outcome.status, "message": r.outcome.error} for r in view.missing]
     if json_output:
-        from jueying_cli.render.json import dumps, envelope
+        from jueying_cli.render.json import envelope, print_json
 
         data: dict[str, object] = {"nodes": view.rows, "summary": view.totals}
         if gpus:
             data["gpus"] = [{"node": name, **g.to_document()} for name, facts in view.answered for g in facts.gpus]
-        print(dumps(envelope("status", data, status=envelope_status(len(view.missing), view.nodes_total),
-                             errors=errors)))
+        print_json(envelope("status", data, status=envelope_status(len(view.missing), view.nodes_total),
+                            errors=errors))
         return rc
     from jueying_cli.render.terminal import make_console, print_gpus, print_message, print_nodes
     from jueying_cli.status.summary import summary_line

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from jueying_cli.errors import BadInputError
-from jueying_cli.inventory.build import ANSIBLE_VARS, InventoryBuilder, check_name, check_vars
+from jueying_cli.inventory import nodeset
+from jueying_cli.inventory.build import ANSIBLE_VARS, InventoryBuilder, check_budget, check_name, check_vars
 from jueying_cli.inventory.model import KNOWN_VARS
 from jueying_cli.yamlfile import LocatedDict
 
@@ -61,7 +62,7 @@ def _parse_address(pattern: str) -> tuple[str, int | None] | None:
 
 
 def parse_host_pattern(pattern: str, path: Path, line: int | None, field: str | None,
-                       *, ini: bool = False) -> tuple[list[str], int | None]:
+                       *, ini: bool = False, budget: int = nodeset.MAX_NODES) -> tuple[list[str], int | None]:
     """A host entry: its names (ranges expanded) and the port written after them (`gpu[1:4]:2222`,
     `[fe80::1]:2200`), as `_expand_hostpattern` reads it (INI's own checks added with `ini`)."""
     parsed = _parse_address(pattern)
@@ -69,14 +70,44 @@ def parse_host_pattern(pattern: str, path: Path, line: int | None, field: str | 
     if ini and pattern.strip().endswith(":") and port is None:
         raise BadInputError(f"invalid host pattern {pattern!r}: a ':' at the end is reserved for a port",
                             path=str(path), line=line, field=field)
-    names = expand_ansible_pattern(host, path, line, field)
+    names = expand_ansible_pattern(host, path, line, field, budget)
     if ini and any(name.strip() == "---" for name in names):
         raise BadInputError("invalid host pattern '---' (a sign that this is a YAML file)", path=str(path),
                             line=line, field=field)
     return names, port
 
 
-def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
+_RANGE_BOUNDS = re.compile(r"\[([^\]\[]*)\]")
+
+
+def ansible_count(pattern: str) -> int:
+    """How many names an Ansible host pattern expands to (ranges multiply), without expanding it; a range that
+    is not valid counts 1 (expanding it reports the error)."""
+    size = 1
+    for match in _RANGE_BOUNDS.finditer(pattern):
+        bounds = match.group(1).split(":")
+        if len(bounds) not in (2, 3):
+            continue
+        begin, end = bounds[0] or "0", bounds[1]
+        step = int(bounds[2]) if len(bounds) == 3 and bounds[2].isdigit() and int(bounds[2]) > 0 else 1
+        if begin.isdigit() and end.isdigit():
+            span = int(end) - int(begin)
+        elif len(begin) == 1 and len(end) == 1 and begin in string.ascii_letters and end in string.ascii_letters:
+            span = string.ascii_letters.index(end) - string.ascii_letters.index(begin)
+        else:
+            continue
+        size *= span // step + 1 if span >= 0 else 1
+    return size
+
+
+def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: str | None = None,
+                           budget: int = nodeset.MAX_NODES) -> list[str]:
+    """Host ranges expanded as below, refused before expanding when the names would not fit in `budget`."""
+    check_budget(ansible_count(pattern), budget, f"host pattern {pattern[:80]!r}", path, line, field)
+    return _expand_ansible(pattern, path, line, field)
+
+
+def _expand_ansible(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
     """Ansible host ranges, as `expand_hostname_range`: www[01:50], db-[a:f], x[0:10:2], r[1:2]n[01:03]
     (end inclusive; a zero-padded begin pads every number, and its end must have the same width). jueying
     refuses what Ansible reads oddly or into nothing: a range that expands to no host, a step below 1,
@@ -119,7 +150,7 @@ def expand_ansible_pattern(pattern: str, path: Path, line: int | None, field: st
         raise bad("expands to no host (begin after end)")
     names: list[str] = []
     for value in values:
-        names.extend(expand_ansible_pattern(head + value + tail, path, line, field))
+        names.extend(_expand_ansible(head + value + tail, path, line, field))
     return names
 
 
@@ -277,7 +308,7 @@ def _ansible_group(b: InventoryBuilder, path: Path, group: str, spec: Any, line:
         else:
             for pattern, host_vars in value.items():
                 host_line = lines.get(pattern, key_line)
-                names, port = parse_host_pattern(pattern, path, host_line, f"{group}.hosts")
+                names, port = parse_host_pattern(pattern, path, host_line, f"{group}.hosts", budget=b.budget)
                 if not host_vars:  # `gpu01:` (null), as `or {}` in ansible-core
                     host_vars = {}
                 if not isinstance(host_vars, Mapping):
@@ -413,7 +444,7 @@ def _ini_host_line(b: InventoryBuilder, path: Path, line: str, number: int, grou
         raise BadInputError(f"cannot parse line: {exc}", path=str(path), line=number, field=field) from exc
     if not tokens:
         raise BadInputError(f"expected a host, got {line!r}", path=str(path), line=number, field=field)
-    names, port = parse_host_pattern(tokens[0], path, number, field, ini=True)
+    names, port = parse_host_pattern(tokens[0], path, number, field, ini=True, budget=b.budget)
     where = f"{field} {tokens[0]}"
     raw: dict[str, Any] = {}
     for token in tokens[1:]:

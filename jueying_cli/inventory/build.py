@@ -4,13 +4,16 @@ knows, groups and their members, merged with a fixed precedence."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from jueying_cli.errors import BadInputError
+from jueying_cli.inventory import nodeset
 from jueying_cli.inventory.model import KNOWN_VARS, Inventory, Node
+from jueying_cli.vocab import Backend
 from jueying_cli.yamlfile import line_of
 
 # Ansible's connection variables, mapped onto jueying's.
@@ -37,22 +40,42 @@ def check_name(name: str, path: Path, line: int | None, what: str = "node name",
     return name
 
 
-def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None) -> list[str]:
-    """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory)."""
-    from ClusterShell.NodeSet import NodeSet, NodeSetParseError, RangeSetParseError
+MAX_GROUP_DEPTH = 100  # children of children...: deeper is a mistake (or an attack), not an inventory
+MAX_MEMBERSHIPS = 10 * nodeset.MAX_NODES  # node-in-group entries resolved through children, in all
+
+
+def expand_nodeset(pattern: str, path: Path, line: int | None, field: str | None = None,
+                   budget: int = nodeset.MAX_NODES) -> list[str]:
+    """gpu[001-128,200] -> names, with ClusterShell's NodeSet (no @groups inside an inventory). A pattern that
+    would expand past `budget` names is refused before it is expanded."""
+    from ClusterShell.NodeSet import NodeSet, NodeSetException
 
     if not pattern.strip():
         raise BadInputError("empty node pattern", path=str(path), line=line, field=field)
     if "@" in pattern:
         raise BadInputError(f"node pattern {pattern!r}: @groups are not allowed here, use children",
                             path=str(path), line=line, field=field)
+    check_budget(nodeset.count(pattern), budget, f"node pattern {pattern[:80]!r}", path, line, field)
+    fast = nodeset.expand(pattern)
+    if fast is not None:  # one template: its first and last names stand for all (only digits differ)
+        for name in {fast[0], fast[-1]} if fast else ():
+            check_name(name, path, line, field=field)
+        return fast
     try:
         names = list(NodeSet(pattern))
-    except (NodeSetParseError, RangeSetParseError) as exc:
+    except NodeSetException as exc:
         raise BadInputError(f"bad node pattern {pattern!r}: {exc}", path=str(path), line=line, field=field) from exc
     for name in names:
         check_name(name, path, line, field=field)
     return names
+
+
+def check_budget(size: int, budget: int, what: str, path: Path, line: int | None, field: str | None) -> None:
+    """BadInputError (file:line) when `size` names do not fit in what is left of the inventory's MAX_NODES."""
+    if size > budget:
+        message = nodeset.too_many(size, what) if budget == nodeset.MAX_NODES else (
+            f"{what} adds {size:,} node names, past the limit of {nodeset.MAX_NODES:,} for the whole inventory")
+        raise BadInputError(message, path=str(path), line=line, field=field)
 
 
 def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bool) -> dict[str, Any]:
@@ -85,8 +108,9 @@ def check_vars(raw: Any, path: Path, where: str, line: int | None, *, strict: bo
                                 path=str(path), line=key_line, field=f"{where}.{key}")
         if name == "ssh_port" and isinstance(value, int) and not 0 < value < 65536:
             raise BadInputError(f"port out of range: {value}", path=str(path), line=key_line, field=f"{where}.{key}")
-        if name == "expected_gpus" and isinstance(value, int) and value < 0:
-            raise BadInputError("must not be negative", path=str(path), line=key_line, field=f"{where}.{key}")
+        problem = _out_of_range(name, value)
+        if problem:
+            raise BadInputError(problem, path=str(path), line=key_line, field=f"{where}.{key}")
         result[name] = value
     return result
 
@@ -104,6 +128,20 @@ ANSIBLE_ALIASES: Mapping[str, tuple[str, ...]] = {
     "local": ("local", "ansible_connection"),
 }
 IMPLICIT_GROUPS = ("all", "ungrouped")
+
+
+def _out_of_range(name: str, value: Any) -> str | None:
+    """Why a value of the right type is still unusable (found at load, not when a drain needs it), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if name in ("expected_gpus", "max_unavailable") and isinstance(value, int) and value < 0:
+        return f"must not be negative, got {value}"
+    if name == "max_unavailable_pct" and isinstance(value, (int, float)) and not (
+            math.isfinite(value) and 0 <= value <= 100):
+        return f"must be a percentage from 0 to 100, got {value!r}"
+    if name == "scheduler" and value not in tuple(Backend):
+        return f"unknown scheduler {value!r} (slurm or builtin)"
+    return None
 
 
 class InventoryBuilder:
@@ -135,15 +173,24 @@ class InventoryBuilder:
         self.file_global_vars: dict[str, Any] = {}
         self.file_group_vars: dict[str, dict[str, Any]] = {}
         self.file_node_vars: dict[str, dict[str, Any]] = {}
+        self.expanded = 0  # names expanded from patterns so far, against MAX_NODES
+        self._resolved: dict[str, list[str]] = {}
+        self._work = 0  # memberships copied from child groups so far, against MAX_MEMBERSHIPS
         if ansible:
             for group in IMPLICIT_GROUPS:  # always there in Ansible: `[all:vars]` needs no `[all]`
                 self.groups[group] = {}
 
+    @property
+    def budget(self) -> int:
+        """How many more names patterns may expand to (every expansion counts, repeated names too)."""
+        return nodeset.MAX_NODES - self.expanded
+
     def add_nodes(self, names: Iterable[str], group: str | None = None) -> None:
-        for name in names:
-            self.order.setdefault(name, None)
-            if group is not None:
-                self.groups.setdefault(group, {})[name] = None
+        names = list(names)
+        self.expanded += len(names)
+        self.order.update(dict.fromkeys(names))
+        if group is not None:
+            self.groups.setdefault(group, {}).update(dict.fromkeys(names))
 
     def declare_group(self, group: str) -> None:
         self.groups.setdefault(group, {})
@@ -177,15 +224,22 @@ class InventoryBuilder:
                 nodes[name] = Node(name=name, vars=self._ansible_vars(name, sorted(memberships[name], key=sort_key)),
                                    groups=tuple(memberships[name]))
         else:
+            # Nodes in the same groups share one groups tuple and one variables mapping (a million nodes of one
+            # group cost a million Node objects, not a million dicts); a node's own variables get a copy.
             depths = self._depths()
             group_order = sorted(self.group_vars, key=lambda g: depths.get(g, 0))
+            shared: dict[tuple[str, ...], tuple[tuple[str, ...], dict[str, Any]]] = {}
             for name in self.order:
-                merged = dict(self.global_vars)
-                for group in group_order:
-                    if group in memberships.get(name, ()):
-                        merged.update(self.group_vars[group])
-                merged.update(self.node_vars.get(name, {}))
-                nodes[name] = Node(name=name, vars=merged, groups=tuple(memberships.get(name, ())))
+                key = tuple(memberships.get(name, ()))
+                if key not in shared:
+                    merged = dict(self.global_vars)
+                    for group in group_order:
+                        if group in key:
+                            merged.update(self.group_vars[group])
+                    shared[key] = (key, merged)
+                groups_of, common = shared[key]
+                own = self.node_vars.get(name)
+                nodes[name] = Node(name=name, vars={**common, **own} if own else common, groups=groups_of)
         groups = {g: tuple(dict.fromkeys(names)) for g, names in members.items() if g not in IMPLICIT_GROUPS}
         groups["ungrouped"] = tuple(ungrouped)
         groups["all"] = tuple(nodes)
@@ -224,17 +278,31 @@ class InventoryBuilder:
         return lambda group: (depth(group), self.group_priority.get(group, 1), group)
 
     def _resolve(self, group: str, stack: list[str], line: int | None) -> list[str]:
-        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child."""
+        """All nodes of group and its descendants; `line` is where stack[-1] lists group as a child. Each group
+        is resolved once; nesting and the total work are bounded (MAX_GROUP_DEPTH, MAX_MEMBERSHIPS)."""
+        done = self._resolved.get(group)
+        if done is not None:
+            return done
+        where = self.children_field.format(stack[-1]) if stack else None
         if group in stack:
             raise BadInputError(f"group {group!r} contains itself through {' -> '.join([*stack, group])}",
-                                path=str(self.path), line=line, field=self.children_field.format(stack[-1]))
-        names = list(self.groups.get(group, {}))
+                                path=str(self.path), line=line, field=where)
+        if len(stack) >= MAX_GROUP_DEPTH:
+            raise BadInputError(f"groups nested more than {MAX_GROUP_DEPTH} deep ({' -> '.join(stack[:3])} -> ...)",
+                                path=str(self.path), line=line, field=where)
+        names = dict.fromkeys(self.groups.get(group, {}))
         for child, child_line in self.children.get(group, []):
             if child not in self.groups and child not in self.children:
                 raise BadInputError(f"unknown child group {child!r}", path=str(self.path), line=child_line,
                                     field=self.children_field.format(group))
-            names.extend(self._resolve(child, [*stack, group], child_line))
-        return list(dict.fromkeys(names))
+            members = self._resolve(child, [*stack, group], child_line)
+            self._work += len(members)
+            if self._work > MAX_MEMBERSHIPS:
+                raise BadInputError(f"group memberships through children add up to more than {MAX_MEMBERSHIPS:,}",
+                                    path=str(self.path), line=child_line, field=self.children_field.format(group))
+            names.update(dict.fromkeys(members))
+        self._resolved[group] = result = list(names)
+        return result
 
     def _depths(self) -> dict[str, int]:
         """How deep each group sits below its outermost ancestor (0: contained in no group; no cycles here)."""

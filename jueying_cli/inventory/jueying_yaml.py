@@ -29,7 +29,7 @@ def load_jueying_yaml(path: Path, doc: LocatedDict) -> Inventory:
                                     path=str(path), line=doc.line_of("nodes"), field="nodes")
             for pattern, node_vars in nodes.items():
                 line = nodes.line_of(pattern)
-                names = expand_nodeset(pattern, path, line, "nodes")
+                names = expand_nodeset(pattern, path, line, "nodes", b.budget)
                 checked = check_vars(node_vars, path, f"nodes.{pattern}", line, strict=True)
                 b.add_nodes(names)
                 for name in names:
@@ -69,7 +69,7 @@ def _load_group(b: InventoryBuilder, path: Path, group: str, spec: Any, line: in
         for i, pattern in enumerate(patterns):
             item_line = patterns.item_lines[i] if isinstance(patterns, LocatedList) else pattern_line
             item_field = f"{where}.nodes[{i}]" if isinstance(patterns, LocatedList) else f"{where}.nodes"
-            b.add_nodes(expand_nodeset(pattern, path, item_line, item_field), group)
+            b.add_nodes(expand_nodeset(pattern, path, item_line, item_field, b.budget), group)
     b.group_vars[group] = check_vars(spec.get("vars"), path, f"{where}.vars", spec.line_of("vars"), strict=True)
     children = spec.get("children")
     if children is not None:

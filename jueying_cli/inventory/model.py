@@ -28,7 +28,7 @@ KNOWN_VARS: Mapping[str, tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One node: its name (what the operator types) and its merged variables."""
 

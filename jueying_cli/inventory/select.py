@@ -1,10 +1,14 @@
-"""Node selection with ClusterShell NodeSet syntax: ranges, @group, and the operators , ! & ^."""
+"""Node selection with ClusterShell NodeSet syntax: ranges, @group, and the operators , ! & ^.
+
+A selection may name at most MAX_NODES nodes' worth of ranges (inventory.nodeset.count, checked before
+anything is expanded)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from jueying_cli.errors import BadInputError
+from jueying_cli.inventory import nodeset
 from jueying_cli.inventory.model import Inventory, Node
 
 
@@ -12,16 +16,23 @@ def _resolver(inventory: Inventory, unknown: list[str]) -> object:
     """A group resolver over the inventory's groups that notes, in `unknown`, every @group it lacks."""
     from ClusterShell.NodeUtils import GroupResolver, GroupSource
 
-    groups = {name: ",".join(members) for name, members in inventory.groups.items()}
-    groups["all"] = ",".join(inventory.nodes)
+    members: dict[str, Iterable[str]] = {name: names for name, names in inventory.groups.items()}
+    members["all"] = inventory.nodes
+    folded: dict[str, str] = {}
 
     class InventoryGroups(GroupSource):  # type: ignore[misc]  # ClusterShell has no type hints
         def resolv_map(self, group: str) -> str:
-            if group not in groups:
+            if group not in members:
                 unknown.append(group)
-            return groups.get(group, "")
+                return ""
+            if group not in folded:  # folded, so ClusterShell parses a few ranges, not a million names
+                folded[group] = fold(members[group])
+            return folded[group]
 
-    return GroupResolver(InventoryGroups("inventory", groups))
+        def resolv_list(self) -> list[str]:
+            return list(members)
+
+    return GroupResolver(InventoryGroups("inventory", {}))
 
 
 def parse_nodeset(pattern: str, inventory: Inventory, what: str = "-w") -> list[str]:
@@ -32,6 +43,10 @@ def parse_nodeset(pattern: str, inventory: Inventory, what: str = "-w") -> list[
 
     if not pattern.strip():
         raise BadInputError("empty node set", field=what)
+    check_size(pattern, what)
+    fast = nodeset.expand(pattern)
+    if fast is not None:
+        return fast
     unknown: list[str] = []
     try:
         names = list(NodeSet(pattern, resolver=_resolver(inventory, unknown)))
@@ -67,17 +82,31 @@ def _known(names: list[str], inventory: Inventory, what: str) -> list[str]:
     return names
 
 
+def check_size(pattern: str, what: str) -> None:
+    """BadInputError when `pattern` names more than MAX_NODES nodes' worth of ranges (before expanding)."""
+    size = nodeset.count(pattern)
+    if size > nodeset.MAX_NODES:
+        raise BadInputError(nodeset.too_many(size, f"node set {pattern[:80]!r}"), field=what)
+
+
 def fold(names: Iterable[str]) -> str:
     """gpu001,gpu002,gpu003 -> gpu[001-003]."""
     from ClusterShell.NodeSet import NodeSet
 
-    return str(NodeSet.fromlist(list(names)))
+    listed = list(names)
+    fast = nodeset.fold(listed)
+    return fast if fast is not None else str(NodeSet.fromlist(listed))
 
 
 def expand(pattern: str, what: str = "NODES") -> list[str]:
-    """A NodeSet expression without groups (`gpu[001-004],spare1`) -> names; BadInputError if it does not parse."""
+    """A NodeSet expression without groups (`gpu[001-004],spare1`) -> names; BadInputError if it does not parse
+    or would name more than MAX_NODES nodes."""
     from ClusterShell.NodeSet import NodeSet, NodeSetException
 
+    check_size(pattern, what)
+    fast = nodeset.expand(pattern)
+    if fast is not None:
+        return fast
     try:
         return list(NodeSet(pattern))
     except NodeSetException as exc:

@@ -1,6 +1,9 @@
 """clush -b style output: nodes with identical output and exit code grouped under one folded nodeset.
 
-Plain text on purpose (no rich): command output must reach the terminal byte for byte.
+Plain text on purpose (no rich). The command's own output is written as it came (`raw=True`: to a pipe or
+a file, or with `jueying run --raw`), or with its control characters escaped (`raw=False`: on a terminal,
+so a node's output cannot clear the screen, retitle the window or rewrite the lines above it; newlines
+and tabs are kept). Headers, node names, errors and the summary are always made safe (render.text).
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from typing import IO
 
 from jueying_cli.inventory.select import fold
 from jueying_cli.outcome import Outcome
+from jueying_cli.render.text import safe, safe_block
 from jueying_cli.vocab import OutcomeStatus
 
 RULE = "-" * 15
 
 
-def print_gathered(outcomes: Iterable[Outcome], out: IO[str]) -> None:
+def _output(text: str, raw: bool) -> str:
+    return text if raw else safe_block(text)
+
+
+def print_gathered(outcomes: Iterable[Outcome], out: IO[str], *, raw: bool = True) -> None:
     """Groups of nodes that ran the command (ok, failed, or stopped part-way with what they had printed),
     largest group first."""
     groups: dict[tuple[str, int | None], list[str]] = {}
@@ -30,26 +38,30 @@ def print_gathered(outcomes: Iterable[Outcome], out: IO[str]) -> None:
             header += " stopped before it ended"
         elif rc:
             header += f" exit code {rc}"
-        out.write(f"{RULE}\n{header}\n{RULE}\n")
-        out.write(stdout if stdout.endswith("\n") or not stdout else stdout + "\n")
+        out.write(f"{RULE}\n{safe(header)}\n{RULE}\n")
+        text = _output(stdout, raw)
+        out.write(text if text.endswith("\n") or not text else text + "\n")
 
 
-def print_prefixed(outcome: Outcome, out: IO[str], err: IO[str]) -> None:
+def print_prefixed(outcome: Outcome, out: IO[str], err: IO[str], *, raw_out: bool = True,
+                   raw_err: bool = True) -> None:
     """--no-gather: every line as `node: line`, as it arrives."""
+    node = safe(outcome.node)
     for line in outcome.stdout.splitlines():
-        out.write(f"{outcome.node}: {line}\n")
+        out.write(f"{node}: {_output(line, raw_out)}\n")
     for line in outcome.stderr.splitlines():
-        err.write(f"{outcome.node}: {line}\n")
+        err.write(f"{node}: {_output(line, raw_err)}\n")
     out.flush()
 
 
-def print_stderr_gathered(outcomes: Iterable[Outcome], err: IO[str]) -> None:
+def print_stderr_gathered(outcomes: Iterable[Outcome], err: IO[str], *, raw: bool = True) -> None:
     groups: dict[str, list[str]] = {}
     for o in outcomes:
         if o.stderr:
             groups.setdefault(o.stderr, []).append(o.node)
-    for text, nodes in groups.items():
-        err.write(f"{fold(nodes)} (stderr):\n")
+    for stderr, nodes in groups.items():
+        err.write(f"{safe(fold(nodes))} (stderr):\n")
+        text = _output(stderr, raw)
         err.write(text if text.endswith("\n") else text + "\n")
 
 
@@ -65,9 +77,9 @@ def summary_lines(outcomes: Mapping[str, Outcome], limit_reasons: int = 20) -> l
         if status == OutcomeStatus.OK or status not in by_status:
             continue
         group = by_status[status]
-        lines.append(f"{status} ({len(group)}): {fold(o.node for o in group)}")
+        lines.append(f"{status} ({len(group)}): {safe(fold(o.node for o in group))}")
         for o in group[:limit_reasons]:
-            lines.append(f"  {o.node}: {o.error or status}")
+            lines.append(f"  {safe(o.node)}: {safe(o.error or status)}")
         if len(group) > limit_reasons:
             lines.append(f"  ... and {len(group) - limit_reasons} more (use --json for all)")
     return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -41,3 +42,9 @@ def envelope(command: str, data: Any, *, status: str = "ok",
 
 def dumps(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=False)
+
+
+def print_json(doc: Any) -> None:
+    """The document on stdout. json.dumps escapes every control character and non-ASCII character, so the
+    exact text of node-supplied strings is kept and nothing in it can act on a terminal."""
+    sys.stdout.write(dumps(doc) + "\n")

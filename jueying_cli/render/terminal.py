@@ -24,6 +24,7 @@ from rich.text import Text
 
 from jueying_cli.checks.model import CheckResult
 from jueying_cli.facts.model import Facts, GpuFacts
+from jueying_cli.render.text import safe
 from jueying_cli.status.summary import NodeSummary
 from jueying_cli.store import HistoryRow
 
@@ -55,6 +56,16 @@ def make_console(file: IO[str] | None = None) -> Console:
         width=None if tty else 250,
         soft_wrap=not tty,
     )
+
+
+def _t(value: object, style: str = "") -> Text:
+    """A cell or message from data jueying did not write: control characters escaped, never read as markup."""
+    return Text(safe(value), style=style)
+
+
+def _add_row(table: Table, cells: Iterable[str | Text]) -> None:
+    """Every cell becomes a Text: a plain string cell would be parsed as rich markup ("[red]", "[/]")."""
+    table.add_row(*(cell if isinstance(cell, Text) else _t(cell) for cell in cells))
 
 
 def _table(console: Console, title: str | None = None) -> Table:
@@ -126,7 +137,7 @@ def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float |
             table = _node_table(console, columns, rows, state_limit)
     console.print(table)
     if hidden:
-        console.print(f"(not shown for lack of width: {', '.join(reversed(hidden))})", style="dim")
+        print_message(console, f"(not shown for lack of width: {', '.join(reversed(hidden))})", style="dim")
 
 
 def _is_tty(console: Console) -> bool:
@@ -141,7 +152,7 @@ def _node_table(console: Console, columns: list[str], rows: list[list[str | Text
                          max_width=state_limit if column == "STATE" else None)
     keep = [i for i, c in enumerate(_NODE_COLUMNS) if c in columns]
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        _add_row(table, (row[i] for i in keep))
     return table
 
 
@@ -151,9 +162,9 @@ def _node_cells(s: NodeSummary, now: float) -> list[str | Text]:
         gpus += f"/{s.gpus_expected}"
     if s.gpus_lost:
         gpus += f" ({s.gpus_lost} lost)"
-    state = Text(s.state, style=STATE_STYLE.get(s.state, ""))
+    state = _t(s.state, style=STATE_STYLE.get(s.state, ""))
     if s.reason:
-        state.append(f" ({s.reason})")
+        state.append(f" ({safe(s.reason)})")
     util = _load(s.utilization_avg_pct)
     util.append("/" + ("-" if s.utilization_max_pct is None else f"{s.utilization_max_pct}%"))
     hottest = _heat(s.hottest_gpu_c)
@@ -190,8 +201,8 @@ def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
         table.add_column(column, no_wrap=True)
     for node, facts in rows:
         if not facts.gpus:
-            table.add_row(node, "-", Text(facts.nvml.message or "no GPUs", style="yellow"),
-                          "", "", "", "", "", "", Text(facts.nvml.status, style=STATE_STYLE.get("failed", "")))
+            _add_row(table, (node, "-", _t(facts.nvml.message or "no GPUs", style="yellow"),
+                             "", "", "", "", "", "", _t(facts.nvml.status, style=STATE_STYLE.get("failed", ""))))
             continue
         for gpu in facts.gpus:
             mem = f"{_gib(gpu.memory_used_bytes)}/{_gib(gpu.memory_total_bytes)}"
@@ -202,10 +213,10 @@ def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
                 power += f"/{gpu.power_limit_watts:.0f}"
             procs = "-" if gpu.processes is None else str(len(gpu.processes))
             pstate = "-" if gpu.performance_state is None else f"P{gpu.performance_state}"
-            name = Text(gpu.name or "-", style="bold red" if gpu.lost else "")
-            table.add_row(node, str(gpu.index), name, _heat(gpu.temperature_c, gpu.temperature_slowdown_c),
-                          _load(gpu.utilization_gpu_pct), mem_text, power, pstate, procs,
-                          _gpu_state(facts, gpu))
+            name = _t(gpu.name or "-", style="bold red" if gpu.lost else "")
+            _add_row(table, (node, str(gpu.index), name, _heat(gpu.temperature_c, gpu.temperature_slowdown_c),
+                             _load(gpu.utilization_gpu_pct), mem_text, power, pstate, procs,
+                             _gpu_state(facts, gpu)))
     console.print(table)
 
 
@@ -220,15 +231,16 @@ def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None
             key = gpu.name or ("lost" if gpu.lost else "unknown")
             models[key] = models.get(key, 0) + 1
         gpus = ", ".join(f"{count}x {name}" for name, count in models.items()) or facts.nvml.status
-        table.add_row(node, facts.host.cpu_model or "-", str(facts.host.cpu_threads or "-"),
-                      _gib(facts.host.memory_total_bytes), gpus, facts.nvml.driver_version or "-",
-                      facts.nvml.cuda_driver_version or "-", facts.host.kernel or "-",
-                      facts.host.os_pretty_name or "-")
+        _add_row(table, (node, facts.host.cpu_model or "-", str(facts.host.cpu_threads or "-"),
+                         _gib(facts.host.memory_total_bytes), gpus, facts.nvml.driver_version or "-",
+                         facts.nvml.cuda_driver_version or "-", facts.host.kernel or "-",
+                         facts.host.os_pretty_name or "-"))
     console.print(table)
 
 
 def print_message(console: Console, message: str, style: str = "") -> None:
-    console.print(Text(message, style=style))
+    """One line, made safe: a newline inside it is shown as \\n."""
+    console.print(_t(message, style=style))
 
 
 def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
@@ -241,14 +253,14 @@ def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
         return "-" if value is None else str(value)
 
     for r in rows:
-        state = Text(r.status, style=STATE_STYLE.get(r.status, ""))
+        state = _t(r.status, style=STATE_STYLE.get(r.status, ""))
         if r.reason:
-            state.append(f" ({r.reason})")
+            state.append(f" ({safe(r.reason)})")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.collected_at))
-        table.add_row(when, state, n(r.gpus_present), n(r.gpus_lost),
-                      f"{n(r.ecc_uncorrected_volatile)}/{n(r.ecc_uncorrected_aggregate)}",
-                      f"{n(r.ecc_corrected_volatile)}/{n(r.ecc_corrected_aggregate)}",
-                      n(r.remapped_rows_pending), n(r.driver_version), n(r.cuda_driver_version), n(r.kernel))
+        _add_row(table, (when, state, n(r.gpus_present), n(r.gpus_lost),
+                         f"{n(r.ecc_uncorrected_volatile)}/{n(r.ecc_uncorrected_aggregate)}",
+                         f"{n(r.ecc_corrected_volatile)}/{n(r.ecc_corrected_aggregate)}",
+                         n(r.remapped_rows_pending), n(r.driver_version), n(r.cuda_driver_version), n(r.kernel)))
     console.print(table)
 
 
@@ -261,11 +273,11 @@ def print_check_results(rows: Sequence[tuple[CheckResult, bool, int, int]], cons
     for column in ("NODE", "CHECK", "GPU", "LEVEL", "ACTION", "MESSAGE"):
         table.add_column(column, no_wrap=column != "MESSAGE")
     for result, confirmed, consecutive, needed in rows:
-        level = Text(result.level.name, style=LEVEL_STYLE.get(result.level.name, ""))
+        level = _t(result.level.name, style=LEVEL_STYLE.get(result.level.name, ""))
         if not confirmed:
-            level = Text(f"pending {result.level.name} ({consecutive}/{needed})", style="dim")
-        table.add_row(result.node, result.check, "-" if result.gpu is None else str(result.gpu), level,
-                      str(result.action), result.message)
+            level = _t(f"pending {result.level.name} ({consecutive}/{needed})", style="dim")
+        _add_row(table, (result.node, result.check, "-" if result.gpu is None else str(result.gpu), level,
+                         str(result.action), result.message))
     console.print(table)
 
 

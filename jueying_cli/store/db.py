@@ -8,6 +8,11 @@ either all of it or none.
 The schema version is `PRAGMA user_version`. Each migration runs in its own immediate transaction that
 re-reads the version first, so two processes opening an old (or brand-new) database at once apply each
 step exactly once. A database from a newer jueying is refused before anything is written to it.
+
+Every SQLite error (a damaged or foreign file, a file jueying may not write, a full disk) comes out as a
+StateDbError naming the file and what to do (the CLI exits 2; `jueying check` says UNKNOWN). Commands that
+only read (log, history) open the file read-only (`file:...?mode=ro`), so a database they may not write
+still answers them; a missing file reads as an empty one and is not created.
 """
 
 from __future__ import annotations
@@ -159,12 +164,18 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front, so two writers queue instead of deadlocking."""
-        with _immediate(self._conn) as conn:
-            yield conn
+        try:
+            with _immediate(self._conn) as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise _usable_error(exc, self.path) from exc
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query in its own (autocommit) read transaction."""
-        return self._conn.execute(sql, params).fetchall()
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _usable_error(exc, self.path) from exc
 
     def user_version(self) -> int:
         """The schema version (PRAGMA user_version): LATEST_VERSION once opened."""
@@ -174,10 +185,71 @@ class Database:
         self._conn.close()
 
 
-def open_database(path: Path) -> Database:
-    """Open (creating if need be) and migrate to LATEST_VERSION; StateDbError for a newer database.
+def open_database(path: Path, *, readonly: bool = False) -> Database:
+    """Open (creating if need be) and migrate to LATEST_VERSION; StateDbError for a newer database, and for
+    a file SQLite cannot use (damaged, not SQLite, not writable...), naming the file and what to do.
 
-    The busy timeout comes with the connection (sqlite3.connect's timeout sets it before the first
+    `readonly` (log, history): a missing file reads as an empty database (in memory) and is not created; a
+    file this process may not write (permissions, a read-only mount) is opened with mode=ro and never
+    written. One it may write is opened as usual, so its WAL files are cleaned up on close as always."""
+    try:
+        if readonly and not _writable(path):
+            return _open_readonly(path)
+        return _open_writable(path)
+    except sqlite3.Error as exc:
+        raise _usable_error(exc, path) from exc
+    except OSError as exc:
+        raise StateDbError(f"cannot open the state database: {exc.strerror or exc}; set JUEYING_STATE_DB to a "
+                           "file in a directory you can write", path=str(path)) from exc
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the file and create files beside it (the -wal and -shm files)."""
+    return path.exists() and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """mode=ro; a WAL database in a directory we may not write (no -shm file to share) only opens as immutable
+    (no locking: fine for reading a log, and what SQLite offers for read-only media)."""
+    uri = path.resolve().as_uri() + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        _retry_busy(lambda: _version(conn))
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CANTOPEN:
+            raise
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    return conn
+
+
+def _open_readonly(path: Path) -> Database:
+    if not path.exists():
+        return _empty_in_memory(path)
+    conn = _connect_readonly(path)
+    try:
+        version = _retry_busy(lambda: _version(conn))
+        _refuse_newer(version, path)
+        if version < LATEST_VERSION:
+            raise StateDbError(f"schema version {version} must be upgraded to {LATEST_VERSION} before it can be "
+                               "read, which needs write access: run `jueying status` once as a user who can "
+                               "write it", path=str(path))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # reads the schema: damage shows here
+    except BaseException:
+        conn.close()
+        raise
+    return Database(conn, path)
+
+
+def _empty_in_memory(path: Path) -> Database:
+    """Nothing recorded yet: an empty database at LATEST_VERSION that lives as long as the connection."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    _migrate(conn, path)
+    return Database(conn, path)
+
+
+def _open_writable(path: Path) -> Database:
+    """The busy timeout comes with the connection (sqlite3.connect's timeout sets it before the first
     statement). The first statement only reads the version, so a newer database is refused untouched."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -229,6 +301,35 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+_WHAT_TO_DO = {
+    sqlite3.SQLITE_NOTADB: "not a SQLite database, or its header is damaged",
+    sqlite3.SQLITE_CORRUPT: "the file is damaged",
+}
+
+
+def _usable_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """A StateDbError saying what is wrong with the file and what to do; programming errors stay as they are."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code in _WHAT_TO_DO:
+        return StateDbError(
+            f"state database unusable: {_WHAT_TO_DO[code]} ({exc}). Move it aside (mv {path} {path}.damaged) "
+            "and jueying starts a new one, or set JUEYING_STATE_DB to another file; the history, check "
+            "counts, builtin drain ledger and audit log in the old file are then not read", path=str(path))
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return StateDbError(f"cannot write the state database ({exc}): jueying needs write access to the file "
+                            "and its directory (log and history only read it); fix the permissions or set "
+                            "JUEYING_STATE_DB to a writable file", path=str(path))
+    if code in _BUSY_CODES:
+        return StateDbError(f"state database busy for over {BUSY_TIMEOUT_MS // 1000} s ({exc}): another jueying "
+                            "holds it; try again", path=str(path))
+    if code == sqlite3.SQLITE_FULL:
+        return StateDbError(f"state database: disk full ({exc}); free space and try again", path=str(path))
+    return StateDbError(f"state database error ({exc}); if it persists, move the file aside and jueying starts "
+                        "a new one", path=str(path))
 
 
 def _retry_busy(step: Callable[[], T]) -> T:

@@ -15,11 +15,12 @@ from jueying_cli.store.lock import NodeLocks, RunLock
 class Store:
     """Open (create, migrate) the state database at `path` (default: default_path()); close() when done.
 
-    Raises StateDbError for a database written by a newer jueying, without touching it."""
+    Raises StateDbError for a database written by a newer jueying, without touching it, and for one SQLite
+    cannot use (naming the file and what to do). `readonly`: never write (log, history)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, readonly: bool = False) -> None:
         self.path = path or default_path()
-        self.db: Database = open_database(self.path)
+        self.db: Database = open_database(self.path, readonly=readonly)
         self.history = History(self.db)
         self.flap = Flap(self.db)
         self.ledger = Ledger(self.db)
