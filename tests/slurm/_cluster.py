@@ -73,6 +73,8 @@ from typing import Any, Self
 
 import psutil
 
+from tests.namespaces import node_unshare
+
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
 MUNGED = "/usr/sbin/munged"
@@ -366,7 +368,7 @@ class SlurmCluster:
         # step would otherwise stay a zombie of slurmd until the node ends. `wait` reaps any child.
         slurmd = shlex.join([SLURMD, "-D", "-N", name, "-f", str(self.conf_path)])
         inner = f"hostname {shlex.quote(name)} || exit 1; {slurmd} & wait $!"
-        return ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", inner]
+        return [*node_unshare(), "sh", "-c", inner]
 
     def start_node(self, name: str) -> None:
         """Start the slurmd of ``name`` (again); it registers with the controller by itself."""
