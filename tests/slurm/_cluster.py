@@ -73,7 +73,7 @@ from typing import Any, Self
 
 import psutil
 
-from tests.namespaces import node_unshare
+from tests.machine import node_unshare
 
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
@@ -167,6 +167,11 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return f"({path}: missing)"
     return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
+
+
+def _cgroup_mounted() -> bool:
+    """Whether a cgroup filesystem (v1 under a tmpfs, or v2) is mounted on /sys/fs/cgroup."""
+    return os.path.ismount("/sys/fs/cgroup")
 
 
 class SlurmCluster:
@@ -327,6 +332,10 @@ class SlurmCluster:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(os.urandom(1024))
         (self.etc_dir / "plugstack.conf").write_text("# no SPANK plugins\n")
+        if not _cgroup_mounted():
+            # slurmd (22.05) autodetects the cgroup version from /sys/fs/cgroup and refuses to start when
+            # nothing is mounted there (a chroot). No plugin here uses cgroups: name a version, detect none.
+            (self.etc_dir / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
         self._choose_ports()
         self.conf_path.write_text(self.slurm_conf())
 
