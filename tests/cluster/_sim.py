@@ -55,6 +55,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from tests.machine import node_unshare
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
 STATE_FILE = "cluster.json"
@@ -344,7 +346,7 @@ class SimNode:
         """Start the sshd without waiting for it (caller waits with ``_wait_ready``)."""
         config = shlex.quote(str(self.sshd_config_path))
         script = f"hostname {shlex.quote(self.name)} && exec {SSHD} -D -e -f {config}"
-        argv = ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", script]
+        argv = [*node_unshare(), "sh", "-c", script]
         with open(self.log_path, "ab") as log:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True

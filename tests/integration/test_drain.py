@@ -20,6 +20,7 @@ import pytest
 
 from tests.cluster import SimCluster
 from tests.conftest import REPO, Result, run_jueying
+from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
 from tests.slurm import SlurmCluster
 
@@ -191,7 +192,7 @@ def test_drain_wait_for_running_jobs(env: dict[str, str], slurm: SlurmCluster, s
 
 def test_check_drains_and_resumes_automatically(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
     checks = tmp_path / "checks.yaml"
-    checks.write_text("checks:\n  load: {enabled: false}\n")
+    checks.write_text(sim_checks_yaml())
     env = {**env, "JUEYING_CHECKS": str(checks)}
     sim.node("node04").add_kernel_log("NVRM: Xid (PCI:0000:18:00): 79, pid=77, GPU has fallen off the bus.")
     sim.node("node05").set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 1})
@@ -220,7 +221,7 @@ def test_check_drains_and_resumes_automatically(env: dict[str, str], sim: SimClu
 
 def test_automation_never_exceeds_the_cap(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
     checks = tmp_path / "checks.yaml"
-    checks.write_text("checks:\n  load: {enabled: false}\n")
+    checks.write_text(sim_checks_yaml())
     env = {**env, "JUEYING_CHECKS": str(checks)}
     for name in NAMES:  # a bad check (or a bad day) flags every node
         sim.node(name).set_gpus(**{"gpu.0.ecc_uncorrected_volatile": 5})
@@ -323,7 +324,7 @@ def failover_env(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> Iterat
     playbook = tmp_path / "compute.yaml"
     playbook.write_text(PLAYBOOK)
     checks = tmp_path / "checks.yaml"
-    checks.write_text("checks:\n  load: {enabled: false}\n")
+    checks.write_text(sim_checks_yaml())
     yield {**env, "JUEYING_INVENTORY": str(inventory), "JUEYING_CHECKS": str(checks), "PLAYBOOK": str(playbook)}
     for name in ("node02", "node03", "node06"):
         for leftover in ("fenced", "promoted", "break"):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ def test_probe_code_needs_nothing_newer_than_python_38(tmp_path: Path) -> None:
     bootstrap.write_text(_BOOTSTRAP)
     shipped_facts = [str(REPO / "jueying_cli" / "facts" / name) for name in ("__init__.py", "schema.py")]
     files = [*sorted(str(p) for p in (REPO / "jueying_cli" / "probe").glob("*.py")), *shipped_facts, str(bootstrap)]
-    vermin = shutil.which("vermin") or "vermin"
+    # vermin beside the Python running the tests (a virtual environment need not be on PATH), else on PATH.
+    beside = Path(sys.executable).with_name("vermin")
+    vermin = str(beside) if beside.exists() else shutil.which("vermin") or "vermin"
     result = subprocess.run([vermin, "-t=3.8-", "--no-tips", "--violations", *files],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -28,6 +28,7 @@ import pytest
 from tests.cluster import SimCluster
 from tests.cluster._sim import SSHD_DEFAULT_PATH
 from tests.conftest import Result, run_jueying
+from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
 from tests.slurm import SlurmCluster
 
@@ -122,7 +123,7 @@ def setup(tmp_path: Path, slurm: SlurmCluster, gpu_nodes: SimCluster, controller
     ssh_config = tmp_path / "ssh_config"
     ssh_config.write_text(gpu_nodes.ssh_config_path.read_text() + controller.ssh_config_path.read_text())
     checks = tmp_path / "checks.yaml"  # every simulated node shares this machine's CPUs: no load check
-    checks.write_text("checks:\n  load: {enabled: false}\n")
+    checks.write_text(sim_checks_yaml())
     playbook = tmp_path / "compute.yaml"
     playbook.write_text(PLAYBOOK)
     tripwire = tmp_path / "no-slurm-here"

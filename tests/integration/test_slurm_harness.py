@@ -7,6 +7,7 @@ start, also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -158,6 +159,18 @@ def test_stop_and_start_a_node(clean: SlurmCluster) -> None:
     assert client(cluster, "srun", "-w", "node04", "hostname").strip() == "node04"
 
 
+def _running_in(directory: Path) -> list[psutil.Process]:
+    """Processes whose working directory is ``directory``, compared as files, not as path strings: a
+    process in another mount namespace under a chroot shows its cwd by the path from the real root."""
+    want = os.stat(directory)
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(f"/proc/{proc.pid}/cwd"), want):
+                found.append(proc)
+    return found
+
+
 def test_down_leaves_no_process(tmp_path: Path, cluster: SlurmCluster) -> None:
     """A second cluster beside the first: its own nodes only, and down() ends all of it, job steps too."""
     other = SlurmCluster(tmp_path / "other", ("nodeA", "nodeB"), cluster_name="other", partition="batch")
@@ -166,11 +179,11 @@ def test_down_leaves_no_process(tmp_path: Path, cluster: SlurmCluster) -> None:
         assert set(other.sinfo_states()) == {"nodeA", "nodeB"}
         assert other.ctld_port != cluster.ctld_port
         other.submit_sleep("nodeA", 300)
-        steps = [p for p in psutil.process_iter(["name", "cwd"]) if p.info["cwd"] == str(other.jobs_dir)]
+        steps = _running_in(other.jobs_dir)
         deadline = time.monotonic() + 10
         while not steps and time.monotonic() < deadline:  # RUNNING comes before the batch step starts
             time.sleep(0.1)
-            steps = [p for p in psutil.process_iter(["name", "cwd"]) if p.info["cwd"] == str(other.jobs_dir)]
+            steps = _running_in(other.jobs_dir)
         assert steps, "the job's processes run on this host"
         stepd = [p for p in (s.parent() for s in steps) if p is not None and p.name() == "slurmstepd"]
         assert stepd, "the job's batch script (exec sleep) runs under a slurmstepd"

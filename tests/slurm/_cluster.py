@@ -73,6 +73,8 @@ from typing import Any, Self
 
 import psutil
 
+from tests.machine import node_unshare
+
 SLURMCTLD = "/usr/sbin/slurmctld"
 SLURMD = "/usr/sbin/slurmd"
 MUNGED = "/usr/sbin/munged"
@@ -165,6 +167,11 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return f"({path}: missing)"
     return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
+
+
+def _cgroup_mounted() -> bool:
+    """Whether a cgroup filesystem (v1 under a tmpfs, or v2) is mounted on /sys/fs/cgroup."""
+    return os.path.ismount("/sys/fs/cgroup")
 
 
 class SlurmCluster:
@@ -325,6 +332,10 @@ class SlurmCluster:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(os.urandom(1024))
         (self.etc_dir / "plugstack.conf").write_text("# no SPANK plugins\n")
+        if not _cgroup_mounted():
+            # slurmd (22.05) autodetects the cgroup version from /sys/fs/cgroup and refuses to start when
+            # nothing is mounted there (a chroot). No plugin here uses cgroups: name a version, detect none.
+            (self.etc_dir / "cgroup.conf").write_text("CgroupPlugin=cgroup/v1\n")
         self._choose_ports()
         self.conf_path.write_text(self.slurm_conf())
 
@@ -366,7 +377,7 @@ class SlurmCluster:
         # step would otherwise stay a zombie of slurmd until the node ends. `wait` reaps any child.
         slurmd = shlex.join([SLURMD, "-D", "-N", name, "-f", str(self.conf_path)])
         inner = f"hostname {shlex.quote(name)} || exit 1; {slurmd} & wait $!"
-        return ["unshare", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c", inner]
+        return [*node_unshare(), "sh", "-c", inner]
 
     def start_node(self, name: str) -> None:
         """Start the slurmd of ``name`` (again); it registers with the controller by itself."""
