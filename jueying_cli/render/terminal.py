@@ -58,6 +58,21 @@ def make_console(file: IO[str] | None = None) -> Console:
     )
 
 
+def _emit(console: Console, table: Table) -> None:
+    """Print a table; piped, as wide as its widest row (the README: piped output is never cut, so `grep`
+    and `awk` see every cell whole), on a terminal as wide as the terminal."""
+    if _is_tty(console):
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)  # print(width=) cannot pass the console's own width
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def _t(value: object, style: str = "") -> Text:
     """A cell or message from data jueying did not write: control characters escaped, never read as markup."""
     return Text(safe(value), style=style)
@@ -135,7 +150,7 @@ def print_nodes(summaries: Sequence[NodeSummary], console: Console, now: float |
             columns.remove(candidate)
             hidden.append(candidate)
             table = _node_table(console, columns, rows, state_limit)
-    console.print(table)
+    _emit(console, table)
     if hidden:
         print_message(console, f"(not shown for lack of width: {', '.join(reversed(hidden))})", style="dim")
 
@@ -217,7 +232,7 @@ def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
             _add_row(table, (node, str(gpu.index), name, _heat(gpu.temperature_c, gpu.temperature_slowdown_c),
                              _load(gpu.utilization_gpu_pct), mem_text, power, pstate, procs,
                              _gpu_state(facts, gpu)))
-    console.print(table)
+    _emit(console, table)
 
 
 def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
@@ -235,7 +250,7 @@ def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None
                          _gib(facts.host.memory_total_bytes), gpus, facts.nvml.driver_version or "-",
                          facts.nvml.cuda_driver_version or "-", facts.host.kernel or "-",
                          facts.host.os_pretty_name or "-"))
-    console.print(table)
+    _emit(console, table)
 
 
 def print_message(console: Console, message: str, style: str = "") -> None:
@@ -261,7 +276,7 @@ def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
                          f"{n(r.ecc_uncorrected_volatile)}/{n(r.ecc_uncorrected_aggregate)}",
                          f"{n(r.ecc_corrected_volatile)}/{n(r.ecc_corrected_aggregate)}",
                          n(r.remapped_rows_pending), n(r.driver_version), n(r.cuda_driver_version), n(r.kernel)))
-    console.print(table)
+    _emit(console, table)
 
 
 LEVEL_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
@@ -278,7 +293,7 @@ def print_check_results(rows: Sequence[tuple[CheckResult, bool, int, int]], cons
             level = _t(f"pending {result.level.name} ({consecutive}/{needed})", style="dim")
         _add_row(table, (result.node, result.check, "-" if result.gpu is None else str(result.gpu), level,
                          str(result.action), result.message))
-    console.print(table)
+    _emit(console, table)
 
 
 class NodeProgress:
