@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,25 @@ REPO = Path(__file__).resolve().parent.parent
 _STATE_DIR = tempfile.mkdtemp(prefix="jueying-test-state-")
 _QUIET_KERNEL_LOG = os.path.join(_STATE_DIR, "kernel.log")
 open(_QUIET_KERNEL_LOG, "a").close()  # an empty file
+
+
+_state_db = os.path.join(_STATE_DIR, "state.db")  # replaced for each test by the autouse fixture below
+
+
+@pytest.fixture(autouse=True)
+def _own_state_db(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test keeps its history in its own state DB: none sees what an earlier test recorded. run_jueying and
+    start_watch pass it as JUEYING_STATE_DB; a process a test starts by hand without one falls back to
+    $XDG_STATE_HOME/jueying/state.db, also this test's own (never the user's ~/.local/state)."""
+    global _state_db
+    state_dir = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state_dir))
+    db = state_dir / "state.db"
+    _state_db = str(db)
+    try:
+        yield db
+    finally:
+        _state_db = os.path.join(_STATE_DIR, "state.db")
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +63,7 @@ def run_jueying(args: list[str], env: Mapping[str, str] | None = None, timeout: 
                 module: str = "jueying_cli", stdin: str | None = None) -> Result:
     """Run the real CLI in a fresh process (pynvml caches its library per process)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
-    full_env["JUEYING_STATE_DB"] = os.path.join(_STATE_DIR, "state.db")
+    full_env["JUEYING_STATE_DB"] = _state_db
     # This machine's real kernel log may hold XID lines other tests wrote into /dev/kmsg (they cannot be
     # removed): a probe of this machine reads an empty log unless a test asks for the real one ("").
     full_env["JUEYING_PROBE_KERNEL_LOG"] = _QUIET_KERNEL_LOG
@@ -90,6 +109,7 @@ def start_watch(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
     """`jueying status --json ARGS` (with --watch among them) left running, its envelopes on stdout as
     they are printed; stop it with stop_watch()."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+    full_env["JUEYING_STATE_DB"] = _state_db
     full_env.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--json", *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -102,26 +103,39 @@ def test_injected_faults_get_their_level_message_and_action(healthy: SimCluster,
     assert second.rc == 2, second.stderr
     r = results_of(second)
 
-    xid = r[("cn02", "xid", 1)]
-    assert xid["level"] == "CRITICAL" and xid["action"] == "reboot" and "79" in str(xid["message"])
-    ecc = r[("cn03", "ecc_uncorrected", 1)]
-    assert ecc["level"] == "CRITICAL" and ecc["action"] == "reset_gpu" and "2" in str(ecc["message"])
-    remap = r[("cn04", "remapped_rows", 5)]
-    assert remap["level"] in ("WARNING", "CRITICAL") and remap["action"] == "reset_gpu"
-    assert "pending" in str(remap["message"])
+    def verdict(key: tuple[str, str, int | None]) -> tuple[object, ...]:
+        x = r[key]
+        return x["level"], x["code"], x["action"], x["value"], x["threshold"]
+
+    assert verdict(("cn02", "xid", 1)) == ("CRITICAL", "XID_79", "reboot", 1, None)
+    assert str(r[("cn02", "xid", 1)]["message"]).startswith("XID 79 (GPU has fallen off the bus) on GPU 1: once ")
+    assert verdict(("cn03", "ecc_uncorrected", 1)) == ("CRITICAL", "ECC_DBE_VOLATILE", "reset_gpu", 2, 0)
+    assert str(r[("cn03", "ecc_uncorrected", 1)]["message"]).startswith("GPU 1: 2 uncorrected ECC errors ")
+    # README: remapped_rows "pending → WARNING" (pending_level: warning by default)
+    assert verdict(("cn04", "remapped_rows", 5)) == ("WARNING", "ROW_REMAP_PENDING", "reset_gpu", None, None)
+    assert "GPU 5: a row remap is pending" in str(r[("cn04", "remapped_rows", 5)]["message"])
     temp = r[("cn05", "temperature", 6)]
-    assert temp["level"] == "CRITICAL" and "88" in str(temp["message"]) and "87" in str(temp["message"])
+    assert verdict(("cn05", "temperature", 6)) == ("CRITICAL", "TEMP_SLOWDOWN", "drain", 88, 87)
+    assert str(temp["message"]).startswith("GPU 6: 88 °C >= 87 °C ")
     assert temp["confirmed"] is True and temp["consecutive_runs"] == 2
-    nvlink = r[("cn06", "nvlink", 0)]
-    assert nvlink["level"] == "CRITICAL" and "3" in str(nvlink["message"])
-    pcie = r[("cn07", "pcie_link", 2)]
-    assert pcie["level"] == "WARNING" and "3" in str(pcie["message"])
-    count = r[("cn08", "gpu_count", None)]
-    assert count["level"] == "CRITICAL" and "7" in str(count["message"]) and "8" in str(count["message"])
-    # Unsupported fields never raise a CRITICAL
-    cn09 = [x for (node, _, _), x in r.items() if node == "cn09"]
-    assert cn09 and not [x for x in cn09 if x["level"] == "CRITICAL"]
-    assert any(x["level"] == "UNKNOWN" for x in cn09)
+    assert verdict(("cn06", "nvlink", 0)) == ("CRITICAL", "NVLINK_DOWN", "reset_gpu", 1, 0)
+    assert "1 of 18 NVLinks inactive (link 3)" in str(r[("cn06", "nvlink", 0)]["message"])
+    assert verdict(("cn07", "pcie_link", 2)) == ("WARNING", "PCIE_DOWNTRAINED", "drain", 3, 5)
+    assert "Gen3 x16 while busy, capable of Gen5 x16" in str(r[("cn07", "pcie_link", 2)]["message"])
+    assert verdict(("cn08", "gpu_count", None)) == ("CRITICAL", "GPU_MISSING", "drain", 7, 8)
+    assert str(r[("cn08", "gpu_count", None)]["message"]).startswith("7 of 8 expected GPUs present")
+    # Unsupported fields never raise a CRITICAL: each unreadable one is UNKNOWN, for every GPU
+    cn09 = {(check, gpu): x for (node, check, gpu), x in r.items() if node == "cn09"}
+    assert not [x for x in cn09.values() if x["level"] in ("CRITICAL", "WARNING")]
+    unknown = {key for key, x in cn09.items() if x["level"] == "UNKNOWN"}
+    assert unknown == {(check, gpu) for check in ("ecc_uncorrected", "ecc_corrected", "temperature")
+                       for gpu in range(8)}
+    assert all(cn09[key]["code"] == "NO_DATA" and "NOT_SUPPORTED" in str(cn09[key]["message"]) for key in unknown)
+    # every other node's non-OK results are exactly the injected ones
+    injected = {("cn02", "xid", 1), ("cn03", "ecc_uncorrected", 1), ("cn04", "remapped_rows", 5),
+                ("cn05", "temperature", 6), ("cn06", "nvlink", 0), ("cn07", "pcie_link", 2),
+                ("cn08", "gpu_count", None)}
+    assert {k for k, x in r.items() if x["level"] != "OK" and k[0] != "cn09"} == injected
     # healthy nodes stay OK
     assert {x["level"] for (node, _, _), x in r.items() if node in ("cn01", "cn10")} == {"OK"}
 
@@ -176,38 +190,92 @@ def test_prometheus_textfile_parses(healthy: SimCluster, tmp_path: Path) -> None
     healthy.node("cn06").add_kernel_log("NVRM: Xid (PCI:0000:18:00): 48, pid=1, DBE detected.")
     prom = tmp_path / "textfile" / "jueying.prom"
     prom.parent.mkdir()
-    result = jy(healthy, db, "check", "--quiet", "--prometheus", str(prom))
+    # A scrape in progress holds last run's file open: it must go on reading that whole file, and the next
+    # scrape must find the whole new one (a temporary file renamed over it, never the same file rewritten).
+    old_text = "# an earlier run's complete file\njueying_check_exit_code 0\n"
+    prom.write_text(old_text)
+    old_inode = prom.stat().st_ino
+    before = time.time()
+    with prom.open(encoding="utf-8") as scrape_in_progress:
+        result = jy(healthy, db, "check", "--quiet", "--prometheus", str(prom))
+        after = time.time()
+        assert scrape_in_progress.read() == old_text
     assert result.rc == 2
+    assert prom.stat().st_ino != old_inode
+    assert prom.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
     families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
     levels = {(s.labels["node"], s.labels["check"]): s.value for s in families["jueying_check_level"].samples}
     assert levels[("cn06", "xid")] == 2 and levels[("cn01", "xid")] == 0
     nodes = {s.labels["node"]: s.value for s in families["jueying_node_level"].samples}
     assert nodes["cn06"] == 2 and nodes["cn05"] == 0 and len(nodes) == NODES
     assert [s.value for s in families["jueying_check_exit_code"].samples] == [2]
+    assert set(families) == {"jueying_check_level", "jueying_node_level", "jueying_check_last_run_timestamp_seconds",
+                             "jueying_check_duration_seconds", "jueying_check_exit_code"}
+    [stamp] = [s.value for s in families["jueying_check_last_run_timestamp_seconds"].samples]
+    assert before <= stamp <= after + 1  # written with 3 decimals
+    [duration] = [s.value for s in families["jueying_check_duration_seconds"].samples]
+    assert 0 < duration <= after - before
     assert not list(prom.parent.glob(".*tmp"))  # no temporary file left behind
 
 
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after {timeout_s} s"
+        time.sleep(0.05)
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    targets = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return str(path) in targets
+
+
 def test_overlapping_runs_do_not_pile_up(healthy: SimCluster, tmp_path: Path) -> None:
+    """The first run is held inside its run (cn10 frozen, a connect timeout far longer than the test) until the
+    test thaws cn10: the moments below are seen, not guessed."""
     db = tmp_path / "state.db"
-    healthy.node("cn10").freeze()  # makes the first run last its connect timeout
+    lock = db.parent / "check.lock"
+    healthy.node("cn10").freeze()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     env.update(healthy.client_env(), JUEYING_STATE_DB=str(db), PYTHONPATH=str(REPO), JUEYING_CHECKS=str(CHECKS[-1]))
-    first = subprocess.Popen([sys.executable, "-m", "jueying_cli", "check", "--connect-timeout", "4", "--quiet"],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "jueying_cli", "check", "--quiet", *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("--connect-timeout", "300")
+    third: subprocess.Popen[str] | None = None
     try:
-        time.sleep(1.5)
+        _wait_for(lambda: lock.exists() and lock.read_text().startswith(f"pid {first.pid} "), "locked by the first")
         second = jy(healthy, db, "check", "--quiet")
         assert second.rc == 3
         assert "UNKNOWN" in second.stdout and "another run holds" in second.stdout
-        third = jy(healthy, db, "check", "--quiet", "--lock-wait", "30", "--connect-timeout", "4")
-        assert third.rc == 3  # it waited for the first run, then ran (the frozen node is unknown)
-        assert "reachability" in third.stdout
-        out, _ = first.communicate(timeout=60)
+        assert f"pid {first.pid}" in second.stdout
+        assert first.poll() is None  # the first still runs: cn10 is still frozen
+
+        third = start("--lock-wait", "300", "--connect-timeout", "60")
+        # It opens the lock file, then waits for the lock (or, broken, gives up at once: seen too).
+        _wait_for(lambda: third.poll() is not None or _has_open(third.pid, lock), "waiting for the lock")
+        assert third.poll() is None and first.poll() is None, third.communicate()
+        healthy.node("cn10").thaw()  # the first run ends; then the third takes the lock and runs
+        out1, err1 = first.communicate(timeout=300)
+        out3, err3 = third.communicate(timeout=300)
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
-    assert first.returncode == 3 and "cn10" in out
+        for proc in (first, third):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert first.returncode == 0, (out1, err1)  # cn10 answered once thawed
+    assert third.returncode == 0, (out3, err3)  # it waited instead of giving up: all OK and quiet
+    assert out3 == ""
+    assert lock.read_text().startswith(f"pid {third.pid} ")  # the last to hold the lock was the third
 
 
 def test_a_bad_check_file_names_file_line_and_field(healthy: SimCluster, tmp_path: Path) -> None:

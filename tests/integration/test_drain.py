@@ -140,23 +140,34 @@ def test_a_reason_is_required(env: dict[str, str]) -> None:
     assert drained_reason(env, "node01") is None
 
 
-def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], slurm: SlurmCluster) -> None:
+def foreign_drain(env: dict[str, str], sim: SimCluster, node: str) -> str | None:
+    """The drain as the backend shows it to anyone: Slurm's reason, or the builtin marker on the node."""
+    if env["JUEYING_BACKEND"] == "slurm":
+        return drained_reason(env, node)
+    marker = sim.node(node).dir / "drained"
+    return marker.read_text().strip() if marker.exists() else None
+
+
+def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], slurm: SlurmCluster,
+                                                          sim: SimCluster, request: pytest.FixtureRequest) -> None:
+    if env["JUEYING_BACKEND"] == "builtin":
+        # Found by making the foreign drain as another admin would (before: a raw INSERT into our ledger):
+        # `resume` reads only this host's ledger, so a node drained by its marker alone (another admin's tool,
+        # or jueying on another controller host) is "not drained (idle)", while the cap counts that same
+        # marker as drained. Not changed here: whether resume should read markers is a product decision.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="builtin resume ignores a drain marker that "
+                                                                  "is not in this host's ledger"))
     if env["JUEYING_BACKEND"] == "slurm":
         slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
-    else:
-        db = sqlite3.connect(env["JUEYING_STATE_DB"])
-        jy(env, "log")  # creates the database
-        db.execute("INSERT INTO ledger (node, drained, reason, user, since) VALUES ('node03', 1, 'hw: PSU fan', "
-                   "'alice', 0)")
-        db.commit()
-        db.close()
+    else:  # another admin's tooling marks the node itself (the builtin backend's marker), jueying never saw it
+        (sim.node("node03").dir / "drained").write_text("hw: PSU fan, vendor case 991\n")
     refused = jy(env, "resume", "node03")
     assert refused.rc == 1
     assert "not a jueying drain: --force to resume" in refused.stdout
-    assert drained_reason(env, "node03") is not None
+    assert foreign_drain(env, sim, "node03") == "hw: PSU fan, vendor case 991"  # left alone
     forced = jy(env, "resume", "node03", "--force")
     assert forced.rc == 0 and "resumed" in forced.stdout
-    assert drained_reason(env, "node03") is None
+    assert foreign_drain(env, sim, "node03") is None
     assert audit(env)[-1]["message"] == "forced: not a jueying drain"
 
 
@@ -178,7 +189,11 @@ def test_drain_wait_for_running_jobs(env: dict[str, str], slurm: SlurmCluster, s
         short = jy(env, "drain", "node05", "-r", "wait test", "--wait", "--timeout", "60")
         assert short.rc == 0, short.stdout + short.stderr
         assert "drained: no jobs left" in short.stdout
-        assert slurm.job_state(job) in ("COMPLETED", "")
+        # The job was RUNNING when the drain began (submit_sleep waits for that); when the drain says no jobs are
+        # left, Slurm must agree: the job completed (or, accounting off, already left the queue: "") and no job
+        # of any state is on node05.
+        assert slurm.job_state(job) in ("COMPLETED", ""), slurm.job_state(job)
+        assert slurm.run("squeue", "-h", "-w", "node05", "-o", "%i %T", check=False).stdout.strip() == ""
         long_job = slurm.submit_sleep("node06", 60)
         timed_out = jy(env, "drain", "node06", "-r", "wait test", "--wait", "--timeout", "2", "--json")
         assert timed_out.rc == 1
@@ -242,8 +257,10 @@ def test_sigkill_mid_drain_leaves_log_and_backend_consistent(env: dict[str, str]
         bindir = tmp_path / "bin"
         bindir.mkdir()
         real = subprocess.run(["sh", "-c", "command -v scontrol"], capture_output=True, text=True).stdout.strip()
+        applied = tmp_path / "update-applied"
         (bindir / "scontrol").write_text(f'#!/bin/sh\n{real} "$@"; rc=$?\n'
-                                         'case "$*" in *update*) sleep 30;; esac\nexit $rc\n')
+                                         f'case "$*" in *update*) echo "$*" >> {applied}; sleep 30;; esac\n'
+                                         'exit $rc\n')
         (bindir / "scontrol").chmod(0o755)
         full["PATH"] = f"{bindir}:{full['PATH']}"
     else:
@@ -252,13 +269,17 @@ def test_sigkill_mid_drain_leaves_log_and_backend_consistent(env: dict[str, str]
                              "--force", "--connect-timeout", "30"], env=full,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        if env["JUEYING_BACKEND"] == "slurm":
-            time.sleep(4)
-        else:  # the cap's marker reads wait out their short timeout on the hung node03; then node01-02 drain
-            deadline = time.monotonic() + 30
-            while drained_reason(env, "node02") is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        if env["JUEYING_BACKEND"] == "slurm":  # killed while scontrol dawdles after applying the update
+            while not applied.exists() and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-            time.sleep(0.5)
+            assert applied.exists(), "scontrol update never ran"
+        else:  # the cap's marker reads wait out their short timeout on the hung node03; then node01-02 drain
+            # (marker on the node first, ledger after); killed while it hangs on node03's handshake
+            while drained_reason(env, "node02") is None and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert drained_reason(env, "node02") is not None, "node02 was never drained"
+        assert proc.poll() is None, proc.communicate()  # still inside its run (scontrol or node03 hang)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:

@@ -69,7 +69,9 @@ def test_every_healthy_node_answers_and_each_broken_one_gets_its_own_status(clus
         assert n["status"] == "ok" and n["rc"] == 0
         assert n["stdout"] == f"{name}\n"  # each sshd runs in its own UTS namespace
         assert n["stderr"] == "rc-test\n"
-    assert elapsed < 3 * 3 + 10  # every fault costs at most its own connect timeout, in parallel
+    # Every fault costs at most its own connect timeout (3 s), in parallel (~3 s expected). A wide bound: it
+    # catches a fault that hangs the run (no timeout), not a serial walk (the figure is for benchmarks/).
+    assert elapsed < 60
     assert {e["node"] for e in result.json()["errors"]} == {"node02", "node03", "node04", "node05", "node06"}
 
 
@@ -115,36 +117,46 @@ def test_accept_new_hostkeys_trusts_unknown_keys_but_never_changed_ones(cluster:
 
 def test_command_timeout_kills_the_remote_command(cluster: SimCluster) -> None:
     started = time.monotonic()
-    result = jy(cluster, "run", "-w", "node[12-13]", "--json", "-t", "1", "--", "sleep 31.25; echo never")
-    assert time.monotonic() - started < 15
+    result = jy(cluster, "run", "-w", "node[12-13]", "--json", "-t", "1", "--", "sleep 301.25; echo never")
+    # ~1 s expected; the bound is wide (never flakes on a busy box) and still far below the command's 301 s
+    assert time.monotonic() - started < 60
     nodes = by_node(result)
     assert all(n["status"] == "timeout" and "exceeded 1 s" in str(n["error"]) for n in nodes.values())
-    time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-f", "sleep 31.25"], capture_output=True, text=True, check=False)
-    assert leftover.stdout == ""  # `timeout` on the node stopped it: nothing outlives the run
+    # `timeout` on the node stopped it: nothing outlives the run (seen gone well before its 301 s)
+    deadline = time.monotonic() + 60
+    while _left_running("sleep 301.25") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _left_running("sleep 301.25") == []
 
 
 def test_global_deadline_returns_what_it_has(cluster: SimCluster) -> None:
     started = time.monotonic()
     result = jy(cluster, "run", "-w", "node[14-17]", "--json", "--deadline", "2", "--",
-                'if [ "$(hostname)" = node14 ]; then echo quick; else sleep 7.5; fi')
+                'if [ "$(hostname)" = node14 ]; then echo quick; else sleep 302.5; fi')
     elapsed = time.monotonic() - started
-    assert elapsed < 7  # not the 7.5 s the slow nodes would take
+    assert elapsed < 60  # ~2 s expected (the deadline), never the 302.5 s the slow nodes would take
     nodes = by_node(result)
     assert nodes["node14"]["status"] == "ok" and nodes["node14"]["stdout"] == "quick\n"
     assert all(nodes[f"node{i}"]["status"] == "timeout" for i in (15, 16, 17))
     assert result.rc == 1
 
 
-def test_ctrl_c_prints_what_was_gathered_and_exits_130(cluster: SimCluster) -> None:
+def test_ctrl_c_prints_what_was_gathered_and_exits_130(cluster: SimCluster, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     env.update(cluster.client_env(), PYTHONPATH=str(REPO))
+    done = tmp_path / "node18-done"
     proc = subprocess.Popen(
         [sys.executable, "-m", "jueying_cli", "run", "-w", "node[18-21]", "--",
-         'if [ "$(hostname)" = node18 ]; then echo fast; else sleep 20; fi'],
+         f'if [ "$(hostname)" = node18 ]; then echo fast; touch {done}; else sleep 200.19; fi'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(3)
+        # Ctrl-C once node18 has answered and the three slow commands are seen running (not after a sleep)
+        deadline = time.monotonic() + 60
+        while not (done.exists() and len(_left_running("^sleep 200[.]19")) == 3) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert done.exists() and len(_left_running("^sleep 200[.]19")) == 3
+        time.sleep(0.2)  # node18's finished channel read by jueying (local, not a race with the nodes)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:

@@ -501,6 +501,15 @@ def test_odd_gpu_entries_never_raise() -> None:
                           nvlinks=[], processes=[])
     results = run(doc)
     assert all(r.code != "CHECK_ERROR" for r in results)
+    # What is readable is still judged; what is missing is UNKNOWN for GPU 0 only, never OK and never a crash.
+    gpu0 = {r.check: (r.level, r.code) for r in results if r.gpu == 0}
+    assert gpu0 == {"ecc_uncorrected": (Level.UNKNOWN, "NO_DATA"), "ecc_corrected": (Level.UNKNOWN, "NO_DATA"),
+                    "pcie_link": (Level.UNKNOWN, "NO_DATA"),
+                    "remapped_rows": (Level.WARNING, "ROW_REMAP_PENDING"),
+                    "clocks_events": (Level.WARNING, "CLOCKS_HW_SLOWDOWN")}
+    assert [r for r in results if r.gpu not in (0, None)] == []  # the seven healthy GPUs stay OK
+    assert all(r.level is Level.OK for r in results if r.gpu is None and r.check != "nvlink")
+    assert only([r for r in results if r.check == "nvlink"]).message.startswith("all NVLinks active on 7 GPUs")
 
 
 def test_a_failing_check_reports_unknown_and_the_others_still_run(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import pytest
 
 from jueying_cli.collect.payload import probe_payload, probe_script
+from jueying_cli.probe import kernel
 from jueying_cli.probe.kernel import KernelLogTail
 from tests.nvmlsim import default_state, gpu_defaults, sim_env, write_state
 
@@ -407,9 +408,18 @@ def test_kernel_log_tail_rereads_the_file_only_when_it_changed(tmp_path: Path,
     log = tmp_path / "kern.log"
     log.write_text(iso_line("NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.127.05"), encoding="utf-8")
     monkeypatch.setenv("JUEYING_PROBE_KERNEL_LOG", str(log))
+    reads: list[str] = []
+    real_read_source = kernel._read_source
+
+    def counted_read_source() -> Any:
+        reads.append(os.environ["JUEYING_PROBE_KERNEL_LOG"])
+        return real_read_source()
+
+    monkeypatch.setattr(kernel, "_read_source", counted_read_source)
     tail = KernelLogTail()
     try:
         first = tail.collect()
+        assert len(reads) == 1
         assert first["status"] == "ok"
         assert first["source"] == str(log)
         assert first["xid_events"] == []
@@ -422,6 +432,7 @@ def test_kernel_log_tail_rereads_the_file_only_when_it_changed(tmp_path: Path,
             fh.write(iso_line("NVRM: Xid (PCI:0000:2a:00): 48, pid='<unknown>', name=<unknown>, "
                               "An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer"))
         second = tail.collect()
+        assert len(reads) == 2  # the file changed: read again
         assert second["status"] == "ok"
         events = second["xid_events"]
         assert [(e["xid"], e["pci_bus_id"], e["pid"]) for e in events] == [(79, "0000:18:00", 1234),
@@ -430,7 +441,9 @@ def test_kernel_log_tail_rereads_the_file_only_when_it_changed(tmp_path: Path,
         assert all(abs(e["time_unix"] - time.time()) < 120 for e in events)
 
         third = tail.collect()
-        assert third["xid_events"] == events
+        fourth = tail.collect()
+        assert len(reads) == 2, "the unchanged file was read again"
+        assert third["xid_events"] == fourth["xid_events"] == events
         assert third["status"] == "ok"
     finally:
         tail.close()
