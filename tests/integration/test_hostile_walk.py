@@ -91,7 +91,8 @@ def test_every_command_with_a_damaged_state_database(gpu_node: GpuNode, tmp_path
     for name, args in COMMANDS.items():
         result = run_jueying(args, env)
         _check(result, name)
-        if kind.startswith("random") and result.rc != BAD_DB_RC[name]:
+        undamaged = name == "check" and result.stdout.startswith("jueying check UNKNOWN - ")  # a check's own UNKNOWN
+        if kind.startswith("random") and (result.rc != BAD_DB_RC[name] or undamaged):
             # SQLite may not notice damage in pages a command never reads: then it works as usual (check's
             # usual codes are Nagios levels: this machine's own kernel log may hold XIDs or a high load).
             assert result.rc in ((0, 1, 2, 3) if name == "check" else (0, 1)), (name, result)
