@@ -61,7 +61,10 @@ def run(
     raw_out = raw or not sys.stdout.isatty()
     raw_err = raw or not sys.stderr.isatty()
 
+    shown: set[str] = set()
+
     def on_outcome(outcome: Outcome) -> None:
+        shown.add(outcome.node)
         if jsonl:
             sys.stdout.write(render.jsonl(outcome) + "\n")
             sys.stdout.flush()
@@ -87,9 +90,9 @@ def run(
                             status="ok" if all_ok else ("error" if len(failed) == len(outcomes) else "partial"),
                             errors=[{"node": o.node, "status": o.status, "message": o.error} for o in failed]))
     elif jsonl:
-        # Nodes marked timeout by the global deadline or Ctrl-C never passed through on_outcome.
+        # Nodes stopped by the global deadline or Ctrl-C may not have passed through on_outcome.
         for o in outcomes.values():
-            if o.error and ("deadline reached before" in o.error or "interrupted before" in o.error):
+            if o.node not in shown:
                 sys.stdout.write(render.jsonl(o) + "\n")
     else:
         if gather:

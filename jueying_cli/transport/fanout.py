@@ -122,6 +122,10 @@ def run_many(
                 outcome = done.get(timeout=min(wait, 0.5))
             except queue.Empty:
                 continue
+            if deadline_s and outcome.rc is None and outcome.status == OutcomeStatus.TIMEOUT and (
+                    time.monotonic() >= deadline - 0.5):
+                # the node's transport saw the same global deadline a moment before this loop did
+                outcome = dataclasses.replace(outcome, error="global deadline reached before it answered")
             outcomes[outcome.node] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
