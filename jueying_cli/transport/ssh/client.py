@@ -246,6 +246,9 @@ class SshTransport:
             except paramiko.AuthenticationException as exc:
                 if "timeout" in str(exc).lower():  # paramiko's "Authentication timeout."
                     raise hung from exc
+                if not transport.is_active():  # "transport shut down or saw EOF": lost, not a rejected key
+                    raise NodeError(OutcomeStatus.UNREACHABLE,
+                                    f"connection lost during authentication: {exc}") from exc
                 last = str(exc) or "key rejected"
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
