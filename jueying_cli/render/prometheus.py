@@ -137,7 +137,7 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
                    "drain reason; absent otherwise.")
     for row in rows:
         node = {"node": row.node}
-        state.enum(node, "state", [str(s) for s in NodeStatus], str(row.state))
+        state.enum(node, "state", [str(s) for s in NodeStatus if s != NodeStatus.NO_DATA], str(row.state))
         if row.reason and row.state != NodeStatus.OK:
             reason.add({**node, "reason": row.reason}, 1.0)
         status = outcomes.get(row.node)
