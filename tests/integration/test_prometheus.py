@@ -252,7 +252,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             for name in ssh_rows:
                 assert {k: prom_rows[name][k] for k in COMPARED} == {k: ssh_rows[name][k] for k in COMPARED}, name
             assert prom_rows["pn02"]["state"] == "degraded" and prom_rows["pn02"]["gpus_lost"] == 1
-            assert prom_rows["pn03"]["state"] == "drained" and prom_rows["pn03"]["drain_reason"] == "fan | noisy"
+            assert prom_rows["pn03"]["state"] == "drained" and "fan | noisy" in prom_rows["pn03"]["drain_reason"]
             assert prom_rows["pn04"]["state"] == "unreachable"
             assert prom_rows["pn01"]["collected_at_unix"] is not None
             # the table, too
