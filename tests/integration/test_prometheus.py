@@ -23,6 +23,7 @@ import pytest
 
 from tests.cluster import SimCluster
 from tests.conftest import REPO, GpuNode, run_jueying
+from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
 
 pytestmark = pytest.mark.skipif(not all(os.path.exists(f"/usr/bin/{tool}") for tool in ("prometheus", "promtool")),
@@ -291,3 +292,38 @@ def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_
     assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
     bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
     assert bad.rc == 2 and "--source" in bad.stderr
+
+
+def test_the_check_textfile_through_node_exporter(cluster: SimCluster, tmp_path: Path) -> None:
+    """`jueying check --prometheus` read by a real node_exporter's textfile collector, scraped by Prometheus."""
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())  # the default set without `load` (this machine's load is not the sim's)
+    env["JUEYING_CHECKS"] = str(checks)
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    cluster.node("pn02").set_gpus(**{"gpu.4.lost": 1})
+    try:
+        check = run_jueying(["check", "-q", "--prometheus", str(textfiles / "jueying.prom")], env)
+        assert check.rc == 2, check.stdout + check.stderr
+        port = free_port()
+        log = (tmp_path / "node_exporter.log").open("w")
+        node_exporter = subprocess.Popen(
+            ["prometheus-node-exporter", "--collector.disable-defaults", "--collector.textfile",
+             f"--collector.textfile.directory={textfiles}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with prometheus(tmp_path / "prom", {"node": [f"127.0.0.1:{port}"]}) as server:
+                levels = wait_for(lambda: server.values("jueying_node_level == 1", "node"), "the textfile scraped")
+                assert server.query("node_textfile_scrape_error")[0]["value"][1] == "0"
+                assert {n: server.values(f'jueying_node_level{{node="{n}"}} == 1', "level") for n in levels} == {
+                    n.name: {"CRITICAL" if n.name == "pn02" else "OK": 1.0} for n in cluster.nodes}
+                lost = server.query('jueying_check_level{check="nvml", level="CRITICAL"} == 1')
+                assert [(r["metric"]["node"], r["metric"]["gpu"]) for r in lost] == [("pn02", "4")]
+        finally:
+            node_exporter.terminate()
+            node_exporter.wait(timeout=30)
+            log.close()
+    finally:
+        cluster.node("pn02").write_gpu_state(default_state())
