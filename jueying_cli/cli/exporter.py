@@ -102,8 +102,6 @@ def exporter(
 
         read_scheduler = read_scheduler_now
 
-    collection = Collection(selected, sessions.refresh, interval_s=interval, deadline_s=refresh_deadline,
-                            config=config, inventory=inventory, read_scheduler=read_scheduler)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -111,15 +109,19 @@ def exporter(
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     server = None
+    collection = None
     try:
         try:
-            server = MetricsServer(address, port, collection.families)
+            server = MetricsServer(address, port)
         except OSError as exc:
             common.warn(f"cannot listen on {listen}: {exc.strerror or exc}")
             raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
         shown = f"[{address}]" if ":" in address else address
         say(f"jueying exporter: serving http://{shown}:{server.port}/metrics for {len(selected)} node(s), "
             f"collecting every {interval:g} s", err=True)
+        collection = Collection(selected, sessions.refresh, interval_s=interval, deadline_s=refresh_deadline,
+                                config=config, inventory=inventory, read_scheduler=read_scheduler,
+                                publish=server.publish)
         collection.start()
         try:
             while not stop.wait(1.0):
@@ -130,7 +132,8 @@ def exporter(
         signal.signal(signal.SIGTERM, previous)
         if server is not None:
             server.stop()
-        collection.stop(refresh_deadline + 5.0)
+        if collection is not None:
+            collection.stop(refresh_deadline + 5.0)
         transport.close()
         sessions.close()
     raise typer.Exit(int(ExitCode.OK))

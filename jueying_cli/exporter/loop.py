@@ -69,7 +69,8 @@ class Collection:
 
     def __init__(self, nodes: Sequence[Node], refresh: Refresh, *, interval_s: float, deadline_s: float,
                  config: CheckConfig, inventory: Inventory, read_scheduler: ReadScheduler | None = None,
-                 unreachable: Level = Level.UNKNOWN) -> None:
+                 unreachable: Level = Level.UNKNOWN,
+                 publish: Callable[[Sequence[Family]], None] | None = None) -> None:
         self._nodes = list(nodes)
         self._by_name = {n.name: n for n in nodes}
         self._refresh = refresh
@@ -79,6 +80,7 @@ class Collection:
         self._inventory = inventory
         self._read_scheduler = read_scheduler
         self._unreachable = unreachable
+        self._publish = publish
         self._last: dict[str, NodeFacts] = {}
         self._failures: dict[str, int] = {n.name: 0 for n in nodes}
         self._streaks = Streaks()
@@ -108,6 +110,8 @@ class Collection:
                 self.collect_once()
             except Exception as exc:  # noqa: BLE001 - the exporter must outlive one bad collection
                 self._snapshot = _loop_error(str(exc))
+                if self._publish is not None:
+                    self._publish(self._snapshot)
             self.first_done.set()
             self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
 
@@ -149,6 +153,8 @@ class Collection:
                       "finished (unix seconds).")
         when.add({}, round(time.time(), 3))
         self._snapshot = [*families, failures, took, when]
+        if self._publish is not None:
+            self._publish(self._snapshot)
 
 
 def _loop_error(message: str) -> list[Family]:
