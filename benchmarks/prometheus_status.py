@@ -138,7 +138,7 @@ def main() -> None:
     if len(rows) >= 2:
         xs, ys = [r["nodes"] for r in rows], [r["status_s"] for r in rows]
         mx, my = statistics.mean(xs), statistics.mean(ys)
-        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
         print(f"\nleast-squares line: {my - slope * mx:.2f} s + {slope * 1000:.2f} ms/node -> "
               f"10,000 nodes: {my + slope * (10000 - mx):.1f} s (extrapolated)")
 
