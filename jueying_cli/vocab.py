@@ -35,6 +35,7 @@ class NodeStatus(StrEnum):
     UNREACHABLE = "unreachable"
     AUTH_FAILED = "auth_failed"
     HOSTKEY_FAILED = "hostkey_failed"
+    NO_DATA = "no_data"  # `status --source prometheus`: the server has no fresh series for the node
 
 
 # Statuses of a node that answered (its facts are shown).

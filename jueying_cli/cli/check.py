@@ -33,6 +33,8 @@ def check(
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List every result, OK ones too."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only confirmed problems; nothing when healthy."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    nagios: bool = typer.Option(False, "--nagios", help="Nagios/NRPE plugin output: first line 'JUEYING CHECK "
+                                "LEVEL - summary | perfdata', then one line per problem."),
     prometheus: Path | None = typer.Option(None, "--prometheus", metavar="FILE",
                                            help="Also write a node_exporter textfile (atomically)."),
     unreachable: str = typer.Option("unknown", "--unreachable", metavar="LEVEL",
@@ -70,6 +72,8 @@ def check(
     """
     from jueying_cli.checks import builtin_config, load_check_config
 
+    if nagios and json_output:
+        raise typer.BadParameter("--nagios and --json cannot be used together", param_hint="--nagios")
     if unreachable not in ("unknown", "critical"):
         raise typer.BadParameter("must be unknown or critical", param_hint="--unreachable")
     config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
@@ -85,21 +89,26 @@ def check(
     try:
         lock = RunLock(lock_path).acquire(lock_wait)
     except LockBusy as exc:
-        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output)
+        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, nagios=nagios)
         raise typer.Exit(int(Level.UNKNOWN)) from None
     except OSError as exc:
         _say_unknown(f"jueying check: UNKNOWN - cannot take the run lock {lock_path}: {exc.strerror or exc}; set "
-                     "JUEYING_STATE_DB to a file in a directory you can write", json_output, "state_db")
+                     "JUEYING_STATE_DB to a file in a directory you can write", json_output, "state_db",
+                     nagios=nagios)
         raise typer.Exit(int(Level.UNKNOWN)) from None
+    started = time.monotonic()
     try:
         with lock:
             report, results, actions = _run_checks(opts, selected, inventory, config, timeout=timeout,
                                                    history=history_, unreachable=unreachable, drain=drain,
                                                    resume=resume, resume_after=resume_after, prometheus=prometheus)
     except StateDbError as exc:  # flap counts and drain automation live there: the run cannot be judged
-        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, "state_db")
+        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, "state_db", nagios=nagios)
         raise typer.Exit(int(Level.UNKNOWN)) from None
-    _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
+    if nagios:
+        _render_nagios(report, results, actions, time.monotonic() - started, verbose=verbose)
+    else:
+        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
     raise typer.Exit(int(report.exit_level))
 
 
@@ -151,30 +160,68 @@ def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[No
 
 
 def _write_prometheus(path: Path, report: HealthReport, results: list[NodeFacts], duration: float) -> None:
-    from jueying_cli.checks.flap import check_levels, node_levels
-    from jueying_cli.render.prometheus import exposition, write_atomically
+    """The node_exporter textfile: the same families and labels as `jueying exporter` (README)."""
+    from jueying_cli.exporter.metrics import exposition, write_atomically
+    from jueying_cli.render.prometheus import check_families, node_families, run_families
+    from jueying_cli.status.view import rows_for
 
-    states = {r.name: r.outcome.status for r in results}
-    text = exposition([(n, c, int(level)) for (n, c), level in check_levels(report.findings).items()],
-                      {n: int(level) for n, level in node_levels(report.findings).items()}, states,
-                      run_timestamp=time.time(), duration_s=duration, exit_code=int(report.exit_level))
+    families = [*check_families(report.findings),
+                *node_families(rows_for(results), {r.name: r.outcome.status for r in results}),
+                *run_families(run_timestamp=time.time(), duration_s=duration, exit_code=int(report.exit_level))]
     try:
-        write_atomically(path, text)
+        write_atomically(path, exposition(families))
     except OSError as exc:
         from jueying_cli.errors import BadInputError
 
         raise BadInputError(f"cannot write the Prometheus file: {exc.strerror}", path=str(path)) from exc
 
 
-def _say_unknown(message: str, json_output: bool, status: str = "lock_busy") -> None:
+def _say_unknown(message: str, json_output: bool, status: str = "lock_busy", *, nagios: bool = False) -> None:
     """UNKNOWN without results (the run lock, or the state database): on stdout, where Nagios reads it."""
-    if json_output:
+    if nagios:
+        say(nagios_text(message.removeprefix("jueying check: UNKNOWN - "), "JUEYING CHECK UNKNOWN - "))
+    elif json_output:
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("check", {"exit_level": "UNKNOWN"}, status="error",
                             errors=[{"node": None, "status": status, "message": message}]))
     else:
         say(message)
+
+
+def nagios_text(text: str, prefix: str = "") -> str:
+    """One line of plugin output: made safe, and without `|`, which would start Nagios performance data."""
+    return prefix + text.replace("|", "/")
+
+
+def _render_nagios(report: HealthReport, results: list[NodeFacts], actions: list[AutoAction], duration_s: float, *,
+                   verbose: bool) -> None:
+    """Nagios plugin guidelines: the first line is `JUEYING CHECK LEVEL - summary | perfdata` (what NRPE and
+    Nagios show and graph), then one line per confirmed problem, pending result and automation action."""
+    from jueying_cli.checks.flap import ordered, problems
+
+    confirmed, pending = problems(report.findings)
+    counts = {level: sum(1 for f in confirmed if f.result.level == level)
+              for level in (Level.CRITICAL, Level.WARNING, Level.UNKNOWN)}
+    nodes_total = len(results)
+    problem_nodes = len({f.result.node for f in confirmed})
+    summary = (f"{counts[Level.CRITICAL]} critical, {counts[Level.WARNING]} warning, {counts[Level.UNKNOWN]} unknown "
+               f"on {problem_nodes} of {nodes_total} node(s)" + (f"; {len(pending)} pending" if pending else ""))
+    perfdata = " ".join([
+        f"critical={counts[Level.CRITICAL]};;;0", f"warning={counts[Level.WARNING]};;;0",
+        f"unknown={counts[Level.UNKNOWN]};;;0", f"pending={len(pending)};;;0",
+        f"nodes={nodes_total};;;0", f"nodes_with_problems={problem_nodes};;;0;{nodes_total}",
+        f"duration={duration_s:.3f}s;;;0",
+    ])
+    say(f"JUEYING CHECK {report.exit_level.name} - {nagios_text(summary)} | {perfdata}")
+    shown = report.findings if verbose else confirmed + pending
+    for f in ordered(shown):
+        r = f.result
+        gpu = f" gpu{r.gpu}" if r.gpu is not None else ""
+        state = r.level.name if f.confirmed else f"{r.level.name} (pending {f.consecutive}/{f.confirm_runs})"
+        say(nagios_text(f"{r.node}{gpu} {r.check} {state}: {r.message} (action: {r.action})"))
+    for a in actions:
+        say(nagios_text(f"{a.node} {a.action}: {a.result}: {a.note}"))
 
 
 def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, quiet: bool, json_output: bool,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from jueying_cli.cli import common
 from jueying_cli.cli import status_output as output
 from jueying_cli.errors import ExitCode
+
+if TYPE_CHECKING:
+    from jueying_cli.inventory.model import Node
 
 DEFAULT_WATCH_S = 2.0
 
@@ -33,6 +38,9 @@ def status(
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
                                   help="Seconds the probe may run on each node."),
+    source: str = typer.Option("ssh", "--source", metavar="ssh|prometheus=URL",
+                               help="Where the facts come from: ssh (default: each node, now) or prometheus=URL "
+                               "(one query to a Prometheus server that scrapes jueying exporters)."),
     inventory_: str | None = common.InventoryOpt,
     nodes_: list[str] | None = common.NodesOpt,
     exclude: list[str] | None = common.ExcludeOpt,
@@ -55,7 +63,13 @@ def status(
         raise typer.BadParameter(f"must be one of {', '.join(SORT_KEYS)}", param_hint="--sort")
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
+    url = _prometheus_url(source)
+    if url is not None and (watch is not None or gpus):
+        raise typer.BadParameter("prometheus= cannot be used with --watch or --gpus", param_hint="--source")
     inventory, selected = common.select(opts)
+    if url is not None:
+        raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=json_output,
+                                                 timeout_s=timeout))
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
 
@@ -71,6 +85,43 @@ def status(
     rc = output.render_status(build_view(results, sort=sort, fold=fold, scheduler=scheduler), gpus=gpus,
                        json_output=json_output)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
+
+
+def _prometheus_url(source: str) -> str | None:
+    """None for ssh; the URL of prometheus=URL; BadParameter otherwise."""
+    if source == "ssh":
+        return None
+    kind, sep, url = source.partition("=")
+    if kind != "prometheus" or not sep or not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be ssh or prometheus=http(s)://HOST:PORT", param_hint="--source")
+    return url
+
+
+def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,
+                            timeout_s: float) -> int:
+    """The status table from one PromQL query; exit 1 when some node has no fresh data (or only stale data),
+    or when the server cannot be asked."""
+    from jueying_cli.exporter.readback import PrometheusError, status_rows
+    from jueying_cli.facts.collected import NodeFacts
+    from jueying_cli.inventory.select import fold as fold_names
+    from jueying_cli.outcome import Outcome
+    from jueying_cli.status.summary import fold_healthy, sort_summaries, totals
+    from jueying_cli.status.view import StatusView
+    from jueying_cli.vocab import ANSWERED, OutcomeStatus
+
+    try:
+        rows = sort_summaries(status_rows(url, selected, timeout_s), sort)
+    except PrometheusError as exc:
+        common.warn(str(exc))
+        return int(ExitCode.NODES_FAILED)
+    by_name = {n.name: n for n in selected}
+    missing = [NodeFacts(by_name[r.node], Outcome(r.node, OutcomeStatus.TIMEOUT if r.stale else (
+        OutcomeStatus(str(r.state)) if str(r.state) in {str(o) for o in OutcomeStatus} else OutcomeStatus.UNREACHABLE),
+        error=("stale: " if r.stale else "") + (r.reason or str(r.state))), None)
+        for r in rows if r.state not in ANSWERED or r.stale]
+    view = StatusView(rows=rows, shown=fold_healthy(rows, fold_names) if fold else rows, totals=totals(rows),
+                      answered=[], missing=missing, scheduler={}, nodes_total=len(rows))
+    return output.render_status(view, gpus=False, json_output=json_output)
 
 
 def inventory(

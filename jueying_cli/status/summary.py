@@ -153,9 +153,9 @@ def unanswered(node: str, state: OutcomeStatus, reason: str, expected_gpus: int 
 
 
 # Problems first, in this order; then healthy nodes.
-STATE_ORDER = (NodeStatus.UNREACHABLE, NodeStatus.TIMEOUT, NodeStatus.AUTH_FAILED, NodeStatus.HOSTKEY_FAILED,
-               NodeStatus.FAILED, NodeStatus.NO_DRIVER, NodeStatus.DEGRADED, NodeStatus.DRAINING, NodeStatus.DRAINED,
-               NodeStatus.OK)
+STATE_ORDER = (NodeStatus.NO_DATA, NodeStatus.UNREACHABLE, NodeStatus.TIMEOUT, NodeStatus.AUTH_FAILED,
+               NodeStatus.HOSTKEY_FAILED, NodeStatus.FAILED, NodeStatus.NO_DRIVER, NodeStatus.DEGRADED,
+               NodeStatus.DRAINING, NodeStatus.DRAINED, NodeStatus.OK)
 
 
 def _natural(name: str) -> tuple[object, ...]:

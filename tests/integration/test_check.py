@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -183,11 +184,21 @@ def test_flap_control_suppresses_a_one_off_and_reports_a_persistent_result(healt
     assert held.stdout.startswith("cn04 gpu3 temperature CRITICAL: ")
 
 
+def promtool_check_metrics(text: str) -> None:
+    """The real promtool is the oracle for the exposition format (and its lint)."""
+    proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_prometheus_textfile_parses(healthy: SimCluster, tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     db = tmp_path / "state.db"
-    healthy.node("cn06").add_kernel_log("NVRM: Xid (PCI:0000:18:00): 48, pid=1, DBE detected.")
+    healthy.node("cn06").add_kernel_log("NVRM: Xid (PCI:0000:2a:00): 48, pid=1, DBE detected.")  # GPU 1
+    healthy.node("cn07").set_gpus(**{"gpu.2.lost": 1})
+    healthy.node("cn05").set_gpus(**{"gpu.6.temperature_c": 88})  # confirm_runs 2: pending on the first run
+    healthy.node("cn09").stop()
     prom = tmp_path / "textfile" / "jueying.prom"
     prom.parent.mkdir()
     # A scrape in progress holds last run's file open: it must go on reading that whole file, and the next
@@ -197,25 +208,111 @@ def test_prometheus_textfile_parses(healthy: SimCluster, tmp_path: Path) -> None
     old_inode = prom.stat().st_ino
     before = time.time()
     with prom.open(encoding="utf-8") as scrape_in_progress:
-        result = jy(healthy, db, "check", "--quiet", "--prometheus", str(prom))
+        result = jy(healthy, db, "check", "--quiet", "--prometheus", str(prom), "--connect-timeout", "3")
         after = time.time()
         assert scrape_in_progress.read() == old_text
-    assert result.rc == 2
+    assert result.rc == 2, result.stdout + result.stderr
     assert prom.stat().st_ino != old_inode
     assert prom.stat().st_mode & 0o777 == 0o644  # node_exporter runs as another user
-    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
-    levels = {(s.labels["node"], s.labels["check"]): s.value for s in families["jueying_check_level"].samples}
-    assert levels[("cn06", "xid")] == 2 and levels[("cn01", "xid")] == 0
-    nodes = {s.labels["node"]: s.value for s in families["jueying_node_level"].samples}
-    assert nodes["cn06"] == 2 and nodes["cn05"] == 0 and len(nodes) == NODES
+    text = prom.read_text()
+    promtool_check_metrics(text)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def series(name: str, key: str = "level") -> dict[tuple[str, ...], str]:
+        """{labels but `key`: the one `key` whose value is 1}; every enum has exactly one 1 per series set."""
+        ones: dict[tuple[str, ...], list[str]] = {}
+        for s in families[name].samples:
+            rest = tuple(v for k, v in sorted(s.labels.items()) if k != key)
+            ones.setdefault(rest, [])
+            assert s.value in (0.0, 1.0)
+            if s.value == 1.0:
+                ones[rest].append(s.labels[key])
+        assert all(len(v) <= 1 for v in ones.values())
+        return {k: v[0] if v else "" for k, v in ones.items()}
+
+    # per node, check and GPU (labels sorted: check, gpu, node)
+    level = series("jueying_check_level")
+    assert level[("xid", "1", "cn06")] == "CRITICAL"
+    assert level[("nvml", "2", "cn07")] == "CRITICAL"  # a lost GPU says which GPU
+    assert level[("ecc_uncorrected", "", "cn01")] == "OK"  # a check that is OK on every GPU says so once
+    assert ("xid", "", "cn06") not in level  # ... and only then
+    assert level[("reachability", "", "cn09")] == "UNKNOWN"
+    # pending is not OK, and not confirmed: temperature on cn05 GPU 6 held once of 2
+    assert level[("temperature", "6", "cn05")] == "OK"
+    pending = series("jueying_check_pending")
+    assert pending[("temperature", "6", "cn05")] == "CRITICAL"
+    assert pending[("xid", "1", "cn06")] == ""
+    actions = {(s.labels["node"], s.labels["check"], s.labels["gpu"]): s.labels["action"]
+               for s in families["jueying_check_action"].samples}
+    assert actions[("cn06", "xid", "1")] == "reset_gpu" and actions[("cn07", "nvml", "2")] == "reboot"
+    assert ("cn05", "temperature", "6") not in actions
+    # node health (enum) apart from node state apart from the SSH outcome
+    nodes = series("jueying_node_level")
+    assert nodes[("cn06",)] == "CRITICAL" and nodes[("cn07",)] == "CRITICAL" and nodes[("cn05",)] == "OK"
+    assert nodes[("cn09",)] == "UNKNOWN" and len(nodes) == NODES
+    state = series("jueying_node_state", "state")
+    assert state[("cn07",)] == "degraded" and state[("cn06",)] == "ok" and state[("cn09",)] == "unreachable"
+    outcome = series("jueying_node_collection_status", "status")
+    assert outcome[("cn07",)] == "ok" and outcome[("cn09",)] == "unreachable"
+    lost = {s.labels["node"]: s.value for s in families["jueying_node_gpus_lost"].samples}
+    assert lost["cn07"] == 1 and lost["cn06"] == 0 and "cn09" not in lost
     assert [s.value for s in families["jueying_check_exit_code"].samples] == [2]
-    assert set(families) == {"jueying_check_level", "jueying_node_level", "jueying_check_last_run_timestamp_seconds",
-                             "jueying_check_duration_seconds", "jueying_check_exit_code"}
+    # every family has HELP text
+    assert all(f.documentation for f in families.values())
     [stamp] = [s.value for s in families["jueying_check_last_run_timestamp_seconds"].samples]
     assert before <= stamp <= after + 1  # written with 3 decimals
     [duration] = [s.value for s in families["jueying_check_duration_seconds"].samples]
     assert 0 < duration <= after - before
     assert not list(prom.parent.glob(".*tmp"))  # no temporary file left behind
+
+
+# Nagios plugin guidelines (nagios-plugins.org/doc/guidelines.html#AEN200): 'label'=value[UOM];[warn];[crit];[min];[max]
+# with UOM one of s, ms, us, %, B, KB, MB, TB, c, or none; labels without = or ', or quoted.
+PERFDATA = re.compile(r"^(?:'[^'=]+'|[^'=\s]+)=(-?[0-9.]+)(s|ms|us|%|B|KB|MB|TB|c)?"
+                      r"(?:;(-?[0-9.:~@]*)(?:;(-?[0-9.:~@]*)(?:;(-?[0-9.]*)(?:;(-?[0-9.]*))?)?)?)?$")
+
+
+def parse_nagios(stdout: str) -> tuple[str, str, dict[str, tuple[float, str]], list[str]]:
+    """(level, summary, {label: (value, uom)}, long text lines), strictly by the guidelines' grammar."""
+    first, *rest = stdout.splitlines()
+    m = re.fullmatch(r"JUEYING CHECK (OK|WARNING|CRITICAL|UNKNOWN) - ([^|]+?)(?: \| (.*))?", first)
+    assert m, first
+    perf: dict[str, tuple[float, str]] = {}
+    for item in (m.group(3) or "").split():
+        p = PERFDATA.match(item)
+        assert p, f"not perfdata per the guidelines: {item!r}"
+        perf[item.split("=")[0].strip("'")] = (float(p.group(1)), p.group(2) or "")
+    assert all("|" not in line for line in rest)  # a | in the long text would start long perfdata
+    return m.group(1), m.group(2), perf, rest
+
+
+def test_nagios_output_puts_status_and_perfdata_first(healthy: SimCluster, tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    ok = jy(healthy, db, "check", "--nagios")
+    level, summary, perf, rest = parse_nagios(ok.stdout)
+    assert ok.rc == 0 and level == "OK" and rest == []
+    assert summary == f"0 critical, 0 warning, 0 unknown on 0 of {NODES} node(s)"
+    assert perf["nodes"] == (NODES, "") and perf["critical"] == (0, "") and perf["duration"][1] == "s"
+    healthy.node("cn02").add_kernel_log("NVRM: Xid (PCI:0000:2a:00): 79, pid=7, name=a|b, fell off the bus.")
+    healthy.node("cn03").set_gpus(**{"gpu.0.persistence_mode": 0})
+    healthy.node("cn04").set_gpus(**{"gpu.3.temperature_c": 90})  # pending
+    started = time.monotonic()
+    bad = jy(healthy, db, "check", "--nagios")
+    took = time.monotonic() - started
+    level, summary, perf, rest = parse_nagios(bad.stdout)
+    assert bad.rc == 2 and level == "CRITICAL"
+    assert summary == f"1 critical, 1 warning, 0 unknown on 2 of {NODES} node(s); 1 pending"
+    assert {k: v[0] for k, v in perf.items() if k != "duration"} == {
+        "critical": 1, "warning": 1, "unknown": 0, "pending": 1, "nodes": NODES, "nodes_with_problems": 2}
+    assert 0 < perf["duration"][0] <= took
+    assert rest[0].startswith("cn02 gpu1 xid CRITICAL: ") and "(action: reboot)" in rest[0]
+    assert rest[1].startswith("cn03 gpu0 persistence_mode WARNING: ")
+    assert rest[2].startswith("cn04 gpu3 temperature CRITICAL (pending 1/2): ")
+    assert len(rest) == 3
+    # the default output keeps its table and its last-line summary
+    table = jy(healthy, db, "check")
+    assert table.stdout.splitlines()[-1].startswith("jueying check CRITICAL - ")
+    assert jy(healthy, db, "check", "--nagios", "--json").rc == 2  # usage error
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:

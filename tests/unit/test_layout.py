@@ -43,8 +43,9 @@ HEAVY = {
     "yaml": "jueying_cli.yamlfile",
     "sqlite3": "jueying_cli.store",  # the store package (db.py once split)
     "typer": "jueying_cli.cli",
+    "prometheus_client": "jueying_cli.exporter.metrics",
 }
-HELP_MUST_NOT_LOAD = ("paramiko", "pynvml", "psutil", "rich", "yaml", "sqlite3", "ClusterShell")
+HELP_MUST_NOT_LOAD = ("paramiko", "pynvml", "psutil", "rich", "yaml", "sqlite3", "ClusterShell", "prometheus_client")
 
 
 def module_name(path: Path) -> str:

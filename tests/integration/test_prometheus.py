@@ -1,0 +1,329 @@
+"""jueying in Prometheus, against the real thing: `jueying exporter` scraped by a real Prometheus server on
+loopback (node mode on this machine with the simulated NVML; controller mode over the simulated cluster),
+the check textfile read by a real node_exporter, and `jueying status --source prometheus=URL` agreeing with
+`jueying status` over SSH node for node."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import SimCluster
+from tests.conftest import REPO, GpuNode, run_jueying
+from tests.machine import sim_checks_yaml
+from tests.nvmlsim import default_state
+
+pytestmark = pytest.mark.skipif(not all(os.path.exists(f"/usr/bin/{tool}") for tool in ("prometheus", "promtool")),
+                                reason="needs Debian's prometheus package (scripts/test installs it)")
+
+NODES = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    """Poll until condition() is truthy (no sleep races: the condition is the event)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still not {what} after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def http_get(url: str, timeout_s: float = 10.0) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
+            return str(answer.read().decode("utf-8"))
+    except OSError:
+        return None
+
+
+class Exporter:
+    """`jueying exporter --listen 127.0.0.1:0` as a process; its port from the line it prints on stderr."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
+        full.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "exporter", "--listen", "127.0.0.1:0",
+                                      *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=REPO)
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()
+        assert "serving http://127.0.0.1:" in line, line + self.proc.stderr.read()
+        self.port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        self.target = f"127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        text = http_get(f"http://{self.target}/metrics")
+        assert text is not None
+        return text
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+        return self.proc.returncode
+
+
+class Prometheus:
+    """A real Prometheus server on loopback scraping `targets` every second."""
+
+    def __init__(self, tmp: Path, jobs: dict[str, list[str]]) -> None:
+        self.port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = tmp / "prometheus.yml"
+        scrape = [{"job_name": job, "scrape_interval": "1s", "scrape_timeout": "1s",
+                   "static_configs": [{"targets": targets}]} for job, targets in jobs.items()]
+        config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                                      "scrape_configs": scrape}))
+        self.log = (tmp / "prometheus.log").open("w")
+        self.proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        wait_for(lambda: http_get(self.url + "/-/ready") is not None, "Prometheus ready")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        body = http_get(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
+        assert body is not None
+        doc = json.loads(body)
+        assert doc["status"] == "success", doc
+        return list(doc["data"]["result"])
+
+    def values(self, promql: str, key: str) -> dict[str, float]:
+        return {r["metric"].get(key, ""): float(r["value"][1]) for r in self.query(promql)}
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@contextlib.contextmanager
+def prometheus(tmp: Path, jobs: dict[str, list[str]]) -> Iterator[Prometheus]:
+    server = Prometheus(tmp, jobs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def promtool_findings(text: str) -> list[str]:
+    proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60,
+                          check=False)
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+
+
+def dcgm_lint_only(findings: list[str]) -> bool:
+    """The only lint promtool may find: what dcgm-exporter's own names bring (camelCase labels such as
+    modelName and UUID; COUNTER in DCGM_FI_DEV_PCIE_REPLAY_COUNTER's name). jueying_* families are clean."""
+    allowed = ("label names should be written in 'snake_case' not 'camelCase'",
+               "metric name should not include type 'counter'")
+    return all(line.startswith("DCGM_FI_DEV_") and line.endswith(allowed) for line in findings)
+
+
+# ------------------------------------------------------------------ node mode
+
+
+def test_node_mode_exporter_scraped_by_prometheus(gpu_node: GpuNode, tmp_path: Path) -> None:
+    gpu_node.set(**{"gpu.2.lost": 1, "gpu.5.temperature_c": 61, "gpu.5.ecc_uncorrected_volatile": 3})
+    exporter = Exporter({**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}, "--interval", "1")
+    try:
+        text = wait_for(lambda: t if "DCGM_FI_DEV_GPU_TEMP" in (t := exporter.metrics()) else None,
+                        "a first collection")
+        findings = promtool_findings(text)
+        assert dcgm_lint_only(findings), findings
+        host = socket.gethostname()
+        with prometheus(tmp_path / "prom", {"jueying": [exporter.target]}) as server:
+            temps = wait_for(lambda: server.values("DCGM_FI_DEV_GPU_TEMP", "gpu"), "GPU temperatures in Prometheus")
+            assert sorted(temps) == ["0", "1", "3", "4", "5", "6", "7"]  # GPU 2 is lost: no series
+            assert temps["5"] == 61
+            [series] = server.query('DCGM_FI_DEV_GPU_TEMP{gpu="5"}')
+            labels = series["metric"]
+            assert labels["Hostname"] == host and labels["device"] == "nvidia5"
+            assert labels["UUID"].startswith("GPU-") and labels["modelName"]
+            assert server.values('DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{gpu="5"}', "gpu") == {"5": 3}
+            assert server.values("jueying_node_gpus_lost", "node") == {host: 1}
+            critical = server.query('jueying_check_level{level="CRITICAL"} == 1')
+            found = {(r["metric"]["check"], r["metric"]["gpu"]) for r in critical}
+            assert ("nvml", "2") in found and ("ecc_uncorrected", "5") in found
+            assert server.values("jueying_node_state == 1", "state") == {"degraded": 1}
+            assert server.values('jueying_node_level == 1', "level") == {"CRITICAL": 1}
+    finally:
+        rc = exporter.stop(signal.SIGTERM)
+    assert rc == 0, exporter.proc.stderr
+    assert http_get(f"http://{exporter.target}/metrics", timeout_s=2) is None  # the port is closed
+
+
+def test_a_scrape_never_collects(gpu_node: GpuNode, tmp_path: Path) -> None:
+    exporter = Exporter({**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}, "--interval", "300")
+    try:
+        def stamp() -> str | None:
+            lines = [x for x in exporter.metrics().splitlines()
+                     if x.startswith("jueying_exporter_last_collection_timestamp_seconds ")]
+            return lines[0] if lines else None
+
+        first = wait_for(stamp, "a first collection")
+        assert [stamp() for _ in range(5)] == [first] * 5  # five scrapes, no new collection
+    finally:
+        assert exporter.stop(signal.SIGINT) == 0
+
+
+def test_bad_listen_addresses_exit_2(gpu_node: GpuNode) -> None:
+    for bad in ("nonsense", "127.0.0.1:99999", "::1:80"):
+        result = gpu_node.jueying("exporter", "--listen", bad)
+        assert result.rc == 2 and "--listen" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ controller mode over the sim cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
+    with SimCluster(tmp_path_factory.mktemp("prom-cluster"), NODES, prefix="pn", first_octets=(127, 67),
+                    gpu_lib_dir=nvml_lib) as sim:
+        yield sim
+
+
+def _inventory(sim: SimCluster, path: Path) -> Path:
+    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 2", "  expected_gpus: 8",
+             "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rows(result_stdout: str) -> dict[str, dict[str, Any]]:
+    return {r["node"]: r for r in json.loads(result_stdout)["data"]["nodes"]}
+
+
+COMPARED = ("state", "gpus_present", "gpus_expected", "gpus_lost", "scheduler_state", "drain_reason",
+            "hottest_gpu_c", "hottest_gpu_index", "cpu_threads", "gpu_memory_total_bytes")
+
+
+def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: Path) -> None:
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+    lost, drained, down, gone = (cluster.node(n) for n in ("pn02", "pn03", "pn04", "pn05"))
+    lost.set_gpus(**{"gpu.4.lost": 1})
+    down.stop()
+    first = Exporter(env, "--interval", "1", "--connect-timeout", "3", "-w", "pn[01-04]")
+    second = Exporter(env, "--interval", "1", "--connect-timeout", "3", "-w", "pn05")
+    try:
+        drain = run_jueying(["drain", "pn03", "--reason", "fan | noisy"], env)
+        assert drain.rc == 0, drain.stderr
+        with prometheus(tmp_path / "prom", {"controller": [first.target], "pn05": [second.target]}) as server:
+            def settled() -> bool:
+                states = server.values("jueying_node_state == 1", "node")
+                sched = server.values('jueying_node_scheduler_state{state="drained"} == 1', "node")
+                return len(states) == NODES and "pn03" in sched
+            wait_for(settled, "every node and the drain in Prometheus")
+            from_prom = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
+            over_ssh = run_jueying(["status", "--json", "--no-fold", "--connect-timeout", "3"], env)
+            assert from_prom.rc == over_ssh.rc == 1, from_prom.stderr + over_ssh.stderr
+            prom_rows, ssh_rows = _rows(from_prom.stdout), _rows(over_ssh.stdout)
+            assert set(prom_rows) == set(ssh_rows) == {n.name for n in cluster.nodes}
+            for name in ssh_rows:
+                assert {k: prom_rows[name][k] for k in COMPARED} == {k: ssh_rows[name][k] for k in COMPARED}, name
+            assert prom_rows["pn02"]["state"] == "degraded" and prom_rows["pn02"]["gpus_lost"] == 1
+            assert prom_rows["pn03"]["state"] == "drained" and "fan | noisy" in prom_rows["pn03"]["drain_reason"]
+            assert prom_rows["pn04"]["state"] == "unreachable"
+            assert prom_rows["pn01"]["collected_at_unix"] is not None
+            # the table, too
+            table = run_jueying(["status", "--no-fold", "--source", f"prometheus={server.url}"],
+                                {**env, "NO_COLOR": "1"})
+            assert "degraded (GPU 4 lost)" in table.stdout and "nodes up 4/5" in table.stdout
+            # A stopped exporter: Prometheus marks its series stale; its node has no data, never healthy.
+            assert second.stop() == 0
+            wait_for(lambda: "pn05" not in server.values("jueying_node_state == 1", "node"), "pn05 gone stale")
+            after = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
+            rows = _rows(after.stdout)
+            assert rows["pn05"]["state"] == "no_data" and gone.is_running()
+            assert after.rc == 1 and "pn05" in {e["node"] for e in json.loads(after.stdout)["errors"]}
+            # the controller's own families: the drain cap and the collection failures of the down node
+            assert server.values("jueying_drain_max_unavailable", "") == {"": 2}
+            assert server.values("jueying_drain_unavailable_nodes", "") == {"": 1}
+            assert server.values("jueying_node_collection_failures_total > 0", "node").keys() == {"pn04"}
+        metrics = first.metrics()
+        assert dcgm_lint_only(promtool_findings(metrics))
+    finally:
+        assert first.stop() == 0
+        second.stop()
+        run_jueying(["resume", "pn03"], env)
+        lost.write_gpu_state(default_state())
+        if not down.is_running():
+            down.start()
+        marker = drained.dir / "drained"
+        if marker.exists():
+            marker.unlink()
+
+
+def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_path: Path) -> None:
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+    result = run_jueying(["status", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
+    assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
+    bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
+    assert bad.rc == 2 and "--source" in bad.stderr
+
+
+def test_the_check_textfile_through_node_exporter(cluster: SimCluster, tmp_path: Path) -> None:
+    """`jueying check --prometheus` read by a real node_exporter's textfile collector, scraped by Prometheus."""
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())  # the default set without `load` (this machine's load is not the sim's)
+    env["JUEYING_CHECKS"] = str(checks)
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    cluster.node("pn02").set_gpus(**{"gpu.4.lost": 1})
+    try:
+        check = run_jueying(["check", "-q", "--prometheus", str(textfiles / "jueying.prom")], env)
+        assert check.rc == 2, check.stdout + check.stderr
+        port = free_port()
+        log = (tmp_path / "node_exporter.log").open("w")
+        node_exporter = subprocess.Popen(
+            ["prometheus-node-exporter", "--collector.disable-defaults", "--collector.textfile",
+             f"--collector.textfile.directory={textfiles}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with prometheus(tmp_path / "prom", {"node": [f"127.0.0.1:{port}"]}) as server:
+                levels = wait_for(lambda: server.values("jueying_node_level == 1", "node"), "the textfile scraped")
+                assert server.query("node_textfile_scrape_error")[0]["value"][1] == "0"
+                assert {n: server.values(f'jueying_node_level{{node="{n}"}} == 1', "level") for n in levels} == {
+                    n.name: {"CRITICAL" if n.name == "pn02" else "OK": 1.0} for n in cluster.nodes}
+                lost = server.query('jueying_check_level{check="nvml", level="CRITICAL"} == 1')
+                assert [(r["metric"]["node"], r["metric"]["gpu"]) for r in lost] == [("pn02", "4")]
+        finally:
+            node_exporter.terminate()
+            node_exporter.wait(timeout=30)
+            log.close()
+    finally:
+        cluster.node("pn02").write_gpu_state(default_state())
