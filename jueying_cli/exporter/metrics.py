@@ -23,6 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from jueying_cli.render.prometheus import Family
 
+MAX_CONNECTIONS = 64
+REQUEST_TIMEOUT_S = 10.0
+
 
 def _to_metrics(families: Sequence[Family]) -> Iterator[Metric]:
     for family in families:
@@ -69,6 +72,8 @@ class MetricsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT_S  # a client that stalls mid-request is dropped, not waited for
+
             def do_GET(self) -> None:
                 if urlsplit(self.path).path not in ("/metrics", "/"):
                     self.send_error(404)
@@ -87,7 +92,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # a scrape every few seconds is not news
 
-        server_class = _V6Server if ":" in address else ThreadingHTTPServer
+        server_class = _BoundedV6Server if ":" in address else _BoundedServer
         self._server = server_class((address, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="jueying-exporter-http",
@@ -109,7 +114,28 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-class _V6Server(ThreadingHTTPServer):
+class _BoundedServer(ThreadingHTTPServer):
+    """At most MAX_CONNECTIONS requests served at once; more are closed at once rather than each given a
+    thread (a flood of idle connections must not grow the exporter without bound)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _BoundedV6Server(_BoundedServer):
     address_family = socket.AF_INET6
 
 

@@ -196,6 +196,25 @@ def test_a_scrape_never_collects(gpu_node: GpuNode, tmp_path: Path) -> None:
         assert exporter.stop(signal.SIGINT) == 0
 
 
+def test_idle_connections_are_dropped_and_scrapes_still_served(gpu_node: GpuNode, tmp_path: Path) -> None:
+    """Connections that never send a request (a slow-loris) hold no thread for ever: the exporter closes
+    each after its request timeout (10 s), and scrapes are served while they hang."""
+    exporter = Exporter({**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}, "--interval", "300")
+    sockets: list[socket.socket] = []
+    try:
+        wait_for(lambda: "jueying_exporter_last_collection_timestamp_seconds " in exporter.metrics(),
+                 "a first collection")
+        for _ in range(20):
+            sockets.append(socket.create_connection(("127.0.0.1", exporter.port), timeout=120))
+        assert "jueying_exporter_last_collection_timestamp_seconds " in exporter.metrics()
+        for sock in sockets:
+            assert sock.recv(1024) == b""  # closed by the exporter, well before our 120 s wait runs out
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert exporter.stop(signal.SIGINT) == 0
+
+
 def test_bad_listen_addresses_exit_2(gpu_node: GpuNode) -> None:
     for bad in ("nonsense", "127.0.0.1:99999", "::1:80"):
         result = gpu_node.jueying("exporter", "--listen", bad)
