@@ -41,6 +41,9 @@ class HistoryRow:
     driver_version: str | None
     cuda_driver_version: str | None
     kernel: str | None
+    energy_consumed_j: float | None = None  # NVML total-energy counters summed over GPUs (reset on driver load)
+    power_watts: float | None = None  # summed over GPUs
+    power_limit_watts: float | None = None  # enforced limits summed over GPUs
 
 
 _COLUMNS = tuple(f.name for f in fields(HistoryRow))
@@ -49,6 +52,10 @@ _INSERT = (f"INSERT INTO facts_history ({', '.join(_COLUMNS)}) "  # noqa: S608 -
            f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
 _SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM facts_history WHERE node = ? "  # noqa: S608 - constant identifiers
            "ORDER BY collected_at DESC, id DESC LIMIT ?")
+
+
+_SELECT_SINCE = (f"SELECT {', '.join(_COLUMNS)} FROM facts_history "  # noqa: S608 - constant identifiers
+                 "WHERE node = ? AND collected_at >= ? ORDER BY collected_at, id")
 
 
 class History:
@@ -67,6 +74,15 @@ class History:
                 tx.execute("DELETE FROM facts_history WHERE collected_at < ?",
                            (time.time() - retention_days * 86400,))
         return len(values)
+
+    def read_since(self, nodes: Iterable[str], since: float) -> dict[str, list[HistoryRow]]:
+        """Each node's rows collected at or after `since` (unix s), oldest first."""
+        wanted = list(dict.fromkeys(nodes))
+        found: dict[str, list[HistoryRow]] = {n: [] for n in wanted}
+        for node in wanted:
+            rows = self._db.read(_SELECT_SINCE, (node, since))
+            found[node] = [HistoryRow(*row) for row in rows]
+        return found
 
     def read(self, node: str, limit: int = 1000) -> list[HistoryRow]:
         """A node's rows, oldest first (the newest `limit`)."""
