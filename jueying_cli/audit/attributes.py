@@ -52,9 +52,9 @@ def _gpu_count(facts: Facts) -> str | None:
 
 
 def _nvlinks_active(facts: Facts) -> str | None:
-    """Active NVLinks over all GPUs (a GPU whose links could not be read is left out; None if no GPU could)."""
-    counts = [sum(1 for link in g.nvlinks if link.active) for g in _gpus(facts) if g.nvlinks is not None]
-    return str(sum(counts)) if counts else None
+    """Active NVLinks per GPU, the distinct counts ("18"; "16, 18" when a GPU lost two links), so a node with
+    fewer GPUs is not also reported for fewer links. GPUs whose links could not be read are left out."""
+    return _distinct(sum(1 for link in g.nvlinks if link.active) for g in _gpus(facts) if g.nvlinks is not None)
 
 
 def _pcie(key: str) -> Callable[[Facts], str | None]:
@@ -89,7 +89,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("cuda_driver_version", "CUDA", lambda f: f.nvml.cuda_driver_version),
     Attribute("nvml_version", "NVML", lambda f: f.nvml.nvml_version),
     Attribute("vbios_version", "VBIOS", lambda f: _distinct(g.vbios_version for g in _gpus(f))),
-    Attribute("nvlinks_active", "NVLinks active", _nvlinks_active),
+    Attribute("nvlinks_active", "NVLinks active per GPU", _nvlinks_active),
     Attribute("ecc_mode", "ECC", lambda f: _flag(g.ecc_mode_current for g in _gpus(f))),
     Attribute("mig_mode", "MIG", lambda f: _flag(g.mig_mode_current for g in _gpus(f))),
     Attribute("persistence_mode", "persistence", lambda f: _flag(g.persistence_mode for g in _gpus(f))),

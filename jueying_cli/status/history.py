@@ -32,10 +32,14 @@ def history_row(node: str, facts: Facts | None, outcome_status: str, outcome_err
         remapped_rows_pending=sum(1 for g in facts.gpus if g.remapped_rows.get("pending") is True),
         driver_version=facts.nvml.driver_version, cuda_driver_version=facts.nvml.cuda_driver_version,
         kernel=facts.host.kernel,
-        energy_consumed_j=_sum_gpus(facts, lambda g: None if g.energy_consumed_mj is None else g.energy_consumed_mj / 1000),
+        energy_consumed_j=_sum_gpus(facts, _energy_j),
         power_watts=_sum_gpus(facts, lambda g: g.power_watts),
         power_limit_watts=_sum_gpus(facts, lambda g: g.power_limit_watts),
     )
+
+
+def _energy_j(gpu: GpuFacts) -> float | None:
+    return None if gpu.energy_consumed_mj is None else gpu.energy_consumed_mj / 1000
 
 
 def _sum_gpus(facts: Facts, value: Callable[[GpuFacts], float | None]) -> float | None:

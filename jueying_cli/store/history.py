@@ -62,6 +62,11 @@ class History:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    @staticmethod
+    def retention_days() -> float:
+        """Days rows are kept ($JUEYING_HISTORY_DAYS or 30; 0 keeps everything)."""
+        return retention_days_from_env()
+
     def record(self, rows: Iterable[HistoryRow], retention_days: float | None = None) -> int:
         """Append one collection (all nodes, one transaction) and drop rows older than the retention
         (days; default $JUEYING_HISTORY_DAYS or 30; 0 keeps everything). Returns the rows written."""

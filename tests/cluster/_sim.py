@@ -512,6 +512,17 @@ class SimNode:
     def clear_kernel_log(self) -> None:
         self.kernel_log_path.write_text("")
 
+    def set_infiniband(self, ports: Mapping[tuple[str, int], Mapping[str, str]]) -> None:
+        """Replace the node's InfiniBand ports: {(device, port): {"state": "4: ACTIVE", "phys_state": "5: LinkUp",
+        "rate": "400 Gb/sec (4X NDR)", "link_layer": "InfiniBand"}}, as sysfs shows them."""
+        root = self.dir / "infiniband"
+        shutil.rmtree(root, ignore_errors=True)
+        for (device, port), files in ports.items():
+            base = root / device / "ports" / str(port)
+            base.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (base / name).write_text(text + "\n")
+
     def set_machine_id(self, value: str) -> None:
         """What this node's probe reads as /etc/machine-id (read once per probe run)."""
         _atomic_write(self.machine_id_path, value + "\n")
@@ -708,6 +719,8 @@ class SimCluster:
             "JUEYING_NVMLSIM_STATE": str(node.state_path),
             "JUEYING_PROBE_KERNEL_LOG": str(node.kernel_log_path),
             "JUEYING_PROBE_MACHINE_ID": str(node.machine_id_path),
+            # the node's own /sys/class/infiniband (none until a test adds ports: set_infiniband)
+            "JUEYING_PROBE_INFINIBAND_ROOT": str(node.dir / "infiniband"),
             # where the builtin scheduler marks the node drained (/var/lib/jueying on a real node)
             "JUEYING_NODE_STATE_DIR": str(node.dir),
         }
