@@ -178,8 +178,9 @@ def _h(value: object) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], css: str = "") -> list[str]:
-    out = [f'<table{f" class={chr(34)}{css}{chr(34)}" if css else ""}>',
-           "<tr>" + "".join(f"<th>{_h(h)}</th>" for h in headers) + "</tr>"]
+    out = [f'<table{f" class={chr(34)}{css}{chr(34)}" if css else ""}>']
+    if any(headers):
+        out.append("<tr>" + "".join(f"<th>{_h(h)}</th>" for h in headers) + "</tr>")
     out += ["<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows]
     out.append("</table>")
     return out

@@ -268,3 +268,87 @@ def test_everything_at_once(uniform: SimCluster, tmp_path: Path) -> None:
     assert brief(found) == {("aud01", "driver_version"), ("aud01", "gpu_count"),
                             ("aud02", "vbios_version"), ("aud02", "nvlinks_active"), ("aud03", "mig_mode"),
                             ("aud05", "machine_id"), ("aud06", "machine_id")}
+
+
+# ------------------------------------------------------------------ the HTML report in a real browser
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run")
+# Chromium's own background requests (component updates, time, spell-check dictionaries): never the page's.
+CHROMIUM_OWN = ("google.com", "googleapis.com", "gvt1.com", "gstatic.com")
+CANARY = "http://127.0.0.1:9/c.png"
+# NVML's buffers are short (driver version 80 bytes, GPU name 96): each hostile value fits its own.
+HOSTILE_DRIVER = '<script>document.title="pwned"</script>"\'\x1b[2J'
+HOSTILE_GPU = f'H100 "<img src={CANARY}>\''
+
+
+
+def open_in_chromium(page: Path, tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
+    """(the DOM Chromium built from `page`, every URL it tried to load). Chromium runs in a network namespace of
+    its own with only loopback up, so whatever it tries (its own update checks included) leaves no machine;
+    its NetLog records each attempt."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
+    netlog = tmp_path / f"netlog-{page.stem}.json"
+    profile = tmp_path / f"chromium-profile-{page.stem}"
+    argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", chromium, *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}", f"--log-net-log={netlog}", *extra, page.resolve().as_uri()]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = json.loads(netlog.read_text())["events"]
+    urls = {e["params"]["url"] for e in events if isinstance(e.get("params"), dict) and "url" in e["params"]}
+    return proc.stdout, urls
+
+
+def page_requests(urls: set[str]) -> set[str]:
+    from urllib.parse import urlsplit
+
+    return {u for u in urls if not any((urlsplit(u).hostname or "").endswith(host) for host in CHROMIUM_OWN)}
+
+
+def test_the_html_report_opens_in_chromium_loads_nothing_and_escapes_hostile_values(uniform: SimCluster,
+                                                                                    tmp_path: Path) -> None:
+    # the detector itself: a page that does load something is caught
+    control = tmp_path / "control.html"
+    control.write_text(f'<!DOCTYPE html><html><body><img src="{CANARY}"></body></html>')
+    _, urls = open_in_chromium(control, tmp_path, "--dump-dom")
+    assert CANARY in page_requests(urls)
+
+    uniform.node("aud04").write_gpu_state(node_state(4, driver_version=HOSTILE_DRIVER))
+    uniform.node("aud05").write_gpu_state(node_state(5, **{f"gpu.{g}.name": HOSTILE_GPU for g in range(8)}))
+    inv = inventory(uniform, tmp_path / "inv.yaml", aud01={"audit": {"kernel": "</td><script>alert(1)</script>"}})
+    report = tmp_path / "report.html"
+    result = audit(uniform, inv, "--format", "html", "-o", str(report))
+    assert result.rc == 1, result.stderr
+    assert result.stdout == ""
+    dom, urls = open_in_chromium(report, tmp_path, "--dump-dom")
+    assert page_requests(urls) == set(), urls  # (a file: page itself is not a network request)
+    # the browser built no element from node or user data: no script, image, link, style from outside
+    for tag in ("<script", "<img", "<link", "<iframe", "href="):
+        assert tag not in dom.lower(), tag
+    assert "<title>jueying audit " in dom  # not "pwned": no script ran
+    # the hostile texts are shown as text, control characters made visible
+    assert "<td>&lt;script&gt;document.title=\"pwned\"&lt;/script&gt;\"'\\x1b[2J</td>" in dom
+    assert "&lt;/td&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert f"<h3>H100 \"&lt;img src={CANARY}&gt;'</h3>" in dom
+    # the content: summary, findings grouped by attribute, the version matrix per model
+    assert 'id="summary"' in dom and 'id="findings"' in dom and 'id="versions"' in dom
+    assert "<h3>driver (1)</h3>" in dom and "<h3>kernel (1)</h3>" in dom
+    assert "<td>nodes audited</td><td>6</td>" in dom
+    assert "<h3>NVIDIA H100 80GB HBM3</h3>" in dom
+    shot = tmp_path / "report.png"
+    open_in_chromium(report, tmp_path, f"--screenshot={shot}", "--window-size=1200,1400")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_report_escapes_and_groups(uniform: SimCluster, tmp_path: Path) -> None:
+    uniform.node("aud04").write_gpu_state(node_state(4, driver_version="535|<b>*x*</b>"))
+    result = audit(uniform, inventory(uniform, tmp_path / "inv.yaml"), "--format", "markdown")
+    assert result.rc == 1
+    text = result.stdout
+    assert "## driver (1)" in text
+    assert "| aud04 | 535\\|&lt;b&gt;\\*x\\*&lt;/b&gt; | 550.127.05 | majority | 5 of 6 nodes with" in text
+    assert "## Versions: NVIDIA H100 80GB HBM3" in text
