@@ -27,6 +27,9 @@ from jueying_cli.vocab import HealthClass, Level, SchedulerState
 GROUP_BY = ("model", "site", "rack", "partition")
 UNGROUPED = "-"  # a node the inventory gives no site/rack/partition
 CLASSES = tuple(HealthClass)
+# Checks whose findings are lost or missing GPUs, which are counted as down already: they make the node degraded
+# but do not make its remaining GPUs degraded.
+COUNTED = frozenset({"nvml", "gpu_count"})
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,9 @@ def classify(r: NodeFacts, scheduler: NodeState | None, problems: Sequence[Probl
         counts[state] = len(present) + lost + missing
         return NodeCapacity(node.name, group, spare, state, scheduler.reason or scheduler.raw or str(scheduler.state),
                             counts, {}, _sum(power), None, _sum(limits))
-    node_wide = [p for p in problems if p.gpu is None and p.level == Level.CRITICAL]
-    per_gpu = {p.gpu for p in problems if p.gpu is not None and p.level in (Level.WARNING, Level.CRITICAL)}
+    node_wide = [p for p in problems if p.gpu is None and p.level == Level.CRITICAL and p.check not in COUNTED]
+    per_gpu = {p.gpu for p in problems if p.gpu is not None and p.level in (Level.WARNING, Level.CRITICAL)
+               and p.check not in COUNTED}
     degraded_gpus = present if node_wide else [g for g in present if g.index in per_gpu]
     healthy = [g for g in present if g not in degraded_gpus]
     counts[HealthClass.DOWN] = lost + missing
