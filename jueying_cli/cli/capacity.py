@@ -133,7 +133,7 @@ def _print(report: CapacityReport) -> None:
             _n(g.energy_kwh, 1),
         ))
     print_table([f"{report.by.upper()}", "NODES ok/deg/drain/down/unr", "GPUS ok/deg/drain/down/unr", "SPARE GPUS",
-                 "FP64 TF", "TF32 TF", "BF16 TF", "FP8 TF", "POWER kW draw/limit", "BF16 TF/kW", "ENERGY kWh"],
+                 "FP64 TC TF", "TF32 TF", "BF16 TF", "FP8 TF", "POWER kW draw/limit", "BF16 TF/kW", "ENERGY kWh"],
                 rows, console)
     unknown = sorted({m for g in report.groups for m in g.to_json()["unknown_models"]})
     if unknown:
