@@ -8,14 +8,19 @@ escapes (render.text.safe) and then HTML's or Markdown's own special characters.
 from __future__ import annotations
 
 import html
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from jueying_cli.audit.attributes import ATTRIBUTES, BY_NAME, VERSION_MATRIX
 from jueying_cli.audit.drift import Finding, NodeAudit
 from jueying_cli.audit.history import Change
+from jueying_cli.errors import BadInputError
 from jueying_cli.inventory.select import fold as fold_nodeset
 from jueying_cli.render.text import safe
 from jueying_cli.vocab import AuditKind
@@ -230,3 +235,40 @@ def html_page(report: AuditReport) -> str:
         parts += _table(["node", "status", "reason"], [(u.node, u.status, u.error) for u in report.unanswered])
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------ output
+
+
+def render(report: AuditReport, fmt: str) -> str:
+    """The whole report as text in `fmt` (json, markdown or html), every value escaped for that format."""
+    if fmt == "json":
+        from jueying_cli.render.json import dumps, envelope
+
+        status = "ok" if not report.unanswered else ("error" if not report.nodes else "partial")
+        return dumps(envelope("audit", report.to_json(), status=status,
+                              errors=[{"node": u.node, "status": u.status, "message": u.error}
+                                      for u in report.unanswered])) + "\n"
+    if fmt == "html":
+        return html_page(report)
+    return markdown(report) + "\n"
+
+
+def emit(text: str, path: Path | None) -> None:
+    """Write a rendered report (already escaped for its format) to stdout, or atomically to `path`: a reader
+    sees the old file or the new one, never half of one."""
+    if path is None:
+        sys.stdout.write(text)
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    except OSError as exc:
+        raise BadInputError(f"cannot write the report: {exc.strerror or exc}", path=str(path), field="-o") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,46 +123,12 @@ def _save(path: Path, results: Sequence[NodeFacts]) -> Baseline:
 
 
 def _print(report: AuditReport, fmt: str, output: str | None) -> None:
-    from jueying_cli.audit import report as render
+    from jueying_cli.audit.report import emit, render
 
     if fmt == "table" and output is None:
         _print_table(report)
         return
-    if fmt == "json":
-        from jueying_cli.render.json import dumps, envelope
-
-        status = "ok" if not report.unanswered else ("error" if not report.nodes else "partial")
-        text = dumps(envelope("audit", report.to_json(), status=status,
-                              errors=[{"node": u.node, "status": u.status, "message": u.error}
-                                      for u in report.unanswered])) + "\n"
-    elif fmt == "html":
-        text = render.html_page(report)
-    elif fmt == "markdown":
-        text = render.markdown(report) + "\n"
-    else:
-        text = render.markdown(report) + "\n"  # a table written to a file: the Markdown tables
-    if output is None:
-        sys.stdout.write(text)
-        return
-    _write(Path(output), text)
-
-
-def _write(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    except OSError as exc:
-        raise BadInputError(f"cannot write the report: {exc.strerror or exc}", path=str(path), field="-o") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    emit(render(report, "markdown" if fmt == "table" else fmt), Path(output) if output else None)
 
 
 def _print_table(report: AuditReport) -> None:

@@ -141,3 +141,38 @@ def test_bad_options_exit_2(env: dict[str, str]) -> None:
         result = jy(env, "capacity", *args)
         assert result.rc == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------ with a real Slurm deciding drained and down
+
+SLURM_NAMES = [f"scap{i:02d}" for i in range(1, 5)]
+
+
+@pytest.fixture(scope="module")
+def slurm_sim(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
+    with SimCluster(tmp_path_factory.mktemp("capacity-slurm-sim"), len(SLURM_NAMES), prefix="scap",
+                    first_octets=(127, 95), gpu_lib_dir=nvml_lib) as sim:
+        yield sim
+
+
+def test_slurm_drained_and_down_nodes(slurm_sim: SimCluster, tmp_path: Path,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.slurm import SlurmCluster
+
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("vars: {ssh_user: root, scheduler: slurm, expected_gpus: 8}\nnodes:\n" + "".join(
+        f"  {n.name}: {{address: {n.address}}}\n" for n in slurm_sim.nodes))
+    with SlurmCluster(tmp_path_factory.mktemp("capacity-slurm"), SLURM_NAMES) as slurm:
+        slurm.scontrol("update", "NodeName=scap02", "State=DRAIN", "Reason=maintenance window")
+        slurm.scontrol("update", "NodeName=scap03", "State=DOWN", "Reason=psu failed")
+        env = {**slurm_sim.client_env(), **slurm.env, "JUEYING_INVENTORY": str(inventory),
+               "JUEYING_CHECKS": str(checks), "JUEYING_STATE_DB": str(tmp_path / "state.db")}
+        result = run_jueying(["capacity", "--json", "--connect-timeout", "3"], env)
+    assert result.rc == 0, result.stderr
+    doc = result.json()
+    states = {n["node"]: (n["state"], n["reason"]) for n in doc["data"]["nodes"]}
+    assert states == {"scap01": ("healthy", ""), "scap02": ("drained", "maintenance window"),
+                      "scap03": ("down", "psu failed"), "scap04": ("healthy", "")}
+    assert doc["data"]["total"]["gpus"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
