@@ -352,3 +352,18 @@ def test_markdown_report_escapes_and_groups(uniform: SimCluster, tmp_path: Path)
     assert "## driver (1)" in text
     assert "| aud04 | 535\\|&lt;b&gt;\\*x\\*&lt;/b&gt; | 550.127.05 | majority | 5 of 6 nodes with" in text
     assert "## Versions: NVIDIA H100 80GB HBM3" in text
+
+
+def test_a_node_that_gives_no_facts_is_listed_and_exit_1(uniform: SimCluster, tmp_path: Path) -> None:
+    node = uniform.node("aud06")
+    node.stop()
+    try:
+        result = audit(uniform, inventory(uniform, tmp_path / "inv.yaml"), "--json", "--connect-timeout", "3")
+        table = audit(uniform, inventory(uniform, tmp_path / "inv.yaml"), "--connect-timeout", "3")
+    finally:
+        node.start()
+    assert result.rc == 1 and table.rc == 1
+    doc = result.json()
+    assert doc["status"] == "partial" and findings(result) == []
+    assert [(u["node"], u["status"]) for u in doc["data"]["unanswered"]] == [("aud06", "unreachable")]
+    assert "5 of 6 node(s) audited" in table.stdout and "1 node(s) gave no facts" in table.stdout
