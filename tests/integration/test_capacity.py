@@ -176,3 +176,20 @@ def test_slurm_drained_and_down_nodes(slurm_sim: SimCluster, tmp_path: Path,
     assert states == {"scap01": ("healthy", ""), "scap02": ("drained", "maintenance window"),
                       "scap03": ("down", "psu failed"), "scap04": ("healthy", "")}
     assert doc["data"]["total"]["gpus"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
+
+
+def test_a_check_that_needs_two_runs_counts_once_check_has_seen_it(env: dict[str, str], cluster: SimCluster,
+                                                                   tmp_path: Path) -> None:
+    checks = Path(env["JUEYING_CHECKS"])
+    checks.write_text(sim_checks_yaml() + "  ecc_uncorrected: {confirm_runs: 2}\n")
+    cluster.node("cap03").set_gpus(**{"gpu.4.ecc_uncorrected_volatile": 2})
+
+    def cap03() -> str:
+        doc = jy(env, "capacity", "--json", "-w", "cap[01-03]").json()
+        state: str = next(n["state"] for n in doc["data"]["nodes"] if n["node"] == "cap03")
+        return state
+
+    assert cap03() == "healthy"  # seen once, by capacity itself: pending, and capacity never counts runs
+    assert cap03() == "healthy"
+    assert jy(env, "check", "-w", "cap[01-03]").rc in (0, 1, 2)  # one check run: the finding held once
+    assert cap03() == "degraded"  # this sighting makes two
