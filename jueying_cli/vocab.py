@@ -102,3 +102,32 @@ class Backend(StrEnum):
 
     SLURM = "slurm"
     BUILTIN = "builtin"
+
+
+class AuditKind(StrEnum):
+    """What an audit finding is about: a value that drifted from what was expected, or who a node (or a GPU
+    board) is."""
+
+    DRIFT = "drift"
+    IDENTITY = "identity"
+
+
+class Expectation(StrEnum):
+    """Where an audit finding's expected value came from (the strongest one that has a say wins)."""
+
+    PIN = "inventory audit pin"  # the node's `audit:` variable pins the value
+    INVENTORY = "inventory"  # expected_gpus, gpu_model, or the node's own name (hostname)
+    BASELINE = "baseline"  # --baseline FILE
+    MAJORITY = "majority"  # most nodes of the same GPU model
+    UNIQUE = "unique"  # an identity no other node may share (GPU UUIDs, machine id)
+    HISTORY = "history"  # what the node reported at its last collection
+
+
+class HealthClass(StrEnum):
+    """`jueying capacity`: what a node or GPU counts as, in this order of precedence for a node."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"  # answered, in service, with a confirmed problem (lost GPUs, a failed check)
+    DRAINED = "drained"  # drained or draining in its scheduler
+    DOWN = "down"  # down in its scheduler; for GPUs also lost or missing from the node
+    UNREACHABLE = "unreachable"  # gave no facts

@@ -42,9 +42,11 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import check, drain, exporter, failover, run, status
+    from jueying_cli.cli import audit, capacity, check, drain, exporter, failover, run, status
 
     status.register(app)
+    audit.register(app)
+    capacity.register(app)
     check.register(app)
     drain.register(app)
     failover.register(app)

@@ -163,13 +163,16 @@ def warn(message: str) -> None:
 
 
 def record_history(results: Sequence[NodeFacts]) -> None:
-    """Keep the key facts of this collection; history is a side effect, so a failure only warns."""
+    """Keep the key facts of this collection, and each node's audited attributes and identity when they
+    changed (`jueying audit --since`); history is a side effect, so a failure only warns."""
+    from jueying_cli.audit.history import snapshot_rows
     from jueying_cli.status.history import history_rows
 
     try:
         store = open_store()
         try:
             store.history.record(history_rows(results))
+            store.snapshots.record(snapshot_rows(results), store.history.retention_days())
         finally:
             store.close()
     except Exception as exc:  # noqa: BLE001 - the command's own output was still produced

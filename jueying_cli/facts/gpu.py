@@ -115,6 +115,7 @@ class GpuFacts(Record):
     processes: tuple[GpuProcess, ...] | None = None
     mig_mode_current: bool | None = None
     mig_mode_pending: bool | None = None
+    energy_consumed_mj: int | None = None  # millijoules since the driver was loaded (NVML total energy)
 
     @classmethod
     def from_document(cls, doc: object, position: int) -> GpuFacts:

@@ -125,6 +125,7 @@ class HostFacts(Record):
     infiniband: tuple[InfinibandPort, ...] = ()
     psutil: bool | None = None  # whether the probe had psutil (else /proc and /sys)
     time_sync: TimeSync | None = None
+    machine_id: str | None = None  # /etc/machine-id; None where the node has none
 
     @property
     def os_pretty_name(self) -> str | None:

@@ -20,7 +20,7 @@ PROBE_KEYS = ("python_version", "pid", "ssh_client")
 
 # host
 HOST_KEYS = ("hostname", "os", "kernel", "architecture", "uptime_s", "cpu", "load", "memory", "swap",
-             "filesystems", "network_interfaces", "infiniband", "psutil", "time_sync")
+             "filesystems", "network_interfaces", "infiniband", "psutil", "time_sync", "machine_id")
 OS_KEYS = ("id", "name", "version", "pretty_name")
 CPU_KEYS = ("model", "sockets", "cores", "threads")
 LOAD_KEYS = ("load1", "load5", "load15")
@@ -29,6 +29,8 @@ SWAP_KEYS = ("total_bytes", "used_bytes")
 FILESYSTEM_KEYS = ("mountpoint", "device", "fstype", "total_bytes", "used_bytes", "free_bytes", "used_pct")
 NETWORK_INTERFACE_KEYS = ("name", "mac", "addresses", "is_up", "speed_mbps", "mtu")
 INFINIBAND_PORT_KEYS = ("device", "port", "state", "phys_state", "rate", "link_layer")
+# machine_id: /etc/machine-id (systemd's identity of this installation), null where absent; two nodes with
+# one machine_id are one installation cloned, or one node answering under two names.
 # source: chrony, timedatectl or null (nothing to ask); offset_s > 0 means the clock is fast.
 TIME_SYNC_KEYS = ("source", "synchronized", "offset_s")
 
@@ -36,7 +38,8 @@ TIME_SYNC_KEYS = ("source", "synchronized", "offset_s")
 # skipped or error; message says why when it is not ok.
 NVML_KEYS = ("status", "message", "driver_version", "cuda_driver_version", "nvml_version", "gpu_count")
 
-# gpus[]: every GPU carries every key, down to the keys of its sub-objects; null where NVML could not say
+# gpus[]: energy_consumed_mj is NVML's total-energy counter (millijoules since the driver was loaded; Volta
+# and later). Every GPU carries every key, down to the keys of its sub-objects; null where NVML could not say
 # (the errors list says why), so a lost GPU has the same shape as a healthy one.
 GPU_KEYS = (
     "index", "lost",
@@ -49,7 +52,7 @@ GPU_KEYS = (
     "clocks_event_reasons_mask", "clocks_event_reasons",
     "performance_state", "persistence_mode", "compute_mode", "ecc_mode_current", "ecc_mode_pending",
     "ecc_errors", "retired_pages", "remapped_rows", "pcie", "nvlinks", "processes",
-    "mig_mode_current", "mig_mode_pending",
+    "mig_mode_current", "mig_mode_pending", "energy_consumed_mj",
 )
 ECC_ERRORS_KEYS = ("corrected_volatile", "corrected_aggregate", "uncorrected_volatile", "uncorrected_aggregate")
 RETIRED_PAGES_KEYS = ("single_bit_ecc", "double_bit_ecc", "pending")

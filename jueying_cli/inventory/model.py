@@ -20,6 +20,8 @@ KNOWN_VARS: Mapping[str, tuple[type, ...]] = {
     "expected_gpus": (int,),
     "gpu_model": (str,),
     "spare_pool": (str,),
+    "partition": (str,),  # the scheduler partition, for `jueying capacity --by partition`
+    "audit": (dict,),  # {attribute: value} that `jueying audit` expects on these nodes (pins)
     "scheduler": (str,),  # slurm or builtin (default): who drains and resumes this node
     "slurm_controller": (str,),  # run scontrol on this inventory node over SSH (default: on this machine)
     "max_unavailable": (int,),  # cluster-wide cap on drained/down nodes (count)

@@ -240,6 +240,22 @@ def infiniband_ports(root: Optional[str] = None) -> List[Obj]:
     return ports
 
 
+# Its identity is only 32 hex digits; a longer file is not a machine-id.
+_MACHINE_ID_MAX = 128
+
+
+def machine_id(path: Optional[str] = None) -> Optional[str]:
+    """systemd's machine identity (/etc/machine-id, else D-Bus's copy); None where there is none. The path can
+    be pointed elsewhere with JUEYING_PROBE_MACHINE_ID (tests give each simulated node its own)."""
+    paths = [path] if path else [os.environ.get("JUEYING_PROBE_MACHINE_ID") or "/etc/machine-id",
+                                 "/var/lib/dbus/machine-id"]
+    for candidate in paths:
+        text = _read(candidate)
+        if text and len(text) <= _MACHINE_ID_MAX:
+            return text
+    return None
+
+
 def uptime_seconds() -> Optional[float]:
     text = _read("/proc/uptime")
     if text:
@@ -258,6 +274,7 @@ class StaticHost:
         self.kernel = uname.release
         self.architecture = uname.machine
         self.cpu = cpu_info()
+        self.machine_id = machine_id()
 
 
 def collect_host(errors: Errors, time_sync: Obj, static: Optional[StaticHost] = None) -> Obj:
@@ -281,5 +298,6 @@ def collect_host(errors: Errors, time_sync: Obj, static: Optional[StaticHost] = 
         infiniband=infiniband_ports(),
         psutil=psutil is not None,
         time_sync=time_sync,
+        machine_id=static.machine_id,
         **memory_info(),
     )

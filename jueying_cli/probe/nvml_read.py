@@ -370,6 +370,7 @@ def read_gpu(r: Reader, index: int, handle: object, gpu: Obj, cache: Optional[St
     mig_current, mig_pending = _pair(c(index, "mig_mode", nv.nvmlDeviceGetMigMode, handle))
     gpu["mig_mode_current"] = _flag(mig_current)
     gpu["mig_mode_pending"] = _flag(mig_pending)
+    gpu["energy_consumed_mj"] = c(index, "energy_consumed_mj", nv.nvmlDeviceGetTotalEnergyConsumption, handle)
 
 
 def empty_gpu(index: int) -> Obj:

@@ -279,6 +279,20 @@ def print_history(rows: Sequence[HistoryRow], console: Console) -> None:
     _emit(console, table)
 
 
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[object]], console: Console,
+                title: str | None = None, wrap: Sequence[str] = ()) -> None:
+    """A plain table of text cells (audit findings, capacity groups): every cell made safe; None shows as -.
+    Columns named in `wrap` may wrap on a terminal; the others never do."""
+    if title:
+        print_message(console, title, style="bold")
+    table = _table(console)
+    for column in headers:
+        table.add_column(column, no_wrap=column not in wrap)
+    for row in rows:
+        _add_row(table, ["-" if cell is None else str(cell) for cell in row])
+    _emit(console, table)
+
+
 LEVEL_STYLE = {"OK": "green", "WARNING": "yellow", "CRITICAL": "bold red", "UNKNOWN": "magenta"}
 
 

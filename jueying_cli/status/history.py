@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from jueying_cli.facts.collected import NodeFacts
-from jueying_cli.facts.model import Facts
+from jueying_cli.facts.model import Facts, GpuFacts
 from jueying_cli.status.summary import node_state
 from jueying_cli.store import HistoryRow
 
@@ -32,7 +32,20 @@ def history_row(node: str, facts: Facts | None, outcome_status: str, outcome_err
         remapped_rows_pending=sum(1 for g in facts.gpus if g.remapped_rows.get("pending") is True),
         driver_version=facts.nvml.driver_version, cuda_driver_version=facts.nvml.cuda_driver_version,
         kernel=facts.host.kernel,
+        energy_consumed_j=_sum_gpus(facts, _energy_j),
+        power_watts=_sum_gpus(facts, lambda g: g.power_watts),
+        power_limit_watts=_sum_gpus(facts, lambda g: g.power_limit_watts),
     )
+
+
+def _energy_j(gpu: GpuFacts) -> float | None:
+    return None if gpu.energy_consumed_mj is None else gpu.energy_consumed_mj / 1000
+
+
+def _sum_gpus(facts: Facts, value: Callable[[GpuFacts], float | None]) -> float | None:
+    """A value summed over the GPUs that are not lost; None when no GPU reported it."""
+    known = [v for v in (value(g) for g in facts.gpus if not g.lost) if v is not None]
+    return round(sum(known), 3) if known else None
 
 
 _TRACKED = ("status", "reason", "gpus_present", "gpus_lost", "ecc_uncorrected_volatile", "ecc_corrected_volatile",

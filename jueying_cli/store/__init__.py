@@ -10,7 +10,8 @@ from jueying_cli.store.db import LATEST_VERSION, MIGRATIONS, default_path
 from jueying_cli.store.flap import FindingKey, FindingState, SeenFinding
 from jueying_cli.store.history import HistoryRow
 from jueying_cli.store.ledger import LedgerEntry
+from jueying_cli.store.snapshots import Snapshot
 from jueying_cli.store.state import Store
 
 __all__ = ["LATEST_VERSION", "MIGRATIONS", "AuditEntry", "FindingKey", "FindingState", "HistoryRow", "LedgerEntry",
-           "RunOwner", "SeenFinding", "Settlement", "Store", "default_path"]
+           "RunOwner", "SeenFinding", "Settlement", "Snapshot", "Store", "default_path"]

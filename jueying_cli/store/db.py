@@ -138,6 +138,23 @@ def _v2_audit_owner(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE audit ADD COLUMN run_started_at REAL")
 
 
+def _v4_fleet_audit(db: sqlite3.Connection) -> None:
+    """For `jueying audit --since` and `jueying capacity`: facts_history keeps each collection's GPU energy
+    counter and power (summed over the node's GPUs), and node_snapshots keeps a node's audited attributes and
+    identity (versions, serials, UUIDs, counts) each time they change. Old rows keep NULL: not recorded.
+    Its own function so the migration can be renumbered when branches merge."""
+    db.execute("ALTER TABLE facts_history ADD COLUMN energy_consumed_j REAL")  # NVML counter since driver load
+    db.execute("ALTER TABLE facts_history ADD COLUMN power_watts REAL")
+    db.execute("ALTER TABLE facts_history ADD COLUMN power_limit_watts REAL")
+    db.execute("""CREATE TABLE IF NOT EXISTS node_snapshots (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        collected_at REAL NOT NULL,      -- unix seconds, the node's own clock
+        doc TEXT NOT NULL                -- JSON: audited attributes and identity, written only when changed
+    )""")
+    db.execute("CREATE INDEX IF NOT EXISTS node_snapshots_node_time ON node_snapshots (node, collected_at)")
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int  # user_version once applied
@@ -148,6 +165,8 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history, flap state, clean runs, ledger, audit (an unversioned database is stamped)", _v1_tables),
     Migration(2, "audit: run_pid, run_host, run_started_at (the run that wrote the entry)", _v2_audit_owner),
+    Migration(4, "facts_history: energy and power; node_snapshots: audited attributes and identity over time",
+              _v4_fleet_audit),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

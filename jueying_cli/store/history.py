@@ -41,6 +41,9 @@ class HistoryRow:
     driver_version: str | None
     cuda_driver_version: str | None
     kernel: str | None
+    energy_consumed_j: float | None = None  # NVML total-energy counters summed over GPUs (reset on driver load)
+    power_watts: float | None = None  # summed over GPUs
+    power_limit_watts: float | None = None  # enforced limits summed over GPUs
 
 
 _COLUMNS = tuple(f.name for f in fields(HistoryRow))
@@ -51,9 +54,18 @@ _SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM facts_history WHERE node = ? "  #
            "ORDER BY collected_at DESC, id DESC LIMIT ?")
 
 
+_SELECT_SINCE = (f"SELECT {', '.join(_COLUMNS)} FROM facts_history "  # noqa: S608 - constant identifiers
+                 "WHERE node = ? AND collected_at >= ? ORDER BY collected_at, id")
+
+
 class History:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @staticmethod
+    def retention_days() -> float:
+        """Days rows are kept ($JUEYING_HISTORY_DAYS or 30; 0 keeps everything)."""
+        return retention_days_from_env()
 
     def record(self, rows: Iterable[HistoryRow], retention_days: float | None = None) -> int:
         """Append one collection (all nodes, one transaction) and drop rows older than the retention
@@ -67,6 +79,15 @@ class History:
                 tx.execute("DELETE FROM facts_history WHERE collected_at < ?",
                            (time.time() - retention_days * 86400,))
         return len(values)
+
+    def read_since(self, nodes: Iterable[str], since: float) -> dict[str, list[HistoryRow]]:
+        """Each node's rows collected at or after `since` (unix s), oldest first."""
+        wanted = list(dict.fromkeys(nodes))
+        found: dict[str, list[HistoryRow]] = {n: [] for n in wanted}
+        for node in wanted:
+            rows = self._db.read(_SELECT_SINCE, (node, since))
+            found[node] = [HistoryRow(*row) for row in rows]
+        return found
 
     def read(self, node: str, limit: int = 1000) -> list[HistoryRow]:
         """A node's rows, oldest first (the newest `limit`)."""

@@ -10,6 +10,7 @@ from jueying_cli.store.flap import Flap
 from jueying_cli.store.history import History
 from jueying_cli.store.ledger import Ledger
 from jueying_cli.store.lock import NodeLocks, RunLock
+from jueying_cli.store.snapshots import Snapshots
 
 
 class Store:
@@ -25,6 +26,7 @@ class Store:
         self.flap = Flap(self.db)
         self.ledger = Ledger(self.db)
         self.audit = Audit(self.db)
+        self.snapshots = Snapshots(self.db)
         # per-node change locks, in a directory beside the database file (state.db.locks/)
         self.node_locks = NodeLocks(self.path.with_name(self.path.name + ".locks"))
 

@@ -293,6 +293,7 @@ class SimNode:
         self.state_path = self.dir / "gpu.state"
         # The node's kernel log as the probe reads it (JUEYING_PROBE_KERNEL_LOG): tests append XID lines.
         self.kernel_log_path = self.dir / "kmsg"
+        self.machine_id_path = self.dir / "machine-id"  # the node's /etc/machine-id (JUEYING_PROBE_MACHINE_ID)
         self.sshd_config_path = self.dir / "sshd_config"
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
         self.host_cert_path = self.dir / "ssh_host_ed25519_key-cert.pub"  # presented while it exists
@@ -511,6 +512,21 @@ class SimNode:
     def clear_kernel_log(self) -> None:
         self.kernel_log_path.write_text("")
 
+    def set_infiniband(self, ports: Mapping[tuple[str, int], Mapping[str, str]]) -> None:
+        """Replace the node's InfiniBand ports: {(device, port): {"state": "4: ACTIVE", "phys_state": "5: LinkUp",
+        "rate": "400 Gb/sec (4X NDR)", "link_layer": "InfiniBand"}}, as sysfs shows them."""
+        root = self.dir / "infiniband"
+        shutil.rmtree(root, ignore_errors=True)
+        for (device, port), files in ports.items():
+            base = root / device / "ports" / str(port)
+            base.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (base / name).write_text(text + "\n")
+
+    def set_machine_id(self, value: str) -> None:
+        """What this node's probe reads as /etc/machine-id (read once per probe run)."""
+        _atomic_write(self.machine_id_path, value + "\n")
+
     def read_gpu_state(self) -> dict[str, str]:
         return read_gpu_state_file(self.state_path) if self.state_path.exists() else {}
 
@@ -702,6 +718,9 @@ class SimCluster:
             "PATH": f"{os.path.dirname(sys.executable)}:{SSHD_DEFAULT_PATH}",
             "JUEYING_NVMLSIM_STATE": str(node.state_path),
             "JUEYING_PROBE_KERNEL_LOG": str(node.kernel_log_path),
+            "JUEYING_PROBE_MACHINE_ID": str(node.machine_id_path),
+            # the node's own /sys/class/infiniband (none until a test adds ports: set_infiniband)
+            "JUEYING_PROBE_INFINIBAND_ROOT": str(node.dir / "infiniband"),
             # where the builtin scheduler marks the node drained (/var/lib/jueying on a real node)
             "JUEYING_NODE_STATE_DIR": str(node.dir),
         }
@@ -799,6 +818,8 @@ class SimCluster:
             _atomic_write(node.sshd_config_path, self._sshd_config(node))
             write_state(node.state_path, gpu_state)
             node.kernel_log_path.write_text("")  # a quiet kernel: no XIDs until a test adds some
+            # each node its own machine identity, as on real machines (a test may clone one: set_machine_id)
+            node.machine_id_path.write_text(hashlib.md5(node.name.encode(), usedforsecurity=False).hexdigest() + "\n")
             node.log_path.write_bytes(b"")
         self._write_known_hosts()
         _atomic_write(self.ssh_config_path, self._ssh_config())

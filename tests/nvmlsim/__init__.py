@@ -32,6 +32,7 @@ Per-GPU keys ``gpu.<N>.<field>`` (N from 0)
     remapped_rows_{corrected,uncorrected,pending,failure},
     pcie_gen_current, pcie_gen_max, pcie_width_current, pcie_width_max, pcie_replay_counter,
     nvlink_count, nvlink_down (comma list of link indices), mig_mode_current, mig_mode_pending,
+    energy_mj (nvmlDeviceGetTotalEnergyConsumption, millijoules),
     processes (comma list of ``pid:used_bytes[:name]``), lost,
     ``fail.<nvmlSymbol> = <ERR>`` (that function fails on this GPU; wins over the global one).
 
@@ -157,6 +158,7 @@ GPU_DEFAULTS: dict[str, str] = {
     "nvlink_down": "",
     "mig_mode_current": "0",
     "mig_mode_pending": "0",
+    "energy_mj": "3600000000",  # 1 kWh since the driver was loaded
     "processes": "",
     "lost": "0",
 }

@@ -123,6 +123,7 @@ static const sim_pair_t k_gpu_defaults[] = {
     {"nvlink_down", ""},
     {"mig_mode_current", "0"},
     {"mig_mode_pending", "0"},
+    {"energy_mj", "3600000000"},          /* 1 kWh since the driver was loaded */
     {"processes", ""},
     {"lost", "0"},
 };
@@ -1256,6 +1257,9 @@ FIELD_GETTER(nvmlDeviceGetEnforcedPowerLimit, unsigned int, "power_limit_mw")
 #endif
 #ifndef NVMLSIM_OMIT_nvmlDeviceGetPowerManagementLimit
 FIELD_GETTER(nvmlDeviceGetPowerManagementLimit, unsigned int, "power_limit_mw")
+#endif
+#ifndef NVMLSIM_OMIT_nvmlDeviceGetTotalEnergyConsumption
+FIELD_GETTER(nvmlDeviceGetTotalEnergyConsumption, unsigned long long, "energy_mj")
 #endif
 #ifndef NVMLSIM_OMIT_nvmlDeviceGetPowerManagementDefaultLimit
 FIELD_GETTER(nvmlDeviceGetPowerManagementDefaultLimit, unsigned int, "power_default_limit_mw")

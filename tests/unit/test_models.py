@@ -57,7 +57,7 @@ def h100(index: int) -> dict[str, Any]:
         "pcie": {"gen_current": 5, "gen_max": 5, "width_current": 16, "width_max": 16, "replay_counter": 0},
         "nvlinks": [{"link": link, "active": link != 3} for link in range(18)],
         "processes": [{"pid": 4242 + index, "name": "python3", "used_memory_bytes": 1024 ** 3}],
-        "mig_mode_current": False, "mig_mode_pending": False,
+        "mig_mode_current": False, "mig_mode_pending": False, "energy_consumed_mj": 3_600_000_000,
     }
     assert set(gpu) == set(GPU_KEYS)
     return gpu

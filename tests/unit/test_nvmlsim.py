@@ -132,6 +132,7 @@ READBACK = textwrap.dedent(
             "nvlink_down": ",".join(str(k) for k, up in sorted(links.items()) if not up),
             "mig_mode_current": mig_cur,
             "mig_mode_pending": mig_pend,
+            "energy_mj": N.nvmlDeviceGetTotalEnergyConsumption(h),
             "processes": ",".join(procs),
             "lost": 0,
         }

@@ -1,0 +1,65 @@
+"""`jueying capacity` as one function: facts, scheduler states and the check set in, a CapacityReport out.
+
+The health checks run on the live facts (pure); a non-OK result counts once it is confirmed: its check needs
+only one run (confirm_runs 1), or the state database shows it held at that level for confirm_runs - 1 runs of
+`jueying check` before this one. Capacity never writes the flap state: only `jueying check` counts runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from jueying_cli.audit.capacity import CapacityReport, Problem, build_capacity, classify
+from jueying_cli.checks import CheckConfig, run_checks
+from jueying_cli.facts.collected import NodeFacts
+from jueying_cli.inventory.model import Inventory
+from jueying_cli.scheduler.base import NodeState
+from jueying_cli.vocab import Level
+
+if TYPE_CHECKING:
+    from jueying_cli.store import Store
+
+
+def confirmed_problems(results: Sequence[NodeFacts], config: CheckConfig, inventory: Inventory,
+                       store: Store | None, now: float) -> dict[str, list[Problem]]:
+    answered = [(r.node, r.facts) for r in results if r.facts is not None]
+    nodes = {r.name: r.node for r in results}
+    found: dict[str, list[Problem]] = {}
+    stored: dict[str, dict[tuple[str, int | None, str], tuple[int, int]]] = {}
+    for c in run_checks(answered, config, inventory, now=now):
+        if c.level not in (Level.WARNING, Level.CRITICAL):
+            continue
+        needed = config.confirm_runs(c.check, nodes[c.node], inventory)
+        if needed > 1:
+            if store is None:
+                continue
+            if c.node not in stored:
+                stored[c.node] = {(f.key.check, f.key.gpu, f.key.code): (f.level, f.consecutive)
+                                  for f in store.flap.findings(c.node)}
+            level, runs = stored[c.node].get((c.check, c.gpu, c.code), (-1, 0))
+            if level != int(c.level) or runs + 1 < needed:
+                continue
+        found.setdefault(c.node, []).append(Problem(c.level, c.check, c.gpu))
+    return found
+
+
+def run_capacity(results: Sequence[NodeFacts], inventory: Inventory, *, scheduler: Mapping[str, NodeState | None],
+                 config: CheckConfig, store: Store | None, by: str, floor: int | None,
+                 since: tuple[str, float] | None, now: float | None = None) -> CapacityReport:
+    now = time.time() if now is None else now
+    problems = confirmed_problems(results, config, inventory, store, now)
+    known: dict[str, int | None] = {}
+    if store is not None:
+        for r in results:
+            if r.facts is None:
+                rows = [row for row in store.history.read(r.name, limit=50) if row.gpus_present is not None]
+                known[r.name] = rows[-1].gpus_present if rows else None
+    nodes = [classify(r, scheduler.get(r.name), problems.get(r.name, []), by=by, known_gpus=known.get(r.name))
+             for r in results]
+    history = None
+    if since is not None and store is not None:
+        history = store.history.read_since([r.name for r in results], now - since[1])
+    return build_capacity(nodes, results, by=by, floor=floor, history=history, since=since[0] if since else None,
+                          now=now)
