@@ -101,3 +101,12 @@ class Backend(StrEnum):
 
     SLURM = "slurm"
     BUILTIN = "builtin"
+
+
+class OutputFormat(StrEnum):
+    """How a table command prints its rows (`--format`): a table for people, or rows for scripts."""
+
+    TABLE = "table"
+    JSON = "json"  # the envelope, as --json
+    CSV = "csv"  # RFC 4180 (Python's csv module)
+    TSV = "tsv"  # one row a line; tab, newline, CR and backslash escaped

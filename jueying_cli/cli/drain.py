@@ -12,6 +12,7 @@ import typer
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 from jueying_cli.render.text import say
+from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.actions.cap import Cap
@@ -190,11 +191,19 @@ def log(
     nodes: str | None = typer.Argument(None, metavar="[NODES]", help="Only these nodes (NodeSet syntax)."),
     limit: int = typer.Option(50, "-n", "--limit", min=1, metavar="N", help="Newest entries to show."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
 ) -> None:
     """Show the audit log: every drain, resume and reason change jueying made or tried, with who, when, why,
     the state before and after, and the result (done, failed, or not_done/pending for an interrupted run)."""
-    from jueying_cli.inventory.select import expand
+    import dataclasses
 
+    from jueying_cli.inventory.select import expand
+    from jueying_cli.store.audit import AuditEntry
+
+    entry_fields = [f.name for f in dataclasses.fields(AuditEntry)]
+    out = common.output_choice(json_output, fmt, fields, no_header, entry_fields)
     store = common.open_store(readonly=True)
     try:
         if nodes:
@@ -204,7 +213,12 @@ def log(
             entries = store.audit.log(None, limit)
     finally:
         store.close()
-    if json_output:
+    if out.rows:
+        from jueying_cli.render.json import to_jsonable
+
+        common.print_rows(out, to_jsonable(entries), entry_fields)
+        raise typer.Exit(int(ExitCode.OK))
+    if out.json:
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("log", {"entries": entries}))
