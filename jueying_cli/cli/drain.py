@@ -62,7 +62,8 @@ def _say_left(ctx: ActionContext, most: int = 8) -> None:
 def drain(
     nodes: str = typer.Argument(..., metavar="NODES", help="Nodes to drain (NodeSet syntax: gpu[001-004], @group)."),
     reason: str | None = typer.Option(None, "-r", "--reason", metavar="TEXT",
-                                      help="Why (required); stored as 'jueying: REASON [you]'."),
+                                      help="Why (required); stored as 'REASON [jueying:you]', your words first "
+                                      "(sinfo -R shows 20 characters)."),
     update_reason: bool = typer.Option(False, "--update-reason", help="Replace the reason of nodes already drained."),
     wait: bool = typer.Option(False, "--wait", help="Wait until no job runs on the nodes."),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, metavar="SECONDS",
@@ -167,7 +168,8 @@ def resume(
     connect_timeout: float = common.ConnectTimeoutOpt,
     ssh_config: str | None = common.SshConfigOpt,
 ) -> None:
-    """Put drained nodes back in service. Only drains jueying wrote (reason 'jueying: ...') are resumed;
+    """Put drained nodes back in service. Only drains jueying wrote (reason '... [jueying:USER]', or
+    'jueying: ...' from earlier versions) are resumed;
     anything else needs --force. Exit codes: 0 done (or nothing to do); 1 a node failed or was skipped as a
     foreign drain; 2 bad usage or inventory.
     """
