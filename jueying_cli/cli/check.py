@@ -199,8 +199,8 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
                 f"{counts['unknown']} unknown on {problem_nodes} of {nodes_total} node(s)"
                 + (f"; {len(pending)} pending" if pending else ""))
     if rows is not None:  # csv/tsv/-o: the --json results on stdout; the headline and actions on stderr
-        shown_rows = [_result_row(f) for f in findings
-                      if (f.confirmed if quiet else (verbose or f.result.level != Level.OK))]
+        shown_rows = [_result_row(f) for f in (ordered(confirmed) if quiet else findings)
+                      if quiet or verbose or f.result.level != Level.OK]
         common.print_rows(rows, shown_rows, RESULT_FIELDS)
         if not quiet:
             for a in actions:

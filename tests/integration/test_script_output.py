@@ -160,6 +160,9 @@ def test_log_check_nodes_and_run_rows_match_json(hostile_env: dict[str, str]) ->
     assert as_csv.rc == checked.rc  # Nagios exit codes whatever the format
     assert_rows_match(read_csv(as_csv), results, list(results[0]))
     assert "jueying check" in as_csv.stderr and "jueying check" not in as_csv.stdout
+    quiet = read_csv(run_jueying(["check", "-q", "--format", "csv", "-o", "node,check,level"], env))
+    assert sorted(quiet[1:]) == sorted([r["node"], r["check"], r["level"]] for r in results
+                                       if r["confirmed"] and r["level"] != "OK")
 
     names = run_jueying(["nodes", "--json"], env).json()["data"]["nodes"]
     assert run_jueying(["nodes", "--format", "csv", "--no-header"], env).stdout.splitlines() == names
