@@ -52,7 +52,7 @@ SshConfigOpt = typer.Option(None, "--ssh-config", envvar="JUEYING_SSH_CONFIG", m
                             "(like ssh -F).")
 
 
-FormatOpt = typer.Option(None, "--format", case_sensitive=False,
+FormatOpt = typer.Option(None, "--format", case_sensitive=False, metavar="FORMAT",
                          help="table (default), json (the envelope, as --json), csv (RFC 4180) or tsv (one row a "
                          "line, tab/newline/backslash escaped); rows carry the fields of --json.")
 FieldsOpt = typer.Option(None, "-o", "--fields", metavar="FIELD,...",
