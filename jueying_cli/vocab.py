@@ -131,3 +131,12 @@ class HealthClass(StrEnum):
     DRAINED = "drained"  # drained or draining in its scheduler
     DOWN = "down"  # down in its scheduler; for GPUs also lost or missing from the node
     UNREACHABLE = "unreachable"  # gave no facts
+
+
+class OutputFormat(StrEnum):
+    """How a table command prints its rows (`--format`): a table for people, or rows for scripts."""
+
+    TABLE = "table"
+    JSON = "json"  # the envelope, as --json
+    CSV = "csv"  # RFC 4180 (Python's csv module)
+    TSV = "tsv"  # one row a line; tab, newline, CR and backslash escaped

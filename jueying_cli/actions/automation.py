@@ -1,6 +1,7 @@
 """`jueying check --drain/--resume`: act on confirmed results, inside the cap, and say what was done.
 
-Automatic drains carry the reason prefix `jueying: auto:`; --resume only ever resumes those, never a drain an
+Automatic drains end with the tag `[jueying-check]` (earlier versions: begin with `jueying: auto:`); --resume
+only ever resumes those, never a drain an
 operator made (even with `jueying drain`), and only after --resume-after clean runs in a row.
 """
 
@@ -15,11 +16,10 @@ from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_
 from jueying_cli.checks.flap import Finding, causes
 from jueying_cli.errors import SchedulerError
 from jueying_cli.facts.collected import NodeFacts
-from jueying_cli.scheduler.base import jueying_reason
+from jueying_cli.scheduler.base import AUTO_ACTOR, auto_reason, is_auto_reason
 from jueying_cli.vocab import Action, ChangeKind, Level
 
-ACTOR = "jueying-check"
-AUTO_PREFIX = "jueying: auto:"
+ACTOR = AUTO_ACTOR
 DRAIN_ACTIONS = frozenset({Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action.RMA})
 
 
@@ -68,7 +68,7 @@ def _drain(ctx: ActionContext, findings: Sequence[Finding]) -> list[AutoAction]:
     requests = []
     for node, cause in causes(findings, DRAIN_ACTIONS).items():
         gpu = f" gpu{cause.gpu}" if cause.gpu is not None else ""
-        requests.append(DrainRequest(node, jueying_reason(f"auto: {cause.check} {cause.code}{gpu}", ACTOR),
+        requests.append(DrainRequest(node, auto_reason(f"{cause.check} {cause.code}{gpu}"),
                                      cause.message))
     if not requests:
         return []
@@ -90,7 +90,7 @@ def _resume(ctx: ActionContext, answered: set[str], clean_runs: dict[str, int], 
     for scheduler, names in ctx.schedulers.values():
         states = scheduler.states(names)
         mine = [n for n in names if n not in skip and states.get(n) is not None and states[n].drain
-                and (states[n].reason or "").startswith(AUTO_PREFIX)]
+                and is_auto_reason(states[n].reason)]
         for n in mine:
             runs = clean_runs.get(n, 0)
             if runs >= resume_after:

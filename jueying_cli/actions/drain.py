@@ -2,7 +2,7 @@
 The CLI (`drain`, `resume`), the automation of `check --drain/--resume` and failover all go through it.
 
 Safety rules, because this is the action operators must never get wrong:
-- a reason is required and carries the `jueying:` prefix and the operator's name;
+- a reason is required and carries jueying's tag with the operator's name (`TEXT [jueying:USER]`);
 - re-draining changes nothing (it says who drained the node and when) unless the reason is updated on purpose;
 - resume touches only drains jueying wrote, unless forced;
 - no drain may take the cluster past max_unavailable (nodes already down or drained count; builtin nodes that
@@ -64,7 +64,7 @@ class NodeChange:
 @dataclass(frozen=True)
 class DrainRequest:
     node: str
-    reason: str  # the full reason, with jueying's prefix (require_reason, jueying_reason)
+    reason: str  # the full reason, with jueying's tag (require_reason, jueying_reason)
     message: str | None = None  # for the audit log: what caused it
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jueying_cli.errors import BadInputError
-from jueying_cli.scheduler.base import NodeState, jueying_reason
+from jueying_cli.scheduler.base import NodeState, bare_reason, jueying_reason
 from jueying_cli.vocab import ChangeKind
 
 
@@ -59,7 +59,7 @@ def plan_resume(nodes: Sequence[str], states: Mapping[str, NodeState], *, force:
 
 
 def require_reason(text: str | None) -> str:
-    """An operator's reason with jueying's prefix and their name; none is refused (exit 2)."""
-    if not text or not text.strip():
+    """An operator's reason with jueying's tag and their name at the end; none is refused (exit 2)."""
+    if not text or not bare_reason(text):
         raise BadInputError("a reason is required (--reason 'xid 79 on GPU 3, ticket OPS-1234')", field="--reason")
     return jueying_reason(text)

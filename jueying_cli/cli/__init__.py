@@ -6,6 +6,7 @@ pays only for typer.
 
 from __future__ import annotations
 
+import itertools
 import sys
 
 import typer
@@ -118,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 def _json_error(argv: list[str], message: str, status: str) -> None:
     """With --json, a failed command still prints its envelope (status error), so scripts always get JSON."""
     args = argv[: argv.index("--")] if "--" in argv else argv
-    if "--json" not in args:
+    as_json = "--json" in args or "--format=json" in args or any(
+        a == "--format" and b.lower() == "json" for a, b in itertools.pairwise(args))
+    if not as_json:
         return
     from jueying_cli.render.json import envelope, print_json
 

@@ -10,16 +10,18 @@ import typer
 
 from jueying_cli.cli import common
 from jueying_cli.render.text import say
-from jueying_cli.vocab import Level
+from jueying_cli.vocab import Level, OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.actions.automation import AutoAction
     from jueying_cli.checks import CheckConfig
-    from jueying_cli.checks.flap import HealthReport
+    from jueying_cli.checks.flap import Finding, HealthReport
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.model import Inventory, Node
 
 DEFAULT_CHECK_DEADLINE_S = 120.0
+RESULT_FIELDS = ("node", "check", "gpu", "level", "message", "action", "code", "value", "threshold",
+                 "consecutive_runs", "confirm_runs", "confirmed")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +37,9 @@ def check(
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
     nagios: bool = typer.Option(False, "--nagios", help="Nagios/NRPE plugin output: first line 'JUEYING CHECK "
                                 "LEVEL - summary | perfdata', then one line per problem."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
     prometheus: Path | None = typer.Option(None, "--prometheus", metavar="FILE",
                                            help="Also write a node_exporter textfile (atomically)."),
     unreachable: str = typer.Option("unknown", "--unreachable", metavar="LEVEL",
@@ -72,10 +77,12 @@ def check(
     """
     from jueying_cli.checks import builtin_config, load_check_config
 
-    if nagios and json_output:
-        raise typer.BadParameter("--nagios and --json cannot be used together", param_hint="--nagios")
+    if nagios and (json_output or fmt not in (None, OutputFormat.TABLE) or fields):
+        raise typer.BadParameter("--nagios cannot be used with --json, --format or -o", param_hint="--nagios")
     if unreachable not in ("unknown", "critical"):
         raise typer.BadParameter("must be unknown or critical", param_hint="--unreachable")
+    out = common.output_choice(json_output, fmt, fields, no_header, RESULT_FIELDS)
+    json_output = out.json
     config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
@@ -108,7 +115,8 @@ def check(
     if nagios:
         _render_nagios(report, results, actions, time.monotonic() - started, verbose=verbose)
     else:
-        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions)
+        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions,
+                rows=out if out.rows else None)
     raise typer.Exit(int(report.exit_level))
 
 
@@ -225,7 +233,7 @@ def _render_nagios(report: HealthReport, results: list[NodeFacts], actions: list
 
 
 def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, quiet: bool, json_output: bool,
-            actions: list[AutoAction]) -> None:
+            actions: list[AutoAction], rows: common.Output | None = None) -> None:
     from jueying_cli.checks.flap import node_levels, ordered, problems
 
     findings, exit_level = report.findings, report.exit_level
@@ -237,17 +245,22 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
     headline = (f"jueying check {exit_level.name} - {counts['critical']} critical, {counts['warning']} warning, "
                 f"{counts['unknown']} unknown on {problem_nodes} of {nodes_total} node(s)"
                 + (f"; {len(pending)} pending" if pending else ""))
+    if rows is not None:  # csv/tsv/-o: the --json results on stdout; the headline and actions on stderr
+        shown_rows = [_result_row(f) for f in (ordered(confirmed) if quiet else findings)
+                      if quiet or verbose or f.result.level != Level.OK]
+        common.print_rows(rows, shown_rows, RESULT_FIELDS)
+        if not quiet:
+            for a in actions:
+                say(f"{a.node} {a.action}: {a.result}: {a.note}", err=True)
+            say(headline, err=True)
+        return
     if json_output:
         from jueying_cli.render.json import envelope, print_json
 
-        rows = [{"node": f.result.node, "check": f.result.check, "gpu": f.result.gpu, "level": f.result.level.name,
-                 "message": f.result.message, "action": str(f.result.action), "code": f.result.code,
-                 "value": f.result.value, "threshold": f.result.threshold, "consecutive_runs": f.consecutive,
-                 "confirm_runs": f.confirm_runs, "confirmed": f.confirmed}
-                for f in findings if verbose or f.result.level != Level.OK]
+        rows_ = [_result_row(f) for f in findings if verbose or f.result.level != Level.OK]
         data = {"exit_level": exit_level.name, "exit_code": int(exit_level), "summary": {**counts,
                 "pending": len(pending), "nodes_total": nodes_total, "nodes_with_problems": problem_nodes},
-                "nodes": {n: level.name for n, level in node_levels(findings).items()}, "results": rows,
+                "nodes": {n: level.name for n, level in node_levels(findings).items()}, "results": rows_,
                 "actions": actions}
         missing = [r for r in results if r.facts is None]
         print_json(envelope("check", data, status="ok" if not missing else "partial",
@@ -272,3 +285,15 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
     for a in actions:
         print_message(console, f"{a.node} {a.action}: {a.result}: {a.note}")
     print_message(console, headline)
+
+
+def _result_row(f: Finding) -> dict[str, object]:
+    """One result as `data.results` of --json holds it."""
+    from jueying_cli.render.json import to_jsonable
+
+    row: dict[str, object] = to_jsonable({
+        "node": f.result.node, "check": f.result.check, "gpu": f.result.gpu, "level": f.result.level.name,
+        "message": f.result.message, "action": str(f.result.action), "code": f.result.code,
+        "value": f.result.value, "threshold": f.result.threshold, "consecutive_runs": f.consecutive,
+        "confirm_runs": f.confirm_runs, "confirmed": f.confirmed})
+    return row

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import typer
+
+from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.facts.collected import NodeFacts
@@ -48,6 +50,65 @@ AcceptNewOpt = typer.Option(False, "--accept-new-hostkeys",
 SshConfigOpt = typer.Option(None, "--ssh-config", envvar="JUEYING_SSH_CONFIG", metavar="FILE",
                             help="ssh_config file to use instead of ~/.ssh/config and /etc/ssh/ssh_config "
                             "(like ssh -F).")
+
+
+FormatOpt = typer.Option(None, "--format", case_sensitive=False, metavar="FORMAT",
+                         help="table (default), json (the envelope, as --json), csv (RFC 4180) or tsv (one row a "
+                         "line, tab/newline/backslash escaped); rows carry the fields of --json.")
+FieldsOpt = typer.Option(None, "-o", "--fields", metavar="FIELD,...",
+                         help="Columns to print (table, csv, tsv), named as in --json; a.b.c reaches into a "
+                         "nested object. Repeatable.")
+NoHeaderOpt = typer.Option(False, "--no-header", help="csv, tsv and -o tables: no header line.")
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a table command prints: the format, the chosen fields (None: the command's default) and the header."""
+
+    format: OutputFormat
+    fields: list[str] | None
+    header: bool
+
+    @property
+    def json(self) -> bool:
+        return self.format == OutputFormat.JSON
+
+    @property
+    def rows(self) -> bool:
+        """Rows of --json fields (csv, tsv, or a table of -o fields) instead of the command's own table."""
+        return self.format in (OutputFormat.CSV, OutputFormat.TSV) or self.fields is not None
+
+
+def output_choice(json_output: bool, fmt: OutputFormat | None, fields: list[str] | None, no_header: bool,
+                  valid: Sequence[str]) -> Output:
+    """The output asked for; BadInputError (exit 2) for --json with another --format, -o with json, or an
+    unknown field (named, with the valid ones listed), before any work is done."""
+    from jueying_cli.errors import BadInputError
+    from jueying_cli.render.records import parse_fields
+
+    if json_output and fmt not in (None, OutputFormat.JSON):
+        raise BadInputError(f"--json is --format json; it cannot be combined with --format {fmt}", field="--format")
+    chosen = OutputFormat.JSON if json_output else OutputFormat(fmt or OutputFormat.TABLE)
+    parsed = parse_fields(fields, valid)
+    if parsed is not None and chosen == OutputFormat.JSON:
+        raise BadInputError("chooses the columns of table, csv and tsv output; --format json prints every field",
+                            field="-o/--fields")
+    return Output(chosen, parsed, not no_header)
+
+
+def print_rows(output: Output, rows: Sequence[Mapping[str, object]], default_fields: Sequence[str]) -> None:
+    """Rows (objects of the command's --json output) as csv, tsv, or a table of the chosen fields."""
+    from jueying_cli.render.records import check_paths, write_rows
+
+    fields = output.fields or list(default_fields)
+    if output.fields:
+        check_paths(rows, fields)
+    if output.format == OutputFormat.TABLE:
+        from jueying_cli.render.terminal import make_console, print_records
+
+        print_records(rows, fields, make_console(), header=output.header)
+    else:
+        write_rows(rows, fields, output.format, sys.stdout, header=output.header)
 
 
 Patterns = str | Sequence[str] | None  # one NodeSet expression, several (repeated -w/-x), or none

@@ -12,6 +12,7 @@ import typer
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 from jueying_cli.render.text import say
+from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.actions.cap import Cap
@@ -61,7 +62,8 @@ def _say_left(ctx: ActionContext, most: int = 8) -> None:
 def drain(
     nodes: str = typer.Argument(..., metavar="NODES", help="Nodes to drain (NodeSet syntax: gpu[001-004], @group)."),
     reason: str | None = typer.Option(None, "-r", "--reason", metavar="TEXT",
-                                      help="Why (required); stored as 'jueying: REASON [you]'."),
+                                      help="Why (required); stored as 'REASON [jueying:you]', your words first "
+                                      "(sinfo -R shows 20 characters)."),
     update_reason: bool = typer.Option(False, "--update-reason", help="Replace the reason of nodes already drained."),
     wait: bool = typer.Option(False, "--wait", help="Wait until no job runs on the nodes."),
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, metavar="SECONDS",
@@ -166,7 +168,8 @@ def resume(
     connect_timeout: float = common.ConnectTimeoutOpt,
     ssh_config: str | None = common.SshConfigOpt,
 ) -> None:
-    """Put drained nodes back in service. Only drains jueying wrote (reason 'jueying: ...') are resumed;
+    """Put drained nodes back in service. Only drains jueying wrote (reason '... [jueying:USER]', or
+    'jueying: ...' from earlier versions) are resumed;
     anything else needs --force. Exit codes: 0 done (or nothing to do); 1 a node failed or was skipped as a
     foreign drain; 2 bad usage or inventory.
     """
@@ -190,11 +193,19 @@ def log(
     nodes: str | None = typer.Argument(None, metavar="[NODES]", help="Only these nodes (NodeSet syntax)."),
     limit: int = typer.Option(50, "-n", "--limit", min=1, metavar="N", help="Newest entries to show."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
 ) -> None:
     """Show the audit log: every drain, resume and reason change jueying made or tried, with who, when, why,
     the state before and after, and the result (done, failed, or not_done/pending for an interrupted run)."""
-    from jueying_cli.inventory.select import expand
+    import dataclasses
 
+    from jueying_cli.inventory.select import expand
+    from jueying_cli.store.audit import AuditEntry
+
+    entry_fields = [f.name for f in dataclasses.fields(AuditEntry)]
+    out = common.output_choice(json_output, fmt, fields, no_header, entry_fields)
     store = common.open_store(readonly=True)
     try:
         if nodes:
@@ -204,7 +215,12 @@ def log(
             entries = store.audit.log(None, limit)
     finally:
         store.close()
-    if json_output:
+    if out.rows:
+        from jueying_cli.render.json import to_jsonable
+
+        common.print_rows(out, to_jsonable(entries), entry_fields)
+        raise typer.Exit(int(ExitCode.OK))
+    if out.json:
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("log", {"entries": entries}))

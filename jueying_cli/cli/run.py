@@ -9,6 +9,10 @@ import typer
 from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 from jueying_cli.render.text import say
+from jueying_cli.vocab import OutputFormat
+
+NODE_FIELDS = ("node",)  # a row of `nodes --format csv`: one of the names in data.nodes of --json
+RUN_FIELDS = ("node", "status", "rc", "stdout", "stderr", "duration_s", "error", "truncated")
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +40,9 @@ def run(
                              "output is always written as it came)."),
     json_output: bool = typer.Option(False, "--json", help="One JSON envelope with every node's outcome."),
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object per node, printed as each node finishes."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
     accept_new_hostkeys: bool = common.AcceptNewOpt,
     ssh_config: str | None = common.SshConfigOpt,
 ) -> None:
@@ -52,12 +59,17 @@ def run(
     from jueying_cli.transport.base import Command
     from jueying_cli.transport.fanout import run_many
 
+    out = common.output_choice(json_output, fmt, fields, no_header, RUN_FIELDS)
+    json_output = out.json
+    if jsonl and (out.json or out.rows):
+        raise typer.BadParameter("--jsonl prints its own rows; it cannot be combined with --json, --format "
+                                 "or -o", param_hint="--jsonl")
     opts = common.FleetOptions(inventory, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
     _, selected = common.select(opts)
     transport = common.make_transport(opts)
     transport.prepare(selected)
-    progress = common.progress_for(len(selected), enabled=not (json_output or jsonl) and gather)
+    progress = common.progress_for(len(selected), enabled=not (json_output or jsonl or out.rows) and gather)
     raw_out = raw or not sys.stdout.isatty()
     raw_err = raw or not sys.stderr.isatty()
 
@@ -68,7 +80,7 @@ def run(
         if jsonl:
             sys.stdout.write(render.jsonl(outcome) + "\n")
             sys.stdout.flush()
-        elif not gather and not json_output:
+        elif not gather and not json_output and not out.rows:
             render.print_prefixed(outcome, sys.stdout, sys.stderr, raw_out=raw_out, raw_err=raw_err)
         progress.advance()
 
@@ -81,7 +93,12 @@ def run(
         transport.close()
     outcomes = result.outcomes
     all_ok = all(o.ok for o in outcomes.values())
-    if json_output:
+    if out.rows:  # one row per node, as --json holds it; the summary stays on stderr
+        common.print_rows(out, [render.outcome_dict(o) for o in outcomes.values()], RUN_FIELDS)
+        if not all_ok or len(outcomes) > 1:
+            for line in render.summary_lines(outcomes):
+                say(f"jueying: {line}", err=True)
+    elif json_output:
         from jueying_cli.render.json import envelope, print_json
 
         failed = [o for o in outcomes.values() if not o.ok]
@@ -114,15 +131,23 @@ def nodes(
     expand: bool = typer.Option(False, "--expand", "-e", help="List every node on its own line, in the order "
                                 "ClusterShell's `nodeset -e` lists them."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
 ) -> None:
     """Print the selected nodes as a folded node set and a count (exit 2 if the selection is bad)."""
     from jueying_cli.inventory.select import fold
     from jueying_cli.render.text import safe
 
+    out = common.output_choice(json_output, fmt, fields, no_header, NODE_FIELDS)
     opts = common.FleetOptions(inventory, nodes_, exclude, 1, 1.0, None, False, None)
     inv, selected = common.select(opts)
     names = [n.name for n in selected]
-    if json_output:
+    if out.rows:  # a row per node, in `nodeset -e` order
+        from jueying_cli.inventory.select import nodeset_order
+
+        common.print_rows(out, [{"node": name} for name in nodeset_order(names)], NODE_FIELDS)
+    elif out.json:
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("nodes", {"nodeset": fold(names), "count": len(names), "nodes": names,

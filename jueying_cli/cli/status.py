@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import typer
@@ -9,11 +10,18 @@ import typer
 from jueying_cli.cli import common
 from jueying_cli.cli import status_output as output
 from jueying_cli.errors import ExitCode
+from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.inventory.model import Node
 
 DEFAULT_WATCH_S = 2.0
+INVENTORY_FIELDS = ("node", "status", "error", "facts")
+# The columns of the inventory table, as paths into the facts document (csv/tsv without -o).
+INVENTORY_DEFAULT_FIELDS = ("node", "status", "error", "facts.host.cpu.model", "facts.host.cpu.threads",
+                            "facts.host.memory.total_bytes", "facts.nvml.gpu_count", "facts.gpus.0.name",
+                            "facts.nvml.driver_version", "facts.nvml.cuda_driver_version", "facts.host.kernel",
+                            "facts.host.os.pretty_name")
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +33,9 @@ def register(app: typer.Typer) -> None:
 def status(
     gpus: bool = typer.Option(False, "--gpus", help="One row per GPU across the selection."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope instead of a table."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
     sort: str = typer.Option("state", "--sort", metavar="KEY",
                              help="state (problems first), node, util, temp, power, gpu-mem, "
                              "load or age."),
@@ -61,6 +72,10 @@ def status(
 
     if sort not in SORT_KEYS:
         raise typer.BadParameter(f"must be one of {', '.join(SORT_KEYS)}", param_hint="--sort")
+    out = common.output_choice(json_output, fmt, fields, no_header, output.status_fields(gpus=gpus))
+    if out.rows and watch is not None:
+        raise typer.BadParameter("--watch draws the table in place; for rows use --format csv/tsv without "
+                                 "--watch (or --watch --json for one envelope per refresh)", param_hint="--format")
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
     url = _prometheus_url(source)
@@ -74,7 +89,7 @@ def status(
         from jueying_cli.cli.watch import watch_status
 
         raise typer.Exit(watch_status(opts, selected, interval_s=watch, timeout_s=timeout, gpus=gpus, sort=sort,
-                                      fold=fold, json_output=json_output, count=count, inventory=inventory,
+                                      fold=fold, json_output=out.json, count=count, inventory=inventory,
                                       history=history_))
     from jueying_cli.status.view import build_view
 
@@ -83,7 +98,7 @@ def status(
         common.record_history(results)
     scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
     rc = output.render_status(build_view(results, sort=sort, fold=fold, scheduler=scheduler), gpus=gpus,
-                       json_output=json_output)
+                              json_output=out.json, rows=out if out.rows else None)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 
@@ -126,6 +141,9 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
 
 def inventory(
     json_output: bool = typer.Option(False, "--json", help="Print every node's full facts document."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
                                   help="Seconds the probe may run on each node."),
     inventory_: str | None = common.InventoryOpt,
@@ -143,16 +161,19 @@ def inventory(
     Exit codes: 0 every node answered; 1 some failed or were unreachable; 2 bad usage or inventory; 130
     interrupted.
     """
+    out = common.output_choice(json_output, fmt, fields, no_header, INVENTORY_FIELDS)
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
     _, selected = common.select(opts)
     results, interrupted = common.collect(opts, selected, timeout)
     missing = [r for r in results if r.facts is None]
-    if json_output:
+    nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
+              "facts": r.facts.to_document() if r.facts else None} for r in results]
+    if out.rows:
+        common.print_rows(out, nodes, INVENTORY_DEFAULT_FIELDS)
+    elif out.json:
         from jueying_cli.render.json import envelope, print_json
 
-        nodes = [{"node": r.name, "status": r.outcome.status, "error": r.outcome.error,
-                  "facts": r.facts.to_document() if r.facts else None} for r in results]
         print_json(envelope("inventory", {"nodes": nodes}, status=output.envelope_status(len(missing), len(results)),
                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
                                     for r in missing]))
@@ -174,6 +195,9 @@ def history(
     limit: int = typer.Option(50, "-n", "--limit", min=1, metavar="N", help="Show at most this many changes (newest)."),
     all_rows: bool = typer.Option(False, "--all", help="Show every collection, not only changes."),
     json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope."),
+    fmt: OutputFormat | None = common.FormatOpt,
+    fields: list[str] | None = common.FieldsOpt,
+    no_header: bool = common.NoHeaderOpt,
 ) -> None:
     """Show how a node's key facts changed over time: status, GPU count, lost GPUs, ECC counts, pending row
     remaps, driver, CUDA and kernel, from the state database (JUEYING_STATE_DB, default
@@ -183,6 +207,9 @@ def history(
     be read (the message names the file and what to do).
     """
     from jueying_cli.status.history import history_changes
+    from jueying_cli.store import HistoryRow
+
+    out = common.output_choice(json_output, fmt, fields, no_header, [f.name for f in dataclasses.fields(HistoryRow)])
     store = common.open_store(readonly=True)
     try:
         rows = store.history.read(node, limit=100_000)
@@ -190,7 +217,12 @@ def history(
         store.close()
     shown = rows if all_rows else history_changes(rows)
     shown = shown[-limit:]
-    if json_output:
+    if out.rows:
+        from jueying_cli.render.json import to_jsonable
+
+        common.print_rows(out, to_jsonable(shown), [f.name for f in dataclasses.fields(HistoryRow)])
+        raise typer.Exit(int(ExitCode.OK))
+    if out.json:
         from jueying_cli.render.json import envelope, print_json
 
         print_json(envelope("history", {"node": node, "rows": shown, "collections": len(rows)}))

@@ -44,10 +44,34 @@ def read_scheduler(opts: common.FleetOptions, inventory: Inventory, selected: Se
     return found
 
 
-def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: Console | None = None) -> int:
-    """Print one status view; returns the exit code (1 when some node gave no facts, or only stale ones)."""
+def status_fields(*, gpus: bool) -> list[str]:
+    """The fields of one `status --json` row: a node summary, or with --gpus a GPU of the facts document."""
+    import dataclasses
+
+    from jueying_cli.facts.schema import GPU_KEYS
+    from jueying_cli.status.summary import NodeSummary
+
+    return ["node", *GPU_KEYS] if gpus else [f.name for f in dataclasses.fields(NodeSummary)]
+
+
+def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: Console | None = None,
+                  rows: common.Output | None = None) -> int:
+    """Print one status view; returns the exit code (1 when some node gave no facts, or only stale ones).
+    With `rows`, the --json rows as csv/tsv or a table of chosen fields (nodes that gave no facts, under
+    --gpus, are named on stderr)."""
     rc = int(ExitCode.NODES_FAILED if view.missing else ExitCode.OK)
     errors = [{"node": r.name, "status": r.outcome.status, "message": r.outcome.error} for r in view.missing]
+    if rows is not None:
+        from jueying_cli.render.json import to_jsonable
+
+        if gpus:
+            common.print_rows(rows, [{"node": name, **g.to_document()} for name, facts in view.answered
+                                     for g in facts.gpus], status_fields(gpus=True))
+            for e in errors:
+                common.warn(f"{e['node']}: {e['status']}: {e['message']}")
+        else:
+            common.print_rows(rows, to_jsonable(view.rows), status_fields(gpus=False))
+        return rc
     if json_output:
         from jueying_cli.render.json import envelope, print_json
 

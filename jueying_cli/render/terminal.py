@@ -11,8 +11,8 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import IO, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, TypeVar
 
 from rich import box
 from rich.console import Console
@@ -24,6 +24,7 @@ from rich.text import Text
 
 from jueying_cli.checks.model import CheckResult
 from jueying_cli.facts.model import Facts, GpuFacts
+from jueying_cli.render.records import cell_text, value_at
 from jueying_cli.render.text import safe
 from jueying_cli.status.summary import NodeSummary
 from jueying_cli.store import HistoryRow
@@ -250,6 +251,18 @@ def print_inventory(rows: Iterable[tuple[str, Facts]], console: Console) -> None
                          _gib(facts.host.memory_total_bytes), gpus, facts.nvml.driver_version or "-",
                          facts.nvml.cuda_driver_version or "-", facts.host.kernel or "-",
                          facts.host.os_pretty_name or "-"))
+    _emit(console, table)
+
+
+def print_records(rows: Sequence[Mapping[str, Any]], fields: Sequence[str], console: Console, *,
+                  header: bool = True) -> None:
+    """A table of the chosen --json fields (`-o`), one row per object; headers are the field names."""
+    table = _table(console)
+    table.show_header = header
+    for field in fields:
+        table.add_column(field.upper(), no_wrap=True)
+    for row in rows:
+        _add_row(table, (cell_text(value_at(row, f)) or "-" for f in fields))
     _emit(console, table)
 
 

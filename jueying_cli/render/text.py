@@ -22,6 +22,9 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\
 # The same, but keeping line breaks and tabs (for multi-line blocks such as command output on a terminal).
 _UNSAFE_BLOCK = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u061c\u200e"
                            "\u200f\ud800-\udfff]|\r(?!\n)")
+# For CSV cells: as _UNSAFE, but newline and tab are kept (the csv quoting carries them).
+_UNSAFE_CELL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u061c\u200e\u200f"
+                          "\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -45,6 +48,20 @@ def safe(value: object) -> str:
 def safe_block(value: str) -> str:
     """Several lines: newlines, CRLF and tabs kept, every other control character shown escaped."""
     return _UNSAFE_BLOCK.sub(_escape, value)
+
+
+def safe_cell(value: str) -> str:
+    """A CSV cell (RFC 4180 quoting carries commas, quotes, newlines and tabs exactly): every other control
+    character, the carriage return included, shown escaped as safe() shows it, so `cat out.csv` on a
+    terminal cannot act on it. A backslash is not doubled (as in the tables)."""
+    return _UNSAFE_CELL.sub(_escape, value)
+
+
+def safe_tsv(value: str) -> str:
+    """A TSV cell: one line without tabs. The backslash is doubled first, then tab, newline and carriage
+    return become \\t \\n \\r and every other control character \\xNN (as safe() shows them), so the
+    escaping can be undone exactly (the text format of PostgreSQL's COPY and MySQL's batch output)."""
+    return safe(value.replace("\\", "\\\\"))
 
 
 def is_safe(value: str) -> bool:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from jueying_cli.errors import SchedulerError
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
-from jueying_cli.scheduler.base import NodeState
+from jueying_cli.scheduler.base import NodeState, reason_user
 from jueying_cli.store import Store
 from jueying_cli.transport.base import Command, Transport
 from jueying_cli.vocab import Backend, SchedulerState
@@ -109,7 +109,7 @@ class BuiltinScheduler:
                 failed.append(f"{name}: {outcome.status}: {outcome.error or 'failed'}" + (f": {said}" if said else ""))
                 continue
             self.store.ledger.write([name], drained=drained, reason=reason,
-                                    user=_reason_user(reason) if reason else None, now=time.time())
+                                    user=reason_user(reason) if reason else None, now=time.time())
         if failed:
             raise SchedulerError("could not update the drain marker on " + "; ".join(failed))
 
@@ -166,11 +166,5 @@ class BuiltinScheduler:
             if in_ledger == (read.drained, read.reason if read.drained else None):
                 continue
             self.store.ledger.write([name], drained=read.drained, reason=read.reason,
-                                    user=_reason_user(read.reason) if read.reason else None, now=time.time())
+                                    user=reason_user(read.reason) if read.reason else None, now=time.time())
         return unreadable
-
-
-def _reason_user(reason: str) -> str | None:
-    if reason.endswith("]") and "[" in reason:
-        return reason[reason.rindex("[") + 1:-1]
-    return None

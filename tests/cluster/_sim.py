@@ -297,6 +297,7 @@ class SimNode:
         self.sshd_config_path = self.dir / "sshd_config"
         self.host_key_path = self.dir / "ssh_host_ed25519_key"
         self.host_cert_path = self.dir / "ssh_host_ed25519_key-cert.pub"  # presented while it exists
+        self.user_ca_path: Path | None = None  # sshd's TrustedUserCAKeys, when set (trust_user_ca)
         self.log_path = self.dir / "sshd.log"
         self._proc: subprocess.Popen[bytes] | None = None  # the unshare wrapper, when we started it
         self._wrapper_pid: int | None = None
@@ -486,6 +487,13 @@ class SimNode:
                            check=True, capture_output=True, stdin=subprocess.DEVNULL)
             self._reconfigure()
             return self.host_cert_path
+
+    def trust_user_ca(self, ca_public_key: Path | None) -> None:
+        """Make sshd accept user certificates signed by this CA (`TrustedUserCAKeys`; None: no CA), restarted
+        if running. The certificate's principals must name the login user (root)."""
+        with self._lock:
+            self.user_ca_path = ca_public_key
+            self._reconfigure()
 
     def drop_host_certificate(self) -> None:
         """Stop presenting a host certificate (restarted if running)."""
@@ -732,6 +740,8 @@ class SimCluster:
     def _sshd_config(self, node: SimNode) -> str:
         set_env = " ".join(_config_quote(f"{k}={v}") for k, v in self._session_env(node).items())
         cert = f"HostCertificate {_config_quote(str(node.host_cert_path))}\n" if node.host_cert_path.exists() else ""
+        if node.user_ca_path is not None:
+            cert += f"TrustedUserCAKeys {_config_quote(str(node.user_ca_path))}\n"
         return (
             f"# sshd for simulated node {node.name}, written by tests/cluster\n"
             f"ListenAddress {node.address}:{node.port}\n"

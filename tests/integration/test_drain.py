@@ -106,18 +106,18 @@ def test_drain_is_recorded_idempotent_and_resumable(env: dict[str, str], sim: Si
     first = jy(env, "drain", "node02", "--reason", "xid 79 on GPU 3, OPS-1")
     assert first.rc == 0, first.stderr
     assert first.stdout.startswith("node02: drained:")
-    assert drained_reason(env, "node02") == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+    assert drained_reason(env, "node02") == "xid 79 on GPU 3, OPS-1 [jueying:root]"
     if env["JUEYING_BACKEND"] == "builtin":  # marked on the node itself for other tooling
-        assert (sim.node("node02").dir / "drained").read_text().strip() == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+        assert (sim.node("node02").dir / "drained").read_text().strip() == "xid 79 on GPU 3, OPS-1 [jueying:root]"
 
     again = jy(env, "drain", "node02", "--reason", "something else")
     assert again.rc == 0
     assert "unchanged: already drained by root at" in again.stdout and "xid 79" in again.stdout
-    assert drained_reason(env, "node02") == "jueying: xid 79 on GPU 3, OPS-1 [root]"  # changed nothing
+    assert drained_reason(env, "node02") == "xid 79 on GPU 3, OPS-1 [jueying:root]"  # changed nothing
 
     updated = jy(env, "drain", "node02", "--reason", "RMA ticket 77", "--update-reason")
     assert updated.rc == 0 and "reason updated" in updated.stdout
-    assert drained_reason(env, "node02") == "jueying: RMA ticket 77 [root]"
+    assert drained_reason(env, "node02") == "RMA ticket 77 [jueying:root]"
 
     dry = jy(env, "resume", "node02", "--dry-run")
     assert dry.rc == 0 and "would resume" in dry.stdout
@@ -130,8 +130,8 @@ def test_drain_is_recorded_idempotent_and_resumable(env: dict[str, str], sim: Si
     entries = [e for e in audit(env) if e["node"] == "node02"]
     assert [(e["action"], e["result"]) for e in entries] == [("drain", "done"), ("update_reason", "done"),
                                                              ("resume", "done")]
-    assert entries[0]["actor"] == "root" and entries[0]["reason"] == "jueying: xid 79 on GPU 3, OPS-1 [root]"
-    assert entries[0]["after_reason"] == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+    assert entries[0]["actor"] == "root" and entries[0]["reason"] == "xid 79 on GPU 3, OPS-1 [jueying:root]"
+    assert entries[0]["after_reason"] == "xid 79 on GPU 3, OPS-1 [jueying:root]"
 
 
 def test_a_reason_is_required(env: dict[str, str]) -> None:
@@ -217,8 +217,8 @@ def test_check_drains_and_resumes_automatically(env: dict[str, str], sim: SimClu
     actions = {(a["node"], a["action"]): a for a in first.json()["data"]["actions"]}
     assert actions[("node04", "drain")]["result"] == "drained"
     assert actions[("node05", "drain")]["result"] == "drained"
-    assert drained_reason(env, "node04") == "jueying: auto: xid XID_79 gpu0 [jueying-check]"
-    assert drained_reason(env, "node05", ).startswith("jueying: auto: ecc_uncorrected")
+    assert drained_reason(env, "node04") == "xid XID_79 gpu0 [jueying-check]"
+    assert drained_reason(env, "node05", ).startswith("ecc_uncorrected ")
     # the fault goes away; two clean runs later the node is back, the manual drain stays
     sim.node("node04").clear_kernel_log()
     sim.node("node05").set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 0})
@@ -229,9 +229,56 @@ def test_check_drains_and_resumes_automatically(env: dict[str, str], sim: SimClu
     resumed = {a["node"]: a["result"] for a in third.json()["data"]["actions"]}
     assert resumed == {"node04": "resumed", "node05": "resumed"}
     assert drained_reason(env, "node04") is None
-    assert drained_reason(env, "node01") == "jueying: manual maintenance [root]"
+    assert drained_reason(env, "node01") == "manual maintenance [jueying:root]"
     actors = {(e["node"], e["action"]): e["actor"] for e in audit(env)}
     assert actors[("node04", "drain")] == "jueying-check" and actors[("node04", "resume")] == "jueying-check"
+
+
+def _sinfo(env: dict[str, str], *args: str) -> str:
+    """The real `sinfo` of the test cluster, as an operator would type it."""
+    return subprocess.run(["sinfo", *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("env", ["slurm"], indirect=True)
+def test_sinfo_r_shows_the_operators_words_and_resume_knows_both_layouts(env: dict[str, str], sim: SimCluster,
+                                                                        tmp_path: Path) -> None:
+    """`sinfo -R` cuts REASON at 20 characters: they are the operator's words, jueying's tag comes last. Drains
+    written by earlier versions (`jueying: ... [user]`, `jueying: auto: ...`) are still jueying's own."""
+    words = "xid 79 on GPU 3, ticket OPS-1234"
+    assert jy(env, "drain", "node02", "-r", words).rc == 0
+    lines = _sinfo(env, "-R").splitlines()
+    assert lines[0].split() == ["REASON", "USER", "TIMESTAMP", "NODELIST"]
+    row = next(line for line in lines if line.endswith("node02"))
+    assert row.startswith(words[:20] + " "), row  # the default layout, %20E: the operator's 20 characters
+    full = _sinfo(env, "-h", "-R", "-o", "%n|%200E").splitlines()
+    assert f"node02|{words} [jueying:root]" in [line.rstrip() for line in full]
+
+    def scontrol(node: str, reason: str) -> None:
+        subprocess.run(["scontrol", "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}"],
+                       env={**os.environ, **env}, check=True)
+
+    scontrol("node03", "jueying: old layout [ops]")  # written by an earlier jueying
+    scontrol("node04", "jueying: auto: xid XID_79 gpu0 [jueying-check]")  # an earlier check --drain
+    scontrol("node05", "maintenance [jueying:ops] by hand")  # the tag must END the reason
+    scontrol("node06", "psu swap")  # an operator's own scontrol drain
+    status = {n["node"]: n for n in jy(env, "status", "--json", "--no-history").json()["data"]["nodes"]}
+    assert status["node03"]["drain_reason"] == "jueying: old layout [ops]"
+
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    auto = jy({**env, "JUEYING_CHECKS": str(checks)}, "check", "--resume", "--resume-after", "1", "--json")
+    assert {(a["node"], a["result"]) for a in auto.json()["data"]["actions"]} == {("node04", "resumed")}
+    assert drained_reason(env, "node04") is None
+    assert drained_reason(env, "node02") == f"{words} [jueying:root]"  # an operator's jueying drain stays
+
+    foreign = jy(env, "resume", "node[05-06]")
+    assert foreign.rc == 1 and "not a jueying drain" in foreign.stdout, foreign
+    assert drained_reason(env, "node05") == "maintenance [jueying:ops] by hand"
+    ours = jy(env, "resume", "node[02-03]")
+    assert ours.rc == 0, ours
+    assert drained_reason(env, "node02") is None and drained_reason(env, "node03") is None
+    assert [line for line in _sinfo(env, "-h", "-R", "-o", "%n").split() if line in ("node02", "node03")] == []
 
 
 def test_automation_never_exceeds_the_cap(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
@@ -369,7 +416,7 @@ def test_failover_rolls_back_a_failing_step_and_keeps_the_failed_node_drained(
     assert not (sim.node("node02").dir / "fenced").exists()
     assert not (sim.node("node06").dir / "promoted").exists()
     assert "node02 stays drained" in data["left"]
-    assert drained_reason(failover_env, "node02") == "jueying: failover to node06: xid 79 [root]"
+    assert drained_reason(failover_env, "node02") == "xid 79 (failover to node06) [jueying:root]"
     entry = [e for e in audit(failover_env) if e["action"] == "failover"][-1]
     assert entry["node"] == "node02" and entry["after_state"] == "rolled_back" and entry["result"] == "failed"
 

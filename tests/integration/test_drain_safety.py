@@ -286,8 +286,8 @@ def test_an_unreadable_marker_never_decides_a_pending_entry(builtin: Env) -> Non
     sim.node("node02").stop()  # a drained node is unreachable when the entries are settled
     other = jy(env, "drain", "node06", "-r", "y")
     assert other.rc == 0, other.stdout + other.stderr
-    assert ledger(env)["node02"] == "jueying: x [root]", "the drain of an unreachable node was erased"
-    results = {e.node: e.result for e in audit(env) if e.reason == "jueying: x [root]"}
+    assert ledger(env)["node02"] == "x [jueying:root]", "the drain of an unreachable node was erased"
+    results = {e.node: e.result for e in audit(env) if e.reason == "x [jueying:root]"}
     assert results == {"node01": "done", "node02": "pending", "node03": "done", "node04": "not_done",
                        "node05": "not_done"}
     assert "settled 4 audit entries" in other.stderr
@@ -342,8 +342,8 @@ def test_two_runs_draining_one_node_leave_one_drain(builtin: Env) -> None:
     assert b.rc == 0, b.stdout + b.stderr
     assert a.stdout.startswith("node03: drained:")
     assert b.stdout.startswith("node03: unchanged: already drained by root at"), b.stdout
-    assert "jueying: a [root]" in b.stdout, b.stdout
-    assert [(e.action, e.reason, e.result) for e in audit(env)] == [("drain", "jueying: a [root]", "done")]
+    assert "a [jueying:root]" in b.stdout, b.stdout
+    assert [(e.action, e.reason, e.result) for e in audit(env)] == [("drain", "a [jueying:root]", "done")]
     assert_agree(env)
 
 
@@ -367,9 +367,9 @@ def test_a_change_planned_on_a_state_another_run_changed_is_not_made(builtin: En
     assert u.rc == 0 and "reason updated" in u.stdout, u.stdout + u.stderr
     assert r.rc == 0, r.stdout + r.stderr
     assert r.stdout.startswith("node03: unchanged: drained again by root at"), r.stdout
-    assert "jueying: second [root] since this one looked; not resumed" in r.stdout, r.stdout
+    assert "second [jueying:root] since this one looked; not resumed" in r.stdout, r.stdout
     assert [(e.action, e.result) for e in audit(env)] == [("drain", "done"), ("update_reason", "done")]
-    assert actual(env)["node03"] == "jueying: second [root]"
+    assert actual(env)["node03"] == "second [jueying:root]"
     assert_agree(env)
 
 
@@ -379,7 +379,7 @@ def test_the_builtin_cap_counts_unreachable_and_hung_nodes(builtin: Env) -> None
     sim.node("node05").stop()
     sim.node("node06").stop()
     sim.node("node07").freeze()
-    (sim.node("node08").dir / "drained").write_text("jueying: by hand [ops]\n")  # drained per its marker only
+    (sim.node("node08").dir / "drained").write_text("by hand [jueying:ops]\n")  # drained per its marker only
     started = time.monotonic()
     dry = jy(env, "drain", "node01", "-r", "x", "--dry-run", "--json", "--connect-timeout", "2")
     assert time.monotonic() - started < 15  # a hung node costs the check its short timeout (twice), not more
@@ -462,7 +462,7 @@ def test_sigkill_at_many_points_then_the_next_command_agrees(env: Env) -> None:
         seen.add("none" if not left else "pending" if any(e.result == "pending" for e in left) else "settled")
         if action == "drain":  # finish the job: drain what is not drained, update the reason of the rest
             follow = jy(env, "drain", nodes, "-r", f"after {point}", "--update-reason")
-            expect: str | None = f"jueying: after {point} [root]"
+            expect: str | None = f"after {point} [jueying:root]"
         else:
             follow = jy(env, "resume", nodes)
             expect = None

@@ -260,7 +260,7 @@ def test_log_and_history_read_a_database_on_a_read_only_mount(gpu_node: GpuNode,
     assert run_jueying(["status"], env).rc == 0
     full = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     full.update(env, PYTHONPATH=str(REPO))
-    for args, rc, words in ((["log"], 0, "jueying: disk"), (["history", "n6"], 0, "collection(s)"),
+    for args, rc, words in ((["log"], 0, "disk [jueying:root]"), (["history", "n6"], 0, "collection(s)"),
                             (["drain", "n7", "-r", "x"], 2, "cannot write the state database"),
                             (["check"], 3, "UNKNOWN")):
         proc = subprocess.run(["unshare", "-m", "sh", "-c", f'mount --bind -o ro "{state}" "{state}" && exec '

@@ -99,8 +99,8 @@ def test_drain_exits_1_when_a_node_is_unreachable(make_env: Callable[..., Env], 
     assert rows["node02"]["result"] == "failed" and "node02: unreachable" in rows["node02"]["note"]
     assert doc["status"] == "partial" and [e["node"] for e in doc["errors"]] == ["node02"]
     # what the backend shows: node01 drained (ledger and marker), node02 not
-    assert ledger_drained(db_of(env)) == {"node01": "jueying: fan fault [root]"}
-    assert markers(sim) == {"node01": "jueying: fan fault [root]\n"}
+    assert ledger_drained(db_of(env)) == {"node01": "fan fault [jueying:root]"}
+    assert markers(sim) == {"node01": "fan fault [jueying:root]\n"}
     assert [(e["node"], e["action"], e["result"]) for e in audit_rows(db_of(env))] == [
         ("node01", "drain", "done"), ("node02", "drain", "failed")]
 
@@ -127,7 +127,7 @@ def test_the_default_cap_is_10_percent_and_force_is_written_to_the_log(make_env:
 
     forced = jy(env, "drain", "node03", "-r", "rack work", "--force")
     assert forced.rc == 0 and forced.stdout.startswith("node03: drained:")
-    assert ledger_drained(db_of(env))["node03"] == "jueying: rack work [root]"
+    assert ledger_drained(db_of(env))["node03"] == "rack work [jueying:root]"
     entries = audit_rows(db_of(env))
     assert [(e["node"], e["result"], e["message"]) for e in entries] == [
         ("node01", "done", None), ("node02", "done", None), ("node03", "done", "forced past max_unavailable")]
@@ -156,7 +156,7 @@ def test_the_cap_is_never_below_one_node(make_env: Callable[..., Env], sim: SimC
     env = make_env("max_unavailable_pct: 4")  # 4 % of 20 = 0.8 nodes: still one may be drained
     one = jy(env, "drain", "node07", "-r", "bad gpu")
     assert one.rc == 0 and one.stdout.startswith("node07: drained:")
-    assert markers(sim) == {"node07": "jueying: bad gpu [root]\n"}
+    assert markers(sim) == {"node07": "bad gpu [jueying:root]\n"}
     two = jy(env, "drain", "node08", "-r", "bad gpu")
     assert two.rc == 1 and ("would make 2 of 20 unavailable (1 already unavailable: 1 drained, 0 down), over "
                             "max_unavailable 1 (4% of 20)" in two.stderr)

@@ -154,7 +154,7 @@ def test_dry_runs_change_nothing(backend: str, make_env: Callable[..., Env], sim
     assert failover.rc == 0, failover.stderr
     assert "1. drain node02" in failover.stdout and "failover planned: dry run: nothing changed" in failover.stdout
     assert snapshot() == before
-    assert drained(env, sim) == {"node01": "jueying: before [root]"}
+    assert drained(env, sim) == {"node01": "before [jueying:root]"}
 
 
 # ---- drain --wait interrupted
@@ -180,7 +180,7 @@ def test_ctrl_c_during_drain_wait_leaves_the_node_drained_and_exits_130(
     assert lines[0].startswith("node04: drained: ")
     assert lines[1].startswith("wait aborted (the nodes stay drained) after ")
     assert lines[2:] == [f"  node04: {job}"]
-    assert drained(env, sim) == {"node04": "jueying: job ends soon [root]"}
+    assert drained(env, sim) == {"node04": "job ends soon [jueying:root]"}
     assert entries(env) == [("node04", "drain", "done")]  # the log was settled before the wait
     assert slurm.job_state(job) == "RUNNING"  # draining never touches running jobs
 
@@ -202,8 +202,8 @@ def test_failover_exits_1_when_no_spare_is_healthy(make_env: Callable[..., Env],
         "no_spare", None, "no healthy spare available", [])
     verdicts = {row["spare"]: row["verdict"] for row in data["spares"]}
     assert "CRITICAL" in verdicts["node05"]
-    assert verdicts["node06"] == "drained: jueying: spare under repair [root]"
-    assert drained(env, sim) == {"node06": "jueying: spare under repair [root]"}  # node02 was not drained
+    assert verdicts["node06"] == "drained: spare under repair [jueying:root]"
+    assert drained(env, sim) == {"node06": "spare under repair [jueying:root]"}  # node02 was not drained
     assert entries(env) == [("node06", "drain", "done")]  # no failover was tried
 
 
@@ -216,7 +216,7 @@ def test_failover_exits_1_when_the_cap_refuses_the_drain(make_env: Callable[...,
     assert ("would make 2 of 6 unavailable (1 already unavailable: 1 drained, 0 down), over max_unavailable 1 "
             "(max_unavailable)"
             in result.stderr)
-    assert drained(env, sim) == {"node01": "jueying: psu [root]"}
+    assert drained(env, sim) == {"node01": "psu [jueying:root]"}
     assert entries(env) == [("node01", "drain", "done")]
     assert not any((n.dir / f).exists() for n in sim.nodes for f in STEP_FILES)  # no step ran
 
@@ -245,7 +245,7 @@ verify:
     assert data["left"] == ("verification 'the spare serves' failed; 2 done step(s) undone; node02 stays drained, "
                             "node05 as it was")
     assert not (sim.node("node02").dir / "fenced").exists() and not (sim.node("node05").dir / "promoted").exists()
-    assert drained(env, sim) == {"node02": "jueying: failover to node05: xid 79 [root]"}
+    assert drained(env, sim) == {"node02": "xid 79 (failover to node05) [jueying:root]"}
     log = audit_rows(db_of(env))
     assert [(e["node"], e["action"], e["result"]) for e in log] == [
         ("node02", "failover", "failed"), ("node02", "drain", "done")]
@@ -289,7 +289,7 @@ steps:
                             "node03 stays drained; finish by hand")
     assert not (sim.node("node03").dir / "fenced").exists()  # undone after the failed undo
     assert (sim.node("node05").dir / "promoted").exists() and note.read_text() == "node03\n"  # left as reported
-    assert drained(env, sim) == {"node03": "jueying: failover to node05 [root]"}
+    assert drained(env, sim) == {"node03": "failover to node05 [jueying:root]"}
     log = audit_rows(db_of(env))
     assert [(e["result"], e["after_state"]) for e in log if e["action"] == "failover"] == [
         ("failed", "rollback_incomplete")]
@@ -334,7 +334,7 @@ def test_a_killed_resume_is_settled_by_the_next_command(backend: str, make_env: 
         assert drained(env, sim) == {}
     else:
         assert [settled[n]["result"] for n in ("node01", "node02", "node03")] == ["done", "not_done", "not_done"]
-        assert drained(env, sim) == {"node02": "jueying: kill test [root]", "node03": "jueying: kill test [root]"}
+        assert drained(env, sim) == {"node02": "kill test [jueying:root]", "node03": "kill test [jueying:root]"}
     assert all(e["message"] == "settled after an interrupted run" for e in settled.values())
 
 
@@ -364,7 +364,7 @@ def test_a_failover_killed_in_a_step_is_settled_by_the_next_command(make_env: Ca
     assert entries(env) == [("node02", "failover", "unknown"), ("node02", "drain", "done")]
     assert audit_rows(db_of(env))[0]["message"] == ("settled after an interrupted run: how far the failover's steps "
                                                     "got is not known; check the spare and the failed node")
-    assert drained(env, sim) == {"node02": "jueying: failover to node05 [root]"}  # it stays drained
+    assert drained(env, sim) == {"node02": "failover to node05 [jueying:root]"}  # it stays drained
 
 
 def test_a_failover_killed_before_its_drain_is_settled_unknown_and_its_drain_not_done(

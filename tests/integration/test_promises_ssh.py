@@ -616,7 +616,7 @@ def test_builtin_drain_marker_goes_through_sudo_n_for_a_non_root_user(cluster: S
     try:
         drained = jy(env, "drain", "ps14", "--reason", "promise test")
         assert drained.rc == 0, drained.stdout + drained.stderr
-        assert marker.read_text().strip() == "jueying: promise test [root]"
+        assert marker.read_text().strip() == "promise test [jueying:root]"
         assert marker.stat().st_uid == 0  # written by root, through sudo -n: jyp_sudo could not have
         resumed = jy(env, "resume", "ps14")
         assert resumed.rc == 0, resumed.stdout + resumed.stderr
@@ -647,6 +647,6 @@ def test_builtin_drain_marker_uses_sudo_for_a_user_named_by_ssh_config(cluster: 
     try:
         drained = jy(env, "drain", "ps16", "--reason", "promise test")
         assert drained.rc == 0, drained.stdout + drained.stderr
-        assert marker.read_text().strip() == "jueying: promise test [root]"
+        assert marker.read_text().strip() == "promise test [jueying:root]"
     finally:
         marker.unlink(missing_ok=True)

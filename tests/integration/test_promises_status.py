@@ -81,15 +81,15 @@ def test_status_shows_a_drained_builtin_node_with_its_reason(env: Env) -> None:
     assert jy(env, "drain", "node02", "-r", "PSU swap, OPS-12").rc == 0
     nodes = rows(env)
     assert nodes["node02"]["state"] == "drained"
-    assert nodes["node02"]["reason"] == "jueying: PSU swap, OPS-12 [root]"
+    assert nodes["node02"]["reason"] == "PSU swap, OPS-12 [jueying:root]"
     assert (nodes["node02"]["scheduler"], nodes["node02"]["scheduler_state"], nodes["node02"]["drain_reason"]) == (
-        "builtin", "drained", "jueying: PSU swap, OPS-12 [root]")
+        "builtin", "drained", "PSU swap, OPS-12 [jueying:root]")
     for name in ("node01", "node03", "node04"):
         assert (nodes[name]["state"], nodes[name]["scheduler_state"], nodes[name]["drain_reason"]) == (
             "ok", "idle", None)
     table = jy(env, "status", "--no-history")
     assert table.rc == 0
-    assert line_of(table.stdout, "node02").startswith("node02 drained (jueying: PSU swap, OPS-12 [root]) ")
+    assert line_of(table.stdout, "node02").startswith("node02 drained (PSU swap, OPS-12 [jueying:root]) ")
     assert table.stdout.splitlines()[1].startswith("node02 ")  # a drained node comes before healthy ones
     assert "drain/resume through builtin for node[01-04]" in table.stdout
 
@@ -98,7 +98,7 @@ def test_status_shows_drained_and_draining_slurm_nodes_with_their_reason(slurm_e
     job = slurm.submit_sleep("node03", 300)
     assert jy(slurm_env, "drain", "node[02-03]", "-r", "xid 79").rc == 0
     nodes = rows(slurm_env)
-    reason = "jueying: xid 79 [root]"
+    reason = "xid 79 [jueying:root]"
     assert (nodes["node02"]["state"], nodes["node02"]["scheduler"], nodes["node02"]["scheduler_state"],
             nodes["node02"]["drain_reason"]) == ("drained", "slurm", "drained", reason)
     assert (nodes["node03"]["state"], nodes["node03"]["scheduler_state"], nodes["node03"]["drain_reason"]) == (

@@ -195,7 +195,7 @@ def test_drain_resume_and_log_go_through_the_controller(setup: Setup) -> None:
     drained = setup.jy("drain", "node03", "-r", "xid 79 on GPU 3, OPS-1")
     assert drained.rc == 0, drained.stderr
     assert drained.stdout.startswith("node03: drained:"), drained.stdout
-    assert _drained(setup.slurm, "node03") == "jueying: xid 79 on GPU 3, OPS-1 [root]"
+    assert _drained(setup.slurm, "node03") == "xid 79 on GPU 3, OPS-1 [jueying:root]"
     assert f"{CONTROLLER} scontrol update NodeName=node03 State=DRAIN" in "\n".join(setup.controller_calls())
 
     again = setup.jy("drain", "node03", "-r", "something else")
@@ -211,7 +211,7 @@ def test_drain_resume_and_log_go_through_the_controller(setup: Setup) -> None:
     entries = [(e["action"], e["node"], e["backend"], e["result"]) for e in log.json()["data"]["entries"]]
     assert entries == [("drain", "node03", "slurm", "done"), ("resume", "node03", "slurm", "done")]
     text = setup.jy("log")
-    assert "drain node03 [slurm] done" in text.stdout and "reason: jueying: xid 79 on GPU 3, OPS-1 [root]" \
+    assert "drain node03 [slurm] done" in text.stdout and "reason: xid 79 on GPU 3, OPS-1 [jueying:root]" \
         in text.stdout
     assert "resume node03 [slurm] done" in text.stdout
     _no_local_slurm(setup)
@@ -223,8 +223,8 @@ def test_check_drains_and_resumes_through_the_controller(setup: Setup) -> None:
     assert first.rc == 2, first.stdout + first.stderr  # CRITICAL
     actions = first.json()["data"]["actions"]
     assert actions == [{"node": "node04", "action": "drain", "result": "drained",
-                        "note": "jueying: auto: ecc_uncorrected ECC_DBE_VOLATILE gpu2 [jueying-check]"}]
-    assert _drained(setup.slurm, "node04") == "jueying: auto: ecc_uncorrected ECC_DBE_VOLATILE gpu2 [jueying-check]"
+                        "note": "ecc_uncorrected ECC_DBE_VOLATILE gpu2 [jueying-check]"}]
+    assert _drained(setup.slurm, "node04") == "ecc_uncorrected ECC_DBE_VOLATILE gpu2 [jueying-check]"
 
     setup.gpu_nodes.node("node04").set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 0})  # the fault is gone
     second = setup.jy("check", "--drain", "--resume", "--resume-after", "2", "--json")
@@ -256,7 +256,7 @@ def test_failover_judges_spares_and_drains_through_the_controller(setup: Setup) 
     assert done.rc == 0, done.stdout + done.stderr
     assert "failover done:" in done.stdout
     assert (setup.gpu_nodes.node("node04").dir / "promoted").read_text().strip() == "replaces node01"
-    assert _drained(setup.slurm, "node01") == "jueying: failover to node04: xid 79 [root]"
+    assert _drained(setup.slurm, "node01") == "xid 79 (failover to node04) [jueying:root]"
     _no_local_slurm(setup)
 
 

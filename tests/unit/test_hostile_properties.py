@@ -24,6 +24,7 @@ from jueying_cli.inventory.loader import load_inventory_file
 from jueying_cli.inventory.model import Inventory, Node
 from jueying_cli.inventory.select import fold, select_nodes
 from jueying_cli.render.text import is_safe, safe, safe_block
+from jueying_cli.scheduler.base import bare_reason, is_auto_reason, is_jueying_reason
 
 FAST = settings(max_examples=150, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="jueying-hypothesis-"))
@@ -159,9 +160,12 @@ def test_any_drain_reason_is_kept_exactly_and_printed_safely(text: str) -> None:
     try:
         reason = require_reason(text)
     except BadInputError:
-        assert not text.strip()
+        assert not bare_reason(text)  # nothing but blanks, or nothing but jueying's own tag or prefix
         return
-    assert " ".join(text.split()) in reason  # whitespace runs become one space
+    assert reason.startswith(bare_reason(text))  # the operator's words first, whitespace runs as one space
+    assert is_jueying_reason(reason) and not is_auto_reason(reason)
+    if "[" not in text and not text.strip().startswith("jueying:"):
+        assert reason.startswith(" ".join(text.split()) + " [jueying:")
     shown = safe(reason)
     assert is_safe(shown)
     assert "\x1b" not in shown and "\n" not in shown

@@ -130,7 +130,9 @@ def failover(ctx: ActionContext, request: FailoverRequest,
     in the audit log: written `pending` before the drain, settled with the result."""
     failed, spare = request.failed, request.spare
     backend, _ = ctx.scheduler_of(failed.name)
-    full_reason = jueying_reason(f"failover to {spare.name}" + (f": {request.reason}" if request.reason else ""))
+    # The operator's words first (sinfo -R shows 20 characters), then what jueying did.
+    full_reason = jueying_reason(f"{request.reason} (failover to {spare.name})" if request.reason
+                                 else f"failover to {spare.name}")
     plan = plan_drains(ctx, [DrainRequest(failed.name, full_reason, f"failover to {spare.name}")],
                        over_cap=OverCap.FORCE if request.force else OverCap.REFUSE)
     entry = ctx.store.audit.intent([AuditEntry(

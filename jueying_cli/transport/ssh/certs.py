@@ -39,6 +39,7 @@ KEY_FIELDS = {
 # OpenSSH's default CASignatureAlgorithms, less the security-key ones paramiko cannot verify.
 CA_SIGNATURE_ALGORITHMS = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                            "rsa-sha2-512", "rsa-sha2-256")
+USER_CERT = 1
 HOST_CERT = 2
 FOREVER = 2**64 - 1
 

@@ -220,11 +220,8 @@ class SshTransport:
         if ep.identities_only:  # OpenSSH still signs with the agent's copy of an IdentityFile's key
             wanted = {blob for path in ep.identity_files if (blob := self.identities.public_blob(path))}
             agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
-        keys.extend(agent_keys)
-        for path in ep.identity_files:
-            key = self.identities.key(path)
-            if key is not None:
-                keys.append(key)
+        file_keys = [(path, key) for path in ep.identity_files if (key := self.identities.key(path)) is not None]
+        keys.extend(self.identities.offers(agent_keys, file_keys, ep.certificate_files))  # certificates too
         locked = [_short(p) for p in ep.identity_files if self.identities.encrypted(p)]
         hint = (f"; {', '.join(locked)}: passphrase-protected, and jueying never prompts: add it to ssh-agent "
                 f"(ssh-add {locked[0]}) and keep SSH_AUTH_SOCK set") if locked else ""
@@ -255,8 +252,10 @@ class SshTransport:
                 raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost during authentication: {exc}") from exc
             if transport.is_authenticated():
                 return
+        certs = sum(1 for k in keys if k.public_blob is not None)
+        offered = f"; offered {len(keys) - certs} key(s)" + (f" and {certs} certificate(s)" if certs else "")
         raise NodeError(OutcomeStatus.AUTH_FAILED,
-                        f"{ep.user}@{ep.name}: public key authentication failed ({last}{hint})")
+                        f"{ep.user}@{ep.name}: public key authentication failed ({last}{offered}{hint})")
 
     @contextmanager
     def _connection(self, node: Node, ep: Endpoint, deadline: float) -> Iterator[paramiko.Transport]:
