@@ -42,13 +42,14 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import check, drain, failover, run, status
+    from jueying_cli.cli import check, drain, drill, failover, run, status
 
     status.register(app)
     check.register(app)
     drain.register(app)
     failover.register(app)
     run.register(app)
+    drill.register(app)
 
 
 _register()

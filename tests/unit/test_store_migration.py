@@ -95,7 +95,7 @@ def legacy(tmp_path: Path) -> Path:
 
 def test_migrations_are_numbered_one_by_one() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
-    assert LATEST_VERSION == 2
+    assert LATEST_VERSION == 3
 
 
 def test_a_5e03a8e_database_is_migrated_and_keeps_every_row(legacy: Path) -> None:
