@@ -47,10 +47,18 @@ def _load(file: str, var: list[str] | None) -> Playbook:
     from jueying_cli.drills.playbook import load_playbook
     from jueying_cli.errors import BadInputError
 
+    from jueying_cli.drills.playbook import PlaybookError
+
     path = Path(file)
     if not path.is_file():
         raise BadInputError("no such playbook file", path=file, field="FILE")
-    return load_playbook(path, _vars(var))
+    try:
+        return load_playbook(path, _vars(var))
+    except PlaybookError as exc:  # one line per problem (main() would print the message as one line)
+        say("jueying: playbook refused, nothing was run:", err=True)
+        for problem in exc.problems:
+            say(f"  {problem}", err=True)
+        raise typer.Exit(int(ExitCode.BAD_INPUT)) from None
 
 
 @drill_app.command("validate")

@@ -356,6 +356,7 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     checks = c.text(top, "checks", "checks")
 
     variables = _variables(c, top, overrides)
+    _expect_vars(top, variables)
     targets = _targets(c, top)
     known_refs = {*targets, *variables, "run_id", "drill"}
     guards = _guards(c, top, targets)
@@ -396,6 +397,47 @@ def _references(top: LocatedDict) -> list[tuple[str, int | None, str]]:
         if section in top:
             walk(top[section], section, top.line_of(section))
     return found
+
+
+def _expect_vars(top: LocatedDict, variables: Mapping[str, str]) -> None:
+    """Inside `expect:` mappings, a value that is exactly ${var} becomes the variable's value (a number when it
+    reads as one), before validation: `range: ["${gpu_floor}", null]` with --var gpu_floor=48."""
+
+    def value(text: str) -> Any:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    def replace(item: Any) -> Any:
+        if isinstance(item, str):
+            match = _VAR_RE.fullmatch(item)
+            if match and match.group(1) in variables:
+                return value(variables[match.group(1)])
+        if isinstance(item, list):
+            for i, sub in enumerate(item):
+                item[i] = replace(sub)
+        elif isinstance(item, dict):
+            for key in list(item):
+                item[key] = replace(item[key])
+        return item
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if key == "expect":
+                    replace(item)
+                else:
+                    walk(item)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(top)
 
 
 def _variables(c: _Checker, top: LocatedDict, overrides: Mapping[str, str]) -> dict[str, str]:

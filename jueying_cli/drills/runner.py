@@ -183,8 +183,9 @@ class DrillRunner:
     # ---- helpers
 
     def _checks_path(self) -> str | None:
+        """The playbook's `checks:` (relative to the playbook), else $JUEYING_CHECKS, else the built-in set."""
         if not self.book.checks:
-            return None
+            return os.environ.get("JUEYING_CHECKS") or None
         path = Path(self.book.checks)
         if not path.is_absolute():
             path = Path(self.book.source).parent / path
@@ -447,8 +448,10 @@ class DrillRunner:
                         self.stop.set(DrillStatus.ABORTED, f"abort_when {probe.name} failed {misses[i]} "
                                       "consecutive time(s)")
                         return
+                    if self.stop.event.is_set():
+                        return
                 wait = max(0.05, min(due.values()) - time.monotonic())
-                self.stop.event.wait(wait)
+                self._guards_done.wait(wait)  # set when the method ends, however it ends
         finally:
             store.close()
 
