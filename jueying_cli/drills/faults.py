@@ -186,7 +186,7 @@ def summarize(outcomes: Mapping[str, Outcome]) -> FaultResult:
         nodes[name] = {"status": str(o.status), "rc": o.rc, "stdout": o.stdout[-2000:], "stderr": o.stderr[-2000:],
                        "error": o.error, "duration_s": round(o.duration_s, 3)}
     ok = bool(outcomes) and all(o.ok for o in outcomes.values())
-    bad = [f"{n}: {o.error or o.stderr.strip()[-200:] or f'exit {o.rc}'}" for n, o in outcomes.items() if not o.ok]
+    bad = [f"{n}: {o.stderr.strip()[-300:] or o.error or f'exit {o.rc}'}" for n, o in outcomes.items() if not o.ok]
     return FaultResult(ok, "; ".join(bad) if bad else f"ok on {len(outcomes)} node(s)", nodes)
 
 

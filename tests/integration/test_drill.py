@@ -183,3 +183,205 @@ def test_without_a_terminal_and_without_yes_it_refuses(env: dict[str, str], sim:
     result = jy(env, "drill", "run", str(PLAYBOOK))
     assert result.rc == 2 and "--yes" in result.stderr
     assert injected(sim) == {} and journal_rows(env) == []
+
+
+# ---------------------------------------------------------------- rollback guarantees
+
+FAULT_THEN_WAIT = """  - action: lose-gpu
+    do: gpu_fault
+    on: victim
+    with: {fault: lost, gpu: 1}
+    ttl: %s
+    mark: fault_injected
+  - action: xid-79
+    do: gpu_fault
+    on: victim
+    with: {fault: xid, xid: 79, gpu: 2}
+    ttl: %s
+    mark: xid_written
+  - wait_for:
+      name: never
+      probe: file
+      with: {path: /nonexistent/jueying-drill-never}
+      expect: {equals: true}
+      timeout: 10m
+      interval: 200ms
+"""
+
+
+def started_drill(env: dict[str, str], playbook: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """A drill left running, once its journal shows both faults made (the deterministic moment)."""
+    proc = popen_jueying(env, "drill", "run", str(playbook), "--yes", "--json")
+
+    def both_marks() -> dict[str, Any] | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"drill ended early: {proc.communicate()}")
+        rows = journal_rows(env)
+        return rows[0] if rows and {"fault_injected", "xid_written"} <= set(rows[0]["marks"]) else None
+
+    return proc, wait_until("both faults in the journal", both_marks)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_method_rolls_back_everything(env: dict[str, str], sim: SimCluster, tmp_path: Path,
+                                                   sig: signal.Signals) -> None:
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"))
+    proc, _ = started_drill(env, playbook)
+    assert set(injected(sim)) == {"dn2"}  # the faults are really on the node
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    journal = json.loads(out)["data"]
+    assert journal["status"] == "interrupted" and journal["rollback_status"] == "succeeded"
+    assert journal["aborted_by"] == f"interrupted by {sig.name}"
+    assert [e["name"] for e in journal["rollbacks"]] == ["undo xid-79", "undo lose-gpu"]  # newest first
+    assert injected(sim) == {}
+
+
+def test_sigkill_then_recover_restores_the_nodes(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"))
+    proc, journal = started_drill(env, playbook)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert journal_rows(env)[0]["status"] == "running"
+    assert set(injected(sim)) == {"dn2"}  # killed: nothing undone yet (the TTL is 20 minutes away)
+    recovered = jy(env, "drill", "recover", journal["run_id"], "--json")
+    assert recovered.rc == 0, recovered.stderr
+    data = recovered.json()["data"]
+    assert data["status"] == "interrupted" and data["rollback_status"] == "succeeded"
+    assert injected(sim) == {}
+    again = jy(env, "drill", "recover", journal["run_id"])
+    assert again.rc == 0 and "nothing to recover" in again.stdout
+
+
+def test_recover_refuses_while_the_run_is_alive(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"))
+    proc, journal = started_drill(env, playbook)
+    try:
+        busy = jy(env, "drill", "recover", journal["run_id"])
+        assert busy.rc == 1 and "another drill holds dn2" in busy.stderr
+        second = jy(env, "drill", "run", str(playbook), "--yes")
+        assert second.rc == 1 and "another drill holds dn2" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert injected(sim) == {}
+
+
+def test_the_ttl_undoes_the_fault_on_the_node_when_the_controller_dies(env: dict[str, str], sim: SimCluster,
+                                                                      tmp_path: Path) -> None:
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("3s", "3s"))
+    proc, _ = started_drill(env, playbook)
+    proc.kill()
+    proc.communicate(timeout=30)
+    # nobody undoes it from here: the node's own timer does, once its 3 s have passed
+    wait_until("the node-side timer to undo the faults", lambda: injected(sim) == {}, timeout_s=60)
+    assert "dn2" not in injected(sim)
+
+
+def test_a_failing_undo_is_reported_as_a_failure(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    method = """  - action: bad-undo
+    do: command
+    on: victim
+    with: {run: "true", undo: "echo cannot put it back >&2; exit 7"}
+"""
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", method)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "failed" and journal["rollback_status"] == "failed"
+    assert journal["rollbacks"][0]["status"] == "failed" and "cannot put it back" in journal["rollbacks"][0]["output"]
+    # the undo is kept on the node (its timer stays armed): a person, `drill recover`, or the TTL can finish
+    assert any(name.endswith(".undo") for name in injected(sim)["dn2"])
+
+
+def test_a_failed_action_fails_the_run_and_later_actions_never_start(env: dict[str, str], sim: SimCluster,
+                                                                    tmp_path: Path) -> None:
+    method = """  - action: lose-gpu
+    do: gpu_fault
+    on: victim
+    with: {fault: lost, gpu: 3}
+  - action: refused
+    do: stop_process
+    on: victim
+    with: {name: no-such-process-jy}
+  - action: never-started
+    do: gpu_fault
+    on: victim
+    with: {fault: ecc, gpu: 4, count: 2}
+"""
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", method)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "failed" and journal["rollback_status"] == "succeeded"
+    assert [(e["name"], e["status"]) for e in journal["run"]] == [("lose-gpu", "succeeded"), ("refused", "failed")]
+    assert "no process named" in journal["run"][1]["output"]
+    assert [e["name"] for e in journal["rollbacks"]] == ["undo refused", "undo lose-gpu"]
+    assert injected(sim) == {}
+
+
+def test_a_guard_aborts_the_method_and_rolls_back(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    flag = tmp_path / "healthy"
+    flag.write_text("yes\n")
+    guard = f"""guards:
+  abort_when:
+    - name: service-up
+      probe: file
+      with: {{path: "{flag}"}}
+      expect: {{equals: true}}
+      every: 200ms
+      consecutive_failures: 2
+"""
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"), extra=guard)
+    proc, _ = started_drill(env, playbook)
+    flag.unlink()  # the service the guard watches goes away
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    journal = json.loads(out)["data"]
+    assert journal["status"] == "aborted" and journal["rollback_status"] == "succeeded"
+    assert journal["aborted_by"] == "abort_when service-up failed 2 consecutive time(s)"
+    assert injected(sim) == {}
+
+
+def test_max_unavailable_counts_nodes_already_down_and_stops_before_anything(
+        env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    jy(env, "drain", "dn1", "-r", "maintenance")
+    guard = "guards:\n  max_unavailable: {count: 1}\n"
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
+                                                         extra=guard)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "aborted" and journal["rollback_status"] == "not_needed"
+    assert journal["aborted_by"].startswith("max_unavailable 1: 1 of 4 nodes already unavailable")
+    assert journal["run"] == [] and injected(sim) == {}
+    jy(env, "resume", "dn1")
+
+
+def test_a_steady_state_that_does_not_hold_means_nothing_is_injected(env: dict[str, str], sim: SimCluster,
+                                                                    tmp_path: Path) -> None:
+    steady = """steady_state:
+  probes:
+    - name: victim-drained
+      probe: node_state
+      on: victim
+      expect: {equals: drained}
+      phases: [before]
+"""
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
+                                                         extra=steady)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "failed" and journal["run"] == [] and journal["rollback_status"] == "not_needed"
+    assert injected(sim) == {}
+
+
+def test_a_target_never_includes_a_drained_node_unless_asked(env: dict[str, str], sim: SimCluster,
+                                                            tmp_path: Path) -> None:
+    jy(env, "drain", "dn2", "-r", "maintenance")
+    playbook = write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"))
+    result = jy(env, "drill", "run", str(playbook), "--dry-run", "--json")
+    assert result.rc == 0
+    victim = result.json()["data"]["targets_resolved"]["victim"]
+    assert victim["nodes"] == [] and victim["left_out_unavailable"] == ["dn2"]
+    refused = jy(env, "drill", "run", str(playbook), "--yes")
+    assert refused.rc == 1 and "resolved to no node" in refused.stderr
+    jy(env, "resume", "dn2")
