@@ -44,10 +44,8 @@ def _vars(values: list[str] | None) -> dict[str, str]:
 
 
 def _load(file: str, var: list[str] | None) -> Playbook:
-    from jueying_cli.drills.playbook import load_playbook
+    from jueying_cli.drills.playbook import PlaybookError, load_playbook
     from jueying_cli.errors import BadInputError
-
-    from jueying_cli.drills.playbook import PlaybookError
 
     path = Path(file)
     if not path.is_file():
@@ -128,6 +126,9 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve targets, read every probe once, print the "
                                  "plan; change nothing and write no journal."),
     yes: bool = typer.Option(False, "-y", "--yes", help="Do not ask before acting (required without a terminal)."),
+    scheduled: bool = typer.Option(False, "--scheduled", help="For cron: run only inside the playbook's "
+                                   "schedule.window (else do nothing, exit 0) and never beside another scheduled "
+                                   "drill (exit 1); implies --yes."),
     var: list[str] | None = VarOpt,
     json_output: bool = typer.Option(False, "--json", help="Print the journal in the JSON envelope."),
     inventory: str | None = common.InventoryOpt,
@@ -140,8 +141,23 @@ def run(
     from jueying_cli.errors import BadInputError
 
     book = _load(file, var)
+    if scheduled:
+        import time
+
+        if book.schedule is None:
+            raise BadInputError("--scheduled needs schedule.window in the playbook", path=book.source,
+                                field="schedule")
+        if not book.schedule.allows(time.time()):
+            say(f"drill {book.name}: outside its schedule.window: nothing done")
+            raise typer.Exit(int(ExitCode.OK))
+        yes = True
     ctx = _context(inventory, ssh_config, connect_timeout)
+    scheduled_lock = None
     try:
+        if scheduled:
+            from jueying_cli.store.lock import RunLock
+
+            scheduled_lock = RunLock(ctx.store.drill_locks().directory / "scheduled.lock").acquire()
         runner = DrillRunner(book, ctx, emit=_emit(json_output))
         if dry_run or not yes:
             plan = runner.plan()
@@ -159,6 +175,8 @@ def run(
         _print_journal(journal, json_output, "drill run")
         raise typer.Exit(exit_code(journal))
     finally:
+        if scheduled_lock is not None:
+            scheduled_lock.release()
         ctx.close()
 
 

@@ -125,9 +125,8 @@ class Expect:
     value: Any
 
     def holds(self, got: Any) -> bool:
-        if self.op == "equals":
-            return bool(got == self.value or (isinstance(got, (int, float)) and not isinstance(got, bool)
-                                               and isinstance(self.value, (int, float)) and got == self.value))
+        if self.op == "equals":  # true is not 1 and false is not 0 here
+            return isinstance(got, bool) == isinstance(self.value, bool) and bool(got == self.value)
         if self.op == "in":
             return got in self.value
         if self.op == "range":
@@ -207,6 +206,27 @@ class Guards:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """`drill run --scheduled` runs only inside this window (minutes after midnight, in `tz`, on `days`)."""
+
+    start_min: int
+    end_min: int
+    tz: str = "UTC"
+    days: tuple[str, ...] = ()  # mon..sun; empty: every day
+
+    def allows(self, now: float) -> bool:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        local = datetime.fromtimestamp(now, ZoneInfo(self.tz))
+        minute = local.hour * 60 + local.minute
+        day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+        inside = (self.start_min <= minute < self.end_min if self.start_min <= self.end_min
+                  else minute >= self.start_min or minute < self.end_min)  # a window across midnight
+        return inside and (not self.days or day in self.days)
+
+
+@dataclass(frozen=True)
 class Playbook:
     name: str
     description: str
@@ -224,6 +244,7 @@ class Playbook:
     source: str
     text: str  # the file as read: the journal keeps it, so `drill recover` replays exactly this
     checks: str | None = None  # check set file for `check` / `gpus` probes (default: built-in)
+    schedule: Schedule | None = None
 
     @property
     def sha256(self) -> str:
@@ -364,6 +385,7 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     method = _method(c, top, targets)
     strategy, rollback_steps = _rollback(c, top, targets)
     timings, objectives = _report(c, top, {s.mark for s in (*method, *rollback_steps) if s.mark})
+    schedule = _schedule(c, top)
 
     for string, line, where in _references(top):
         for ref in _VAR_RE.findall(string):
@@ -375,7 +397,42 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     return Playbook(name=name, description=description, owner=owner, ticket=ticket, targets=targets,
                     guards=guards, steady_state=steady, method=method, strategy=strategy,
                     rollback_steps=rollback_steps, timings=timings, objectives=objectives, variables=variables,
-                    source=source, text=text, checks=checks)
+                    source=source, text=text, checks=checks, schedule=schedule)
+
+
+_HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _schedule(c: _Checker, top: LocatedDict) -> Schedule | None:
+    if "schedule" not in top:
+        return None
+    s = c.mapping(top["schedule"], "schedule", {"window"}, top.line_of("schedule"), required=("window",))
+    if s is None or "window" not in s:
+        return None
+    w = c.mapping(s["window"], "schedule.window", {"start", "end", "tz", "days"}, s.line_of("window"),
+                  required=("start", "end"))
+    if w is None:
+        return None
+    minutes = []
+    for key in ("start", "end"):
+        match = _HHMM_RE.match(str(w.get(key, "")))
+        if key in w and not match:
+            c.fail(w.line_of(key), f"schedule.window.{key}", "must be HH:MM (24 h)")
+        minutes.append(int(match.group(1)) * 60 + int(match.group(2)) if match else 0)
+    tz = w.get("tz", "UTC")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(str(tz))
+    except (ValueError, KeyError, OSError):
+        c.fail(w.line_of("tz"), "schedule.window.tz", f"unknown time zone {tz!r} (e.g. UTC, Asia/Shanghai)")
+        tz = "UTC"
+    days = w.get("days", [])
+    if not isinstance(days, list) or any(d not in DAYS for d in days):
+        c.fail(w.line_of("days"), "schedule.window.days", f"must be a list of {', '.join(DAYS)}")
+        days = []
+    return Schedule(minutes[0], minutes[1], str(tz), tuple(days))
 
 
 def _references(top: LocatedDict) -> list[tuple[str, int | None, str]]:
@@ -399,45 +456,38 @@ def _references(top: LocatedDict) -> list[tuple[str, int | None, str]]:
     return found
 
 
+SHELL_FIELDS = {"run", "undo", "restart"}  # ${...} in these is substituted at run time, shell-quoted
+
+
 def _expect_vars(top: LocatedDict, variables: Mapping[str, str]) -> None:
-    """Inside `expect:` mappings, a value that is exactly ${var} becomes the variable's value (a number when it
-    reads as one), before validation: `range: ["${gpu_floor}", null]` with --var gpu_floor=48."""
+    """A value that is exactly ${var} becomes the variable's value (a number when it reads as one) before
+    validation, anywhere but in shell fields (run, undo, restart: substituted quoted at run time):
+    `range: ["${gpu_floor}", null]` with --var gpu_floor=48, `objectives: {t: "${limit}"}`."""
 
     def value(text: str) -> Any:
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-    def replace(item: Any) -> Any:
-        if isinstance(item, str):
-            match = _VAR_RE.fullmatch(item)
-            if match and match.group(1) in variables:
-                return value(variables[match.group(1)])
-        if isinstance(item, list):
-            for i, sub in enumerate(item):
-                item[i] = replace(sub)
-        elif isinstance(item, dict):
-            for key in list(item):
-                item[key] = replace(item[key])
-        return item
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
 
     def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, item in node.items():
-                if key == "expect":
-                    replace(item)
-                else:
-                    walk(item)
-        elif isinstance(node, list):
-            for item in node:
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(
+            node, list) else []
+        for key, item in items:
+            if key in SHELL_FIELDS:
+                continue
+            if isinstance(item, str):
+                match = _VAR_RE.fullmatch(item)
+                if match and match.group(1) in variables:
+                    node[key] = value(variables[match.group(1)])
+            else:
                 walk(item)
 
-    walk(top)
+    for section, item in top.items():
+        if section not in ("vars", "apiVersion", "kind"):
+            walk(item)
 
 
 def _variables(c: _Checker, top: LocatedDict, overrides: Mapping[str, str]) -> dict[str, str]:
