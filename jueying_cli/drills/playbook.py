@@ -26,6 +26,7 @@ DEFAULT_TTL_S = 1800.0  # a fault undoes itself on the node after this long unle
 DEFAULT_ACTION_TIMEOUT_S = 120.0
 DEFAULT_WAIT_INTERVAL_S = 5.0
 DEFAULT_EVERY_S = 15.0
+DEFAULT_SETTLE_S = 60.0  # how long post_rollback probes may take to hold again after the rollback
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _VAR_RE = re.compile(r"\$\{([^}]*)\}")
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
@@ -245,6 +246,7 @@ class Playbook:
     text: str  # the file as read: the journal keeps it, so `drill recover` replays exactly this
     checks: str | None = None  # check set file for `check` / `gpus` probes (default: built-in)
     schedule: Schedule | None = None
+    settle_s: float = DEFAULT_SETTLE_S
 
     @property
     def sha256(self) -> str:
@@ -383,7 +385,7 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     guards = _guards(c, top, targets)
     steady = _steady(c, top, targets)
     method = _method(c, top, targets)
-    strategy, rollback_steps = _rollback(c, top, targets)
+    strategy, rollback_steps, settle_s = _rollback(c, top, targets)
     timings, objectives = _report(c, top, {s.mark for s in (*method, *rollback_steps) if s.mark})
     schedule = _schedule(c, top)
 
@@ -397,7 +399,7 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     return Playbook(name=name, description=description, owner=owner, ticket=ticket, targets=targets,
                     guards=guards, steady_state=steady, method=method, strategy=strategy,
                     rollback_steps=rollback_steps, timings=timings, objectives=objectives, variables=variables,
-                    source=source, text=text, checks=checks, schedule=schedule)
+                    source=source, text=text, checks=checks, schedule=schedule, settle_s=settle_s)
 
 
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -794,17 +796,19 @@ def _method(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> tup
     return tuple(steps)
 
 
-def _rollback(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> tuple[Strategy, tuple[Action, ...]]:
+def _rollback(c: _Checker, top: LocatedDict,
+              targets: Mapping[str, Target]) -> tuple[Strategy, tuple[Action, ...], float]:
     if "rollback" not in top:
-        return Strategy.ALWAYS, ()
-    r = c.mapping(top["rollback"], "rollback", {"strategy", "steps"}, top.line_of("rollback"))
+        return Strategy.ALWAYS, (), DEFAULT_SETTLE_S
+    r = c.mapping(top["rollback"], "rollback", {"strategy", "steps", "settle"}, top.line_of("rollback"))
     if r is None:
-        return Strategy.ALWAYS, ()
+        return Strategy.ALWAYS, (), DEFAULT_SETTLE_S
     strategy = c.choice(r, "strategy", "rollback.strategy", Strategy, "always")
+    settle = c.duration(r, "settle", "rollback.settle", DEFAULT_SETTLE_S) or DEFAULT_SETTLE_S
     raw = r.get("steps", LocatedList())
     if not isinstance(raw, LocatedList):
         c.fail(r.line_of("steps"), "rollback.steps", "must be a list of actions")
-        return strategy, ()
+        return strategy, (), settle
     steps = []
     for i, item in enumerate(raw[:MAX_STEPS]):
         if not isinstance(item, LocatedDict):
@@ -813,7 +817,7 @@ def _rollback(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> t
         action = _action(c, item, f"rollback.steps[{i}]", i, targets, rollback=True)
         if action is not None:
             steps.append(action)
-    return strategy, tuple(steps)
+    return strategy, tuple(steps), settle
 
 
 def _report(c: _Checker, top: LocatedDict, marks: set[str]) -> tuple[dict[str, tuple[str, str]], dict[str, float]]:

@@ -638,7 +638,15 @@ class DrillRunner:
             failed |= not self._action(step, "rollback")
         post = [p for p in self.book.steady_state if Phase.POST_ROLLBACK in p.phases]
         if post:
-            results, bad = self._check_probes(post, self.probe_env())
+            # A rollback takes a moment to show (a resumed Slurm node is IDLE+NOT_RESPONDING until its slurmd
+            # pings again): the probes are read again every 2 s until they hold or `settle` passes.
+            env = self.probe_env()
+            settle_until = time.monotonic() + self.book.settle_s
+            while True:
+                results, bad = self._check_probes(post, env)
+                if not bad or time.monotonic() >= settle_until:
+                    break
+                time.sleep(min(2.0, max(0.0, settle_until - time.monotonic())))
             j["steady_states"]["post_rollback"] = results
             if bad:
                 j["deviated"] = True

@@ -24,6 +24,7 @@ from tests.cluster import SimCluster
 from tests.conftest import REPO, Result, run_jueying
 from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
+from tests.slurm import SlurmCluster
 
 NAMES = [f"dn{i}" for i in range(1, 5)]
 PLAYBOOK = REPO / "playbooks" / "drills" / "lose-one-gpu-node.yaml"
@@ -36,25 +37,55 @@ def sim(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[Si
         yield cluster
 
 
-@pytest.fixture
-def env(sim: SimCluster, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Inventory (builtin scheduler, 8 GPUs a node), check set, a fresh state DB; the cluster restored after."""
-    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 3", "  expected_gpus: 8",
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    with SlurmCluster(tmp_path_factory.mktemp("drill-slurm"), NAMES) as cluster:
+        yield cluster
+
+
+def make_env(sim: SimCluster, tmp_path: Path, backend: str) -> dict[str, str]:
+    """Inventory (8 GPUs a node, the given scheduler), check set, a fresh state DB."""
+    lines = ["vars:", "  ssh_user: root", f"  scheduler: {backend}", "  max_unavailable: 3", "  expected_gpus: 8",
              "nodes:"] + [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text("\n".join(lines) + "\n")
     checks = tmp_path / "checks.yaml"
     checks.write_text(sim_checks_yaml())
-    yield {**sim.client_env(), "JUEYING_INVENTORY": str(inventory), "JUEYING_CHECKS": str(checks),
-           "JUEYING_STATE_DB": str(tmp_path / "state.db")}
+    return {**sim.client_env(), "JUEYING_INVENTORY": str(inventory), "JUEYING_CHECKS": str(checks),
+            "JUEYING_STATE_DB": str(tmp_path / "state.db")}
+
+
+def restore(sim: SimCluster) -> None:
     for node in sim.nodes:
         node.write_gpu_state(default_state())
         node.clear_kernel_log()
-        for leftover in [node.dir / "drained", *(node.dir / "drills").glob("*")] if (node.dir / "drills").exists() \
-                else [node.dir / "drained"]:
+        drills = node.dir / "drills"
+        for leftover in [node.dir / "drained", *(drills.glob("*") if drills.exists() else [])]:
             leftover.unlink(missing_ok=True)
 
 
+@pytest.fixture
+def env(sim: SimCluster, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The builtin scheduler; the cluster restored after."""
+    yield make_env(sim, tmp_path, "builtin")
+    restore(sim)
+
+
+@pytest.fixture(params=["builtin", "slurm"])
+def any_env(request: pytest.FixtureRequest, sim: SimCluster, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The builtin scheduler, then the real Slurm harness (slurmctld + one slurmd per node name)."""
+    variables = make_env(sim, tmp_path, request.param)
+    cluster = None
+    if request.param == "slurm":
+        cluster = request.getfixturevalue("slurm")
+        variables.update(cluster.env, JUEYING_BACKEND="slurm")
+    yield variables
+    restore(sim)
+    if cluster is not None:
+        cluster.cancel_all()
+        for name in NAMES:
+            cluster.run("scontrol", "update", f"NodeName={name}", "State=RESUME", check=False)
+        cluster.wait_nodes("idle", timeout_s=30)
 def jy(env: dict[str, str], *args: str, timeout: float = 300) -> Result:
     return run_jueying(list(args), env, timeout=timeout)
 
@@ -105,7 +136,12 @@ def wait_until(what: str, predicate: Any, timeout_s: float = 120.0) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def ledger_drained(env: dict[str, str], node: str) -> bool:
+def drained(env: dict[str, str], node: str) -> bool:
+    """What the scheduler itself says: scontrol for Slurm, the ledger for builtin."""
+    if env.get("JUEYING_BACKEND") == "slurm":
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True).stdout
+        return "DRAIN" in out.split("State=")[1].split()[0]
     db = sqlite3.connect(env["JUEYING_STATE_DB"], timeout=30)
     try:
         row = db.execute("SELECT drained FROM ledger WHERE node = ?", (node,)).fetchone()
@@ -148,13 +184,14 @@ method:
 # ---------------------------------------------------------------- the shipped drill, end to end
 
 
-def test_lose_one_gpu_node_is_detected_drained_and_restored(env: dict[str, str], sim: SimCluster) -> None:
+def test_lose_one_gpu_node_is_detected_drained_and_restored(any_env: dict[str, str], sim: SimCluster) -> None:
+    env = any_env
     cron = Cron(env)
     try:
         result = jy(env, "drill", "run", str(PLAYBOOK), "--yes", "--json", "--var", "gpu_floor=16")
     finally:
         cron.stop()
-    assert result.rc == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.rc == 0, result.stderr[-3000:]
     journal = result.json()["data"]
     assert journal["status"] == "completed" and journal["rollback_status"] == "succeeded"
     victim = journal["targets_resolved"]["victim"]["nodes"][0]
@@ -164,7 +201,7 @@ def test_lose_one_gpu_node_is_detected_drained_and_restored(env: dict[str, str],
     assert [e["name"] for e in journal["rollbacks"]] == ["undo lose-gpu-0", "resume-victim"]
     # the nodes themselves: no fault left, the victim back in service, nothing pending on the node
     assert injected(sim) == {}
-    assert not ledger_drained(env, victim)
+    assert not drained(env, victim)
     assert journal["steady_states"]["post_rollback"][0]["value"] == {victim: "idle"}
     listed = jy(env, "drill", "list", "--json").json()["data"]["runs"]
     assert [(r["run_id"], r["status"]) for r in listed] == [(journal["run_id"], "completed")]
@@ -385,3 +422,57 @@ def test_a_target_never_includes_a_drained_node_unless_asked(env: dict[str, str]
     refused = jy(env, "drill", "run", str(playbook), "--yes")
     assert refused.rc == 1 and "resolved to no node" in refused.stderr
     jy(env, "resume", "dn2")
+
+
+XID_AND_DRAIN = """  - action: xid-79
+    do: gpu_fault
+    on: victim
+    with: {fault: xid, xid: 79, gpu: 0}
+    mark: xid_written
+  - action: drain-victim
+    do: drain
+    on: victim
+    with: {reason: taken out by the drill}
+    mark: drained
+  - wait_for:
+      name: never
+      probe: file
+      with: {path: /nonexistent/jueying-drill-never}
+      expect: {equals: true}
+      timeout: 10m
+      interval: 200ms
+"""
+
+
+def test_sigkill_after_a_drain_then_recover_resumes_it_in_the_scheduler(any_env: dict[str, str], sim: SimCluster,
+                                                                        tmp_path: Path) -> None:
+    env = any_env
+    proc = popen_jueying(env, "drill", "run", str(write_playbook(tmp_path / "d.yaml", XID_AND_DRAIN)), "--yes")
+    journal = wait_until("the drain in the journal", lambda: next(
+        (j for j in journal_rows(env) if "drained" in j["marks"]), None))
+    assert drained(env, "dn2") and set(injected(sim)) == {"dn2"}
+    proc.kill()
+    proc.communicate(timeout=30)
+    recovered = jy(env, "drill", "recover", journal["run_id"], "--json")
+    assert recovered.rc == 0, recovered.stderr
+    rollbacks = recovered.json()["data"]["rollbacks"]
+    assert [(e["name"], e["status"]) for e in rollbacks] == [("undo drain-victim", "succeeded"),
+                                                             ("undo xid-79", "succeeded")]
+    assert not drained(env, "dn2") and injected(sim) == {}
+    # the drain and its undo are in the audit log, under the drill's name
+    log = jy(env, "log", "--json").json()["data"]["entries"]
+    assert [(e["action"], e["actor"], e["result"]) for e in log if e["node"] == "dn2"] == [
+        ("drain", "drill:test-drill", "done"), ("resume", "drill:test-drill", "done")]
+
+
+def test_xid_79_drill_end_to_end(env: dict[str, str], sim: SimCluster) -> None:
+    cron = Cron(env)
+    try:
+        result = jy(env, "drill", "run", str(REPO / "playbooks" / "drills" / "xid-79.yaml"), "--yes", "--json")
+    finally:
+        cron.stop()
+    assert result.rc == 0, result.stderr[-3000:]
+    journal = result.json()["data"]
+    assert journal["objectives"]["time_to_drain"]["met"] and journal["rollback_status"] == "succeeded"
+    assert all(r["tolerance_met"] for r in journal["steady_states"]["post_rollback"])
+    assert injected(sim) == {}
