@@ -520,15 +520,26 @@ class DrillRunner:
         except JueyingError as exc:
             return faults.FaultResult(False, str(exc))
 
-    def _undo(self, action: Action, nodes: Sequence[Node], tag: str) -> faults.FaultResult:
+    def _undo(self, action: Action, nodes: Sequence[Node], tag: str, started_at: float) -> faults.FaultResult:
         try:
             if action.kind == FaultKind.DRAIN:
                 return self._resume(nodes, "", self.run_id)
             if action.kind == FaultKind.RESUME:
                 return faults.FaultResult(True, "a resume has nothing to undo")
-            outcomes = faults.run_on_nodes(self.ctx.transport, nodes,
-                                           lambda n: faults.undo_script(tag, self._state_dir(n)),
-                                           action.timeout_s, Cancel())
+
+            def script(node: Node) -> str:
+                return faults.undo_script(tag, self._state_dir(node))
+
+            outcomes = faults.run_on_nodes(self.ctx.transport, nodes, script, action.timeout_s, Cancel())
+            cut = [n for n in nodes if outcomes[n.name].rc is None]
+            if cut and action.kind == FaultKind.BLOCK_NETWORK:
+                # A partition usually cuts this machine off too: only the node's own timer can lift it. Wait for
+                # its time-to-live, then look again (the undo then finds nothing left to do).
+                wait = started_at + action.ttl_s + faults.SCRIPT_SLACK_S / 3 - time.time()
+                self.emit(f"{fold([n.name for n in cut])} unreachable: waiting {max(0.0, wait):.0f} s for the "
+                          "node-side time-to-live to lift the partition")
+                time.sleep(max(0.0, min(wait, action.ttl_s + 60)))
+                outcomes.update(faults.run_on_nodes(self.ctx.transport, cut, script, action.timeout_s, Cancel()))
             return faults.summarize(outcomes)
         except JueyingError as exc:
             return faults.FaultResult(False, str(exc))
@@ -626,7 +637,7 @@ class DrillRunner:
                       "start_unix": t}
             j["rollbacks"].append(record)
             self.save()
-            result = self._undo(action, nodes, entry["tag"])
+            result = self._undo(action, nodes, entry["tag"], float(entry["start_unix"]))
             self._settle(record, result)
             self.save()
             self.emit(f"undo {action.name}: {'ok' if result.ok else 'FAILED: ' + result.output}")

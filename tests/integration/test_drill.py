@@ -476,3 +476,90 @@ def test_xid_79_drill_end_to_end(env: dict[str, str], sim: SimCluster) -> None:
     assert journal["objectives"]["time_to_drain"]["met"] and journal["rollback_status"] == "succeeded"
     assert all(r["tolerance_met"] for r in journal["steady_states"]["post_rollback"])
     assert injected(sim) == {}
+
+
+def node_sh(env: dict[str, str], node: str, script: str) -> str:
+    result = jy(env, "run", "-w", node, "--json", "--", script)
+    assert result.rc == 0, result.stdout + result.stderr
+    return str(result.json()["data"]["nodes"][0]["stdout"]).strip()
+
+
+def test_stop_and_kill_a_process_on_the_node_and_put_it_back(env: dict[str, str], sim: SimCluster,
+                                                             tmp_path: Path) -> None:
+    agent = tmp_path / "jy-agent"
+    agent.symlink_to("/bin/sleep")  # a process named jy-agent (its comm), like a training agent
+    start = f"setsid {agent} 600 </dev/null >/dev/null 2>&1 &"
+    node_sh(env, "dn2", start)
+    try:
+        method = f"""  - action: pause-agent
+    do: stop_process
+    on: victim
+    with: {{name: jy-agent}}
+    mark: paused
+  - action: kill-agent
+    do: kill_process
+    on: victim
+    with: {{name: jy-agent, restart: "{start}"}}
+    mark: killed
+  - wait_for:
+      name: never
+      probe: file
+      with: {{path: /nonexistent/jueying-drill-never}}
+      expect: {{equals: true}}
+      timeout: 10m
+      interval: 200ms
+"""
+        proc = popen_jueying(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", method)), "--yes")
+        wait_until("the kill in the journal", lambda: any("killed" in j["marks"] for j in journal_rows(env)))
+        assert node_sh(env, "dn2", "pgrep -x jy-agent || echo none") == "none"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+        assert proc.returncode == 130
+        # restarted by the kill's undo, then resumed (SIGCONT) by the stop's undo: running, not stopped
+        states = node_sh(env, "dn2", "ps -o stat= -C jy-agent")
+        assert states and all(not s.startswith("T") for s in states.split()), states
+    finally:
+        node_sh(env, "dn2", "pkill -x jy-agent; true")
+
+
+def test_a_network_partition_is_detected_and_lifted_by_the_node_side_ttl(env: dict[str, str], sim: SimCluster,
+                                                                          tmp_path: Path) -> None:
+    """nftables on the node cuts the controller's SSH to it (simulated nodes share this machine's network
+    namespace, so the rule names the node's own loopback address: only this node is cut). The undo over SSH
+    cannot get through: the node's own timer lifts it, and the rollback then finds nothing left."""
+    if subprocess.run(["nft", "list", "tables"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("nftables is not usable here (nft list tables failed): the partition fault cannot be made")
+    victim = sim.node("dn3")
+    method = f"""  - action: cut
+    do: block_network
+    on: victim
+    with: {{address: "{victim.address}", port: 22}}
+    ttl: 15s
+    mark: partitioned
+  - wait_for:
+      name: unreachable
+      probe: check
+      on: victim
+      with: {{check: nvml}}
+      expect: {{in: [unreachable, timeout]}}
+      timeout: 2m
+      interval: 1s
+    mark: detected
+"""
+    report = "report:\n  timings: {time_to_detect: [partitioned, detected]}\n  objectives: {time_to_detect: 2m}\n"
+    playbook = write_playbook(tmp_path / "p.yaml", method + report).read_text().replace("[dn2]", "[dn3]")
+    (tmp_path / "p.yaml").write_text(playbook)
+    try:
+        result = jy(env, "drill", "run", str(tmp_path / "p.yaml"), "--yes", "--json", "--connect-timeout", "2")
+        assert result.rc == 0, result.stderr[-3000:]
+        journal = result.json()["data"]
+        assert journal["objectives"]["time_to_detect"]["met"] and journal["rollback_status"] == "succeeded"
+        assert "nothing to undo" in journal["rollbacks"][0]["per_node"]["dn3"]["stdout"]
+        assert node_sh(env, "dn3", "hostname") == "dn3"  # reachable again
+    finally:  # whatever happened, no table of this test stays behind
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=False).stdout
+        for line in tables.splitlines():
+            if "jueying_jy_" in line:
+                rows = journal_rows(env)
+                if rows and rows[0]["run_id"].replace("-", "_") in line:
+                    subprocess.run(["nft", "delete", "table", *line.split()[1:]], check=False)
