@@ -563,3 +563,27 @@ def test_a_network_partition_is_detected_and_lifted_by_the_node_side_ttl(env: di
                 rows = journal_rows(env)
                 if rows and rows[0]["run_id"].replace("-", "_") in line:
                     subprocess.run(["nft", "delete", "table", *line.split()[1:]], check=False)
+
+
+def test_sigkill_while_an_action_runs_then_recover_undoes_it(env: dict[str, str], sim: SimCluster,
+                                                             tmp_path: Path) -> None:
+    """The journal says `started` before the command is sent: killed while it runs, recover still undoes it."""
+    mark = tmp_path / "agent"
+    method = f"""  - action: slow-inject
+    do: command
+    on: victim
+    with: {{run: "touch {mark}.injected; sleep 600", undo: "touch {mark}.undone"}}
+    timeout: 15m
+"""
+    proc = popen_jueying(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", method)), "--yes")
+    journal = wait_until("the action to be running on the node", lambda: next(
+        (j for j in journal_rows(env) if j["run"] and j["run"][0]["status"] == "started"
+         and Path(f"{mark}.injected").exists()), None))
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert not Path(f"{mark}.undone").exists()
+    recovered = jy(env, "drill", "recover", journal["run_id"], "--json")
+    assert recovered.rc == 0, recovered.stderr
+    assert [(e["name"], e["status"]) for e in recovered.json()["data"]["rollbacks"]] == [
+        ("undo slow-inject", "succeeded")]
+    assert Path(f"{mark}.undone").exists() and injected(sim) == {}

@@ -133,3 +133,11 @@ def test_a_schedule_window_in_its_time_zone() -> None:
     assert not Schedule(9 * 60, 15 * 60, "UTC").allows(at)
     assert Schedule(22 * 60, 4 * 60, "UTC").allows(at)  # across midnight
     assert not Schedule(9 * 60, 15 * 60, "Asia/Shanghai", ("mon",)).allows(at)
+
+
+def test_show_and_recover_of_an_unknown_run_exit_2() -> None:
+    for command in ("show", "recover"):
+        result = run_jueying(["drill", command, "20990101T000000Z-000000"])
+        assert result.rc == 2 and "no drill run '20990101T000000Z-000000'" in result.stderr
+    listed = run_jueying(["drill", "list", "--json"])
+    assert listed.rc == 0 and listed.json()["data"] == {"runs": []}
