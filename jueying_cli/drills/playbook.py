@@ -57,6 +57,7 @@ class FaultKind(StrEnum):
     STOP_UNIT = "stop_unit"
     BLOCK_NETWORK = "block_network"
     COMMAND = "command"
+    FAILOVER = "failover"
 
 
 class Phase(StrEnum):
@@ -113,6 +114,7 @@ FAULT_PARAMS: dict[FaultKind, dict[str, tuple[bool, tuple[type, ...]]]] = {
     FaultKind.STOP_UNIT: {"unit": (True, (str,))},
     FaultKind.BLOCK_NETWORK: {"address": (False, (str,)), "port": (False, (int,))},
     FaultKind.COMMAND: {"run": (True, (str,)), "undo": (False, (str,))},
+    FaultKind.FAILOVER: {"spare": (False, (str,)), "playbook": (False, (str,)), "reason": (False, (str,))},
 }
 LOCAL_FAULTS = {FaultKind.COMMAND}  # may run on this machine (no `on:`)
 ROLLBACK_ONLY = {FaultKind.RESUME}  # has no undo: only in rollback.steps, or a method step that undoes nothing
@@ -181,6 +183,7 @@ class Action:
     timeout_s: float
     mark: str | None
     line: int = 0
+    mark_start: str | None = None  # a mark set when the action starts
 
 
 @dataclass(frozen=True)
@@ -386,7 +389,9 @@ def parse_playbook(doc: Any, source: str, text: str, overrides: Mapping[str, str
     steady = _steady(c, top, targets)
     method = _method(c, top, targets)
     strategy, rollback_steps, settle_s = _rollback(c, top, targets)
-    timings, objectives = _report(c, top, {s.mark for s in (*method, *rollback_steps) if s.mark})
+    timings, objectives = _report(c, top, {s.mark for s in (*method, *rollback_steps) if s.mark}
+                                  | {s.mark_start for s in (*method, *rollback_steps)
+                                     if isinstance(s, Action) and s.mark_start})
     schedule = _schedule(c, top)
 
     for string, line, where in _references(top):
@@ -734,7 +739,7 @@ def _steady(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> tup
 
 def _action(c: _Checker, spec: LocatedDict, where: str, index: int, targets: Mapping[str, Target], *,
             rollback: bool) -> Action | None:
-    m = c.mapping(spec, where, {"action", "do", "on", "with", "ttl", "timeout", "mark"}, spec.line,
+    m = c.mapping(spec, where, {"action", "do", "on", "with", "ttl", "timeout", "mark", "mark_start"}, spec.line,
                   required=("action", "do"))
     if m is None:
         return None
@@ -755,7 +760,7 @@ def _action(c: _Checker, spec: LocatedDict, where: str, index: int, targets: Map
     mark = c.name(m, "mark", f"{where}.mark", required=False)
     return Action(index, name, kind, on, params, c.duration(m, "ttl", f"{where}.ttl", DEFAULT_TTL_S) or DEFAULT_TTL_S,
                   c.duration(m, "timeout", f"{where}.timeout", DEFAULT_ACTION_TIMEOUT_S) or DEFAULT_ACTION_TIMEOUT_S,
-                  mark, m.line)
+                  mark, m.line, c.name(m, "mark_start", f"{where}.mark_start", required=False))
 
 
 def _method(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> tuple[Step, ...]:
@@ -790,7 +795,7 @@ def _method(c: _Checker, top: LocatedDict, targets: Mapping[str, Target]) -> tup
                 steps.append(action)
         else:
             c.fail(line_of(item) or raw.line, where, "must be an action (action, do, on, with) or a wait_for")
-    marks = [s.mark for s in steps if s.mark]
+    marks = [s.mark for s in steps if s.mark] + [s.mark_start for s in steps if isinstance(s, Action) and s.mark_start]
     for dup in {m for m in marks if marks.count(m) > 1}:
         c.fail(raw.line, "method", f"mark {dup!r} is set twice")
     return tuple(steps)

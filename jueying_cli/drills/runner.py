@@ -251,7 +251,8 @@ class DrillRunner:
         else:
             where = f" on {self.refs.get(step.on, '')}" if step.on else " on this machine"
             params = ", ".join(f"{k}={v}" for k, v in step.params.items())
-            ttl = f", ttl {step.ttl_s:g} s" if step.kind not in (FaultKind.DRAIN, FaultKind.RESUME) else ""
+            ttl = f", ttl {step.ttl_s:g} s" if step.kind not in (FaultKind.DRAIN, FaultKind.RESUME,
+                                                                 FaultKind.FAILOVER) else ""
             text = f"{step.name}: {step.kind}{where} ({params}{ttl})"
         return text + (f" -> mark {step.mark}" if step.mark else "")
 
@@ -478,9 +479,11 @@ class DrillRunner:
             (self.journal["run"] if phase == "method" else self.journal["rollbacks"]).append(entry)
         if phase == "method":
             self.started.append((action, entry))
+        if action.mark_start:
+            self._mark(action.mark_start, entry["start_unix"])
         self.save()  # BEFORE the action starts: recover must know it may have happened
         self.emit(f"{phase} {action.name}: {action.kind} on {fold([n.name for n in nodes])}")
-        result = self._inject(action, nodes, tag, self.stop.cancel if phase == "method" else Cancel())
+        result = self._inject(action, nodes, tag, self.stop.cancel if phase == "method" else Cancel(), entry)
         self._settle(entry, result)
         if result.ok and action.mark:
             self._mark(action.mark, time.time())
@@ -505,10 +508,13 @@ class DrillRunner:
         """Where a fault on this machine keeps its undo file (beside the state database)."""
         return str(self.store.path.with_name(self.store.path.name + ".drills")) if node.is_local else None
 
-    def _inject(self, action: Action, nodes: Sequence[Node], tag: str, cancel: Cancel) -> faults.FaultResult:
+    def _inject(self, action: Action, nodes: Sequence[Node], tag: str, cancel: Cancel,
+                entry: dict[str, Any]) -> faults.FaultResult:
         try:
             if action.kind == FaultKind.DRAIN:
                 return self._drain(action, nodes)
+            if action.kind == FaultKind.FAILOVER:
+                return self._failover(action, nodes, entry)
             if action.kind == FaultKind.RESUME:
                 return self._resume(nodes, str(action.params.get("only_reason_prefix") or ""), None)
             scripts = faults.node_scripts(action, tag, self.refs)
@@ -520,12 +526,15 @@ class DrillRunner:
         except JueyingError as exc:
             return faults.FaultResult(False, str(exc))
 
-    def _undo(self, action: Action, nodes: Sequence[Node], tag: str, started_at: float) -> faults.FaultResult:
+    def _undo(self, action: Action, nodes: Sequence[Node], tag: str, entry: dict[str, Any]) -> faults.FaultResult:
+        started_at = float(entry["start_unix"])
         try:
             if action.kind == FaultKind.DRAIN:
                 return self._resume(nodes, "", self.run_id)
             if action.kind == FaultKind.RESUME:
                 return faults.FaultResult(True, "a resume has nothing to undo")
+            if action.kind == FaultKind.FAILOVER:
+                return self._unfailover(nodes, entry)
 
             def script(node: Node) -> str:
                 return faults.undo_script(tag, self._state_dir(node))
@@ -554,6 +563,66 @@ class DrillRunner:
         text = "; ".join(f"{r.node}: {r.result}: {r.note}" for r in rows)
         return faults.FaultResult(not bad and bool(rows), text, {r.node: {"result": str(r.result), "note": r.note}
                                                                   for r in rows})
+
+    def _failover_book(self, path: str | None, node: Node) -> Any:
+        from jueying_cli.actions.failover.playbook import find_playbook, load_playbook
+
+        if path and not Path(path).is_absolute():
+            path = str(Path(self.book.source).parent / path)
+        return load_playbook(find_playbook(path, str(node.vars.get("role") or "compute"), self.ctx.inventory))
+
+    def _failover(self, action: Action, nodes: Sequence[Node], entry: dict[str, Any]) -> faults.FaultResult:
+        """The existing failover (spare chosen by health, drain within the cap, steps, verification, its own
+        rollback on failure, the audit log), node by node. The chosen spare is journaled before it starts."""
+        from jueying_cli.actions.failover.run import FailoverRequest, failover
+        from jueying_cli.actions.failover.spares import healthy_spare, judge_spares, spare_candidates
+        from jueying_cli.checks import builtin_config, load_check_config
+
+        detail: dict[str, Any] = entry.setdefault("detail", {})
+        texts, ok = [], True
+        for node in nodes:
+            book = self._failover_book(action.params.get("playbook"), node)
+            candidates, rejected = spare_candidates(self.ctx.inventory, node)
+            if action.params.get("spare"):
+                candidates = [c for c in candidates if c.name == action.params["spare"]]
+            config = load_check_config(Path(self.checks_file)) if self.checks_file else builtin_config()
+            verdicts = judge_spares(self.ctx, candidates, node, config, connect_timeout_s=10.0)
+            spare = healthy_spare(candidates, verdicts)
+            if spare is None:
+                why = "; ".join([f"{n}: {w}" for n, w in rejected] + [f"{n}: {w}" for n, w in verdicts.items() if w])
+                texts.append(f"{node.name}: no healthy spare ({why or 'none in its spare_pool'})")
+                ok = False
+                continue
+            detail[node.name] = {"spare": spare.name, "playbook": book.source, "result": "started"}
+            self.save()  # the spare is known before anything changes: recover can take it back
+            report = failover(self.ctx, FailoverRequest(node, spare, book, f"drill {self.book.name} {self.run_id}",
+                                                        force=False))
+            detail[node.name]["result"] = report.result
+            texts.append(f"{node.name} -> {spare.name}: {report.result}: {report.left}")
+            ok &= report.result == "done"
+        return faults.FaultResult(ok, "; ".join(texts))
+
+    def _unfailover(self, nodes: Sequence[Node], entry: dict[str, Any]) -> faults.FaultResult:
+        """Take a failover back: its steps' undos newest first (all of them when the run died mid-failover;
+        none when the failover already rolled itself back), then resume the failed node's failover drain."""
+        from jueying_cli.actions.failover.run import undo_steps
+
+        texts, ok = [], True
+        for node in nodes:
+            done = (entry.get("detail") or {}).get(node.name)
+            if not done:
+                texts.append(f"{node.name}: no failover was started")
+                continue
+            spare = self.ctx.inventory.nodes[done["spare"]]
+            if done["result"] != "rolled_back":
+                book = self._failover_book(done["playbook"], node)
+                for record in undo_steps(book, node, spare, self.ctx.transport):
+                    texts.append(f"undo '{record.step.name}' on {record.target}: {record.outcome.status}")
+                    ok &= record.outcome.ok
+            resumed = self._resume([node], f"jueying: failover to {spare.name}", None)
+            texts.append(resumed.output)
+            ok &= resumed.ok
+        return faults.FaultResult(ok, "; ".join(texts))
 
     def _resume(self, nodes: Sequence[Node], prefix: str, run_id: str | None) -> faults.FaultResult:
         """Resume the nodes jueying drained (only those whose reason holds `run_id` when given, or starts with
@@ -637,7 +706,7 @@ class DrillRunner:
                       "start_unix": t}
             j["rollbacks"].append(record)
             self.save()
-            result = self._undo(action, nodes, entry["tag"], float(entry["start_unix"]))
+            result = self._undo(action, nodes, entry["tag"], entry)
             self._settle(record, result)
             self.save()
             self.emit(f"undo {action.name}: {'ok' if result.ok else 'FAILED: ' + result.output}")

@@ -587,3 +587,50 @@ def test_sigkill_while_an_action_runs_then_recover_undoes_it(env: dict[str, str]
     assert [(e["name"], e["status"]) for e in recovered.json()["data"]["rollbacks"]] == [
         ("undo slow-inject", "succeeded")]
     assert Path(f"{mark}.undone").exists() and injected(sim) == {}
+
+
+FAILOVER_STEPS = """\
+role: compute
+steps:
+  - name: fence the old node
+    on: failed
+    run: echo fenced > "$JUEYING_NODE_STATE_DIR/fenced"
+    undo: rm -f "$JUEYING_NODE_STATE_DIR/fenced"
+  - name: promote the spare
+    on: spare
+    run: echo "replaces $JUEYING_FAILED_NODE" > "$JUEYING_NODE_STATE_DIR/promoted"
+    undo: rm -f "$JUEYING_NODE_STATE_DIR/promoted"
+verify:
+  - name: the spare says whom it replaces
+    on: spare
+    run: grep -q "replaces $JUEYING_FAILED_NODE" "$JUEYING_NODE_STATE_DIR/promoted"
+"""
+
+
+def test_failover_to_spare_drill_end_to_end(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    """The shipped drill: the existing failover onto the healthy spare, timed, then taken back."""
+    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 3", "  expected_gpus: 8",
+             '  gpu_model: "NVIDIA H100 80GB HBM3"', "  spare_pool: rack1", "groups:",
+             "  compute:", '    nodes: "dn[1-3]"', "    vars: {role: compute}",
+             "  spares:", '    nodes: "dn4"', "    vars: {role: spare}", "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("\n".join(lines) + "\n")
+    steps = tmp_path / "playbooks" / "failover" / "compute.yaml"  # found beside the inventory
+    steps.parent.mkdir(parents=True)
+    steps.write_text(FAILOVER_STEPS)
+    env = {**env, "JUEYING_INVENTORY": str(inventory)}
+    result = jy(env, "drill", "run", str(REPO / "playbooks" / "drills" / "failover-to-spare.yaml"), "--yes",
+                "--json")
+    assert result.rc == 0, result.stderr[-3000:]
+    journal = result.json()["data"]
+    victim = journal["targets_resolved"]["victim"]["nodes"][0]
+    assert victim in ("dn1", "dn2", "dn3")
+    assert journal["run"][0]["detail"] == {victim: {"spare": "dn4", "playbook": str(steps), "result": "done"}}
+    assert journal["objectives"]["time_to_failover"]["met"] and journal["rollback_status"] == "succeeded"
+    # taken back: no step left in place, the failed node resumed, and the audit log has it all
+    assert not (sim.node("dn4").dir / "promoted").exists() and not (sim.node(victim).dir / "fenced").exists()
+    assert not drained(env, victim)
+    log = jy(env, "log", "--json").json()["data"]["entries"]
+    assert [(e["action"], e["result"]) for e in log if e["node"] == victim] == [
+        ("failover", "done"), ("drain", "done"), ("resume", "done")]
