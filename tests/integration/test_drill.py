@@ -634,3 +634,59 @@ def test_failover_to_spare_drill_end_to_end(env: dict[str, str], sim: SimCluster
     log = jy(env, "log", "--json").json()["data"]["entries"]
     assert [(e["action"], e["result"]) for e in log if e["node"] == victim] == [
         ("failover", "done"), ("drain", "done"), ("resume", "done")]
+
+
+def test_slurmd_death_is_noticed_by_slurm_and_slurmd_restored(sim: SimCluster, slurm: SlurmCluster,
+                                                               tmp_path: Path) -> None:
+    """The slurmd-death drill against the real Slurm harness. Its slurmd processes run on this machine (one
+    per node name, in their own namespaces), not on the sshd nodes, so the kill and its restart are local
+    `command` actions here; the shipped playbook kills slurmd on the node itself (kill_process)."""
+    import shlex
+
+    from tests.machine import node_unshare
+    from tests.slurm._cluster import MARKER, SLURMD
+
+    env = {**make_env(sim, tmp_path, "slurm"), **slurm.env, "JUEYING_BACKEND": "slurm"}
+    # The kill's pattern must match no shell of the drill's own (their command lines hold the pattern and
+    # the restart): "[s]" does not match itself, and the restart names slurmd through a variable.
+    restart = shlex.join(["env", f"{MARKER}={slurm.base_dir}", "setsid", *node_unshare(), "sh", "-c",
+                          f"hostname dn3; s={SLURMD}; exec $s -D -N dn3 -f {shlex.quote(str(slurm.conf_path))}"]
+                         ) + " </dev/null >/dev/null 2>&1 &"
+    kill = shlex.join(["pkill", "-KILL", "-f", "--", f"[s]lurmd -D -N dn3 -f {slurm.conf_path}"])
+    playbook = tmp_path / "slurmd-death.yaml"
+    playbook.write_text(f"""apiVersion: jueying/v1
+kind: Drill
+metadata: {{name: slurmd-death}}
+targets:
+  victim: {{nodes: "dn[1-4]", pick: {{mode: names, value: [dn3]}}}}
+steady_state:
+  probes:
+    - {{name: victim-idle, probe: node_state, on: victim, expect: {{equals: idle}}, phases: [before, post_rollback]}}
+method:
+  - action: kill-slurmd
+    do: command
+    with: {{run: {json.dumps(kill)}, undo: {json.dumps(restart)}}}
+    mark: slurmd_killed
+  - wait_for:
+      name: slurm-marks-down
+      probe: node_state
+      on: victim
+      expect: {{equals: down}}
+      timeout: 3m
+      interval: 1s
+    mark: down_detected
+report:
+  timings: {{time_to_detect: [slurmd_killed, down_detected]}}
+  objectives: {{time_to_detect: 3m}}
+""")
+    try:
+        result = jy(env, "drill", "run", str(playbook), "--yes", "--json")
+        assert result.rc == 0, result.stderr[-3000:]
+        journal = result.json()["data"]
+        # SlurmdTimeout is 10 s in the harness: Slurm needs at least that long to call the node down
+        assert 10 <= journal["timings"]["time_to_detect"] <= 180
+        assert journal["rollback_status"] == "succeeded"
+        assert journal["steady_states"]["post_rollback"][0]["value"] == {"dn3": "idle"}
+        assert slurm.node_state("dn3")["state"] == ["IDLE"]
+    finally:
+        slurm.run("scontrol", "update", "NodeName=dn3", "State=RESUME", check=False)
