@@ -721,9 +721,12 @@ def _probe_list(c: _Checker, parent: LocatedDict, key: str, where: str, targets:
     if not isinstance(raw, LocatedList):
         c.fail(parent.line_of(key), where, "must be a list of probes")
         return ()
+    if len(raw) > MAX_STEPS:
+        c.fail(raw.line, where, f"at most {MAX_STEPS} probes")
+        return ()
     lines = getattr(raw, "item_lines", [])
     probes = [_probe(c, item, f"{where}[{i}]", lines[i] if i < len(lines) else raw.line, targets, phases=phases,
-                     background=background) for i, item in enumerate(raw[:MAX_STEPS])]
+                     background=background) for i, item in enumerate(raw)]
     names = [p.name for p in probes if p is not None]
     for dup in {n for n in names if names.count(n) > 1}:
         c.fail(raw.line, where, f"probe name {dup!r} is used twice")
@@ -814,8 +817,11 @@ def _rollback(c: _Checker, top: LocatedDict,
     if not isinstance(raw, LocatedList):
         c.fail(r.line_of("steps"), "rollback.steps", "must be a list of actions")
         return strategy, (), settle
+    if len(raw) > MAX_STEPS:
+        c.fail(raw.line, "rollback.steps", f"at most {MAX_STEPS} steps")
+        return strategy, (), settle
     steps = []
-    for i, item in enumerate(raw[:MAX_STEPS]):
+    for i, item in enumerate(raw):
         if not isinstance(item, LocatedDict):
             c.fail(line_of(item) or raw.line, f"rollback.steps[{i}]", "must be an action (action, do, on, with)")
             continue

@@ -141,3 +141,12 @@ def test_show_and_recover_of_an_unknown_run_exit_2() -> None:
         assert result.rc == 2 and "no drill run '20990101T000000Z-000000'" in result.stderr
     listed = run_jueying(["drill", "list", "--json"])
     assert listed.rc == 0 and listed.json()["data"] == {"runs": []}
+
+
+def test_a_huge_playbook_is_refused_not_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    step = "  - {action: a%d, do: command, with: {run: 'true'}}\n"
+    path.write_text(GOOD.split("method:")[0] + "method:\n" + "".join(step % i for i in range(201)))
+    with pytest.raises(PlaybookError) as refused:
+        load_playbook(path)
+    assert any("method: at most 200 steps" in p for p in refused.value.problems)
