@@ -535,8 +535,14 @@ def _targets(c: _Checker, top: LocatedDict) -> dict[str, Target]:
             continue
         filters: dict[str, Any] = {}
         if "filter" in m:
-            f = c.mapping(m["filter"], f"{where}.filter", {"gpu_model", "role", "states"}, m.line_of("filter"))
+            f = c.mapping(m["filter"], f"{where}.filter", {"gpu_model", "role", "states", "healthy"},
+                          m.line_of("filter"))
             if f is not None:
+                if "healthy" in f:
+                    if not isinstance(f["healthy"], bool):
+                        c.fail(f.line_of("healthy"), f"{where}.filter.healthy", "must be true or false")
+                    else:
+                        filters["healthy"] = f["healthy"]
                 for key in ("gpu_model", "role"):
                     if key in f:
                         filters[key] = c.text(f, key, f"{where}.filter.{key}")

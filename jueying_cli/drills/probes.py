@@ -152,6 +152,13 @@ def _facts(env: ProbeEnv, nodes: Sequence[Node]) -> tuple[list[Any], list[Any]]:
     return results, run_checks(answered, config, env.inventory, now=time.time())
 
 
+def unhealthy(env: ProbeEnv, nodes: Sequence[Node]) -> set[str]:
+    """Those of `nodes` that did not answer or have a CRITICAL health check (target filter healthy)."""
+    results, findings = _facts(env, nodes)
+    critical = {f.node for f in findings if f.level == Level.CRITICAL}
+    return {r.name for r in results if r.facts is None or r.name in critical}
+
+
 def _check_levels(env: ProbeEnv, nodes: Sequence[Node], check: str) -> dict[str, str]:
     results, findings = _facts(env, nodes)
     levels: dict[str, str] = {}

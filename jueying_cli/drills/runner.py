@@ -77,12 +77,20 @@ class EmptyTarget(JueyingError):
 
 
 def resolve_targets(book: Playbook, ctx: ActionContext, states: Mapping[str, NodeState],
-                    unavailable: set[str]) -> dict[str, ResolvedTarget]:
+                    unavailable: set[str], unhealthy: Callable[[Sequence[Node]], set[str]] | None = None,
+                    ) -> dict[str, ResolvedTarget]:
     """Each target's nodes: selection, filters, never an unavailable node (drained, draining, down, or a
     builtin node that does not answer) unless include_unavailable, then the pick (a random pick's seed is
-    drawn when none is given, and recorded)."""
+    drawn when none is given, and recorded). `unhealthy(nodes)`: those of `nodes` that do not answer or have
+    a CRITICAL health check (for `filter: {healthy: true|false}`)."""
     resolved: dict[str, ResolvedTarget] = {}
     for t in book.targets.values():
+        sick: set[str] = set()
+        if "healthy" in t.filters and unhealthy is not None:
+            try:
+                sick = unhealthy(select_nodes(ctx.inventory, t.nodes, t.exclude))
+            except BadInputError:
+                sick = set()
         where = f"targets.{t.name}"
         try:
             chosen = select_nodes(ctx.inventory, t.nodes, t.exclude)
@@ -98,6 +106,8 @@ def resolve_targets(book: Playbook, ctx: ActionContext, states: Mapping[str, Nod
                 continue
             state = states.get(node.name)
             if "states" in f and (state is None or str(state.state) not in f["states"]):
+                continue
+            if "healthy" in f and (node.name in sick) == f["healthy"]:
                 continue
             if not t.include_unavailable and node.name in unavailable:
                 dropped.append(node.name)
@@ -201,6 +211,11 @@ class DrillRunner:
             return []
         return [self.ctx.inventory.nodes[n] for n in self.targets[target].nodes]
 
+    def _unhealthy(self, nodes: Sequence[Node]) -> set[str]:
+        from jueying_cli.drills.probes import unhealthy
+
+        return unhealthy(self.probe_env(), nodes)
+
     def probe(self, probe: Probe, env: ProbeEnv) -> ProbeResult:
         return run_probe(probe, env, self.refs, self.nodes_of(probe.on))
 
@@ -218,7 +233,7 @@ class DrillRunner:
 
     def prepare(self) -> tuple[dict[str, NodeState], set[str]]:
         states, unavailable = unavailable_now(self.ctx)
-        self.targets = resolve_targets(self.book, self.ctx, states, unavailable)
+        self.targets = resolve_targets(self.book, self.ctx, states, unavailable, self._unhealthy)
         self._set_refs()
         return states, unavailable
 

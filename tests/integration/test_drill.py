@@ -696,3 +696,14 @@ report:
         assert slurm.node_state("dn3")["state"] == ["IDLE"]
     finally:
         slurm.run("scontrol", "update", "NodeName=dn3", "State=RESUME", check=False)
+
+
+def test_a_target_filtered_on_health(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    sim.node("dn2").set_gpus(**{"gpu.0.lost": 1})  # CRITICAL for the nvml check
+    for healthy, expected in ((True, ["dn1", "dn3", "dn4"]), (False, ["dn2"])):
+        playbook = write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m")).read_text().replace(
+            "pick: {mode: names, value: [dn2]}", f"filter: {{healthy: {str(healthy).lower()}}}")
+        (tmp_path / "p.yaml").write_text(playbook)
+        result = jy(env, "drill", "run", str(tmp_path / "p.yaml"), "--dry-run", "--json")
+        assert result.rc == 0, result.stderr
+        assert result.json()["data"]["targets_resolved"]["victim"]["nodes"] == expected
