@@ -683,8 +683,8 @@ class DrillRunner:
         t = time.time()
         entry.update(status=status, end=iso(t), duration=round(t - t0, 3), attempts=attempts,
                      last=result.as_dict(), tolerance_met=result.ok)
-        if result.ok and step.mark:
-            self._mark(step.mark, result.at)
+        if result.ok and step.mark:  # when the probe that held had answered: never earlier than observed
+            self._mark(step.mark, result.at + result.duration_s)
         self.save()
         if status == "timeout":
             self.journal["deviated"] = True

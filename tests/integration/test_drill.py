@@ -707,3 +707,107 @@ def test_a_target_filtered_on_health(env: dict[str, str], sim: SimCluster, tmp_p
         result = jy(env, "drill", "run", str(tmp_path / "p.yaml"), "--dry-run", "--json")
         assert result.rc == 0, result.stderr
         assert result.json()["data"]["targets_resolved"]["victim"]["nodes"] == expected
+
+
+QUICK = """  - action: touch
+    do: command
+    on: victim
+    with: {run: "true"}
+    mark: a
+  - wait_for: {name: w, probe: command, on: victim, with: {run: "true"}, expect: {equals: 0}, timeout: 1m}
+    mark: b
+"""
+
+
+def test_the_deadline_aborts_and_rolls_back(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    playbook = write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"), extra="guards: {deadline: 3s}")
+    result = jy(env, "drill", "run", str(playbook), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "aborted" and journal["aborted_by"] == "deadline 3 s passed"
+    assert journal["rollback_status"] == "succeeded" and injected(sim) == {}
+
+
+def test_a_failed_preflight_injects_nothing(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
+    guard = ("guards:\n  preflight:\n    - {name: no-incident, probe: file, with: {path: /nonexistent/jy},"
+             " expect: {equals: true}}")
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
+                                                         extra=guard)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "aborted" and journal["aborted_by"] == "preflight no-incident does not hold"
+    assert journal["run"] == [] and journal["rollback_status"] == "not_needed" and injected(sim) == {}
+
+
+def test_a_missed_objective_fails_the_drill_after_a_good_rollback(env: dict[str, str], sim: SimCluster,
+                                                                  tmp_path: Path) -> None:
+    report = "report:\n  timings: {t: [a, b]}\n  objectives: {t: 1ms}\n"
+    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", QUICK + report)), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "failed" and journal["rollback_status"] == "succeeded"
+    # b is marked when the probe that held had answered (an SSH round trip after a)
+    assert journal["objectives"]["t"]["met"] is False and journal["objectives"]["t"]["value_s"] > 0.001
+    shown = jy(env, "drill", "show", journal["run_id"])
+    assert "t " in shown.stdout and "MISSED" in shown.stdout
+
+
+def test_every_builtin_probe_reads_the_cluster_in_a_dry_run(env: dict[str, str], sim: SimCluster,
+                                                            tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204 if self.path == "/ok" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sim.node("dn4").set_gpus(**{"gpu.0.lost": 1, "gpu.1.lost": 1})
+        jy(env, "drain", "dn3", "-r", "maintenance")
+        note = tmp_path / "note"
+        note.write_text("  hello \n")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        probes = f"""steady_state:
+  probes:
+    - {{name: state, probe: node_state, on: all, expect: {{in: [idle]}}}}
+    - {{name: reason, probe: drain_reason, on: all, expect: {{equals: null}}}}
+    - {{name: jobs, probe: running_jobs, on: all, expect: {{equals: 0}}}}
+    - {{name: healthy, probe: gpus, with: {{count: healthy}}, expect: {{equals: 24}}}}
+    - {{name: schedulable, probe: gpus, with: {{count: schedulable}}, expect: {{equals: 16}}}}
+    - {{name: nvml, probe: check, on: all, with: {{check: nvml}}, expect: {{equals: ok}}}}
+    - {{name: host, probe: command, on: all, with: {{run: hostname, output: stdout}}, expect: {{regex: "^dn"}}}}
+    - {{name: here, probe: command, with: {{run: "exit 3"}}, expect: {{equals: 3}}}}
+    - {{name: note, probe: file, with: {{path: "{note}", output: content}}, expect: {{equals: hello}}}}
+    - {{name: up, probe: http, with: {{url: "{url}/ok"}}, expect: {{equals: 204}}}}
+    - {{name: down, probe: http, with: {{url: "{url}/down"}}, expect: {{equals: 503}}}}
+    - {{name: gone, probe: http, with: {{url: "http://127.0.0.1:1/"}}, expect: {{equals: null}}}}
+"""
+        text = write_playbook(tmp_path / "p.yaml", QUICK, extra=probes).read_text().replace(
+            "targets:\n", "targets:\n  all: {nodes: \"dn[1-4]\", include_unavailable: true}\n")
+        (tmp_path / "p.yaml").write_text(text)
+        result = jy(env, "drill", "run", str(tmp_path / "p.yaml"), "--dry-run", "--json")
+        assert result.rc == 0, result.stderr
+        values = {p["name"]: (p["value"], p["tolerance_met"]) for p in result.json()["data"]["probes"]}
+        nodes = ["dn1", "dn2", "dn3", "dn4"]
+        assert values["state"] == ({"dn1": "idle", "dn2": "idle", "dn3": "drained", "dn4": "idle"}, False)
+        assert values["reason"] == ({"dn1": None, "dn2": None, "dn3": "jueying: maintenance [root]", "dn4": None},
+                                    False)
+        assert values["jobs"] == (dict.fromkeys(nodes, 0), True)
+        # dn4 has a CRITICAL check (lost GPUs): none of its GPUs count; dn3 is drained: not schedulable
+        assert values["healthy"] == (24, True) and values["schedulable"] == (16, True)
+        assert values["nvml"] == ({"dn1": "ok", "dn2": "ok", "dn3": "ok", "dn4": "critical"}, False)
+        assert values["host"] == ({n: n for n in nodes}, True)
+        assert values["here"] == (3, True) and values["note"] == ("hello", True)
+        assert values["up"] == (204, True) and values["down"] == (503, True) and values["gone"] == (None, True)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+        jy(env, "resume", "dn3")
