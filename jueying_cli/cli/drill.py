@@ -264,6 +264,8 @@ def show(
 @drill_app.command("recover")
 def recover(
     run_id: str = typer.Argument(..., metavar="RUN", help="The run id (jueying drill list)."),
+    force: bool = typer.Option(False, "--force", help="Recover a run started on another host (its locks "
+                               "cannot be seen from here: make sure that host and run are gone)."),
     json_output: bool = typer.Option(False, "--json", help="Print the journal in the JSON envelope."),
     inventory: str | None = common.InventoryOpt,
     connect_timeout: float = common.ConnectTimeoutOpt,
@@ -283,6 +285,14 @@ def recover(
             RollbackStatus.SUCCEEDED, RollbackStatus.NOT_NEEDED, RollbackStatus.SKIPPED):
         say(f"drill run {run_id} ended {journal['status']}, rollback {journal['rollback_status']}: nothing to recover")
         raise typer.Exit(int(ExitCode.OK))
+    import socket
+
+    if journal["host"] != socket.gethostname() and not force:
+        from jueying_cli.errors import JueyingError
+
+        raise JueyingError(f"drill run {run_id} was started on {journal['host']} (pid {journal['pid']}), whose "
+                           "locks this host cannot see: recover it there, or add --force once that run is "
+                           "surely gone")
     doc = load_yaml_text(journal["playbook_text"], journal["drill"]["source"])
     book = parse_playbook(doc, journal["drill"]["source"], journal["playbook_text"], journal.get("vars") or {})
     ctx = _context(inventory, ssh_config, connect_timeout)
