@@ -150,3 +150,21 @@ def test_a_huge_playbook_is_refused_not_cut_short(tmp_path: Path) -> None:
     with pytest.raises(PlaybookError) as refused:
         load_playbook(path)
     assert any("method: at most 200 steps" in p for p in refused.value.problems)
+
+
+def test_scheduled_runs_only_inside_the_window(tmp_path: Path) -> None:
+    now = time.gmtime()
+    start, end = (now.tm_hour + 2) % 24, (now.tm_hour + 3) % 24  # a window that is not now
+    path = tmp_path / "s.yaml"
+    path.write_text(GOOD + f'schedule:\n  window: {{start: "{start:02d}:00", end: "{end:02d}:00", tz: UTC}}\n')
+    outside = run_jueying(["drill", "run", str(path), "--scheduled"])
+    assert outside.rc == 0 and "outside its schedule.window: nothing done" in outside.stdout
+    assert run_jueying(["drill", "list", "--json"]).json()["data"] == {"runs": []}
+    (tmp_path / "n.yaml").write_text(GOOD)
+    unscheduled = run_jueying(["drill", "run", str(tmp_path / "n.yaml"), "--scheduled"])
+    assert unscheduled.rc == 2 and "schedule: --scheduled needs schedule.window" in unscheduled.stderr
+    bad = tmp_path / "b.yaml"
+    bad.write_text(GOOD + 'schedule:\n  window: {start: "25:00", end: "10:00", tz: Mars/Olympus}\n')
+    refused = run_jueying(["drill", "validate", str(bad)])
+    assert refused.rc == 2 and ":18: schedule.window.start: must be HH:MM" in refused.stderr
+    assert ":18: schedule.window.tz: unknown time zone 'Mars/Olympus'" in refused.stderr
