@@ -581,6 +581,14 @@ def _targets(c: _Checker, top: LocatedDict) -> dict[str, Target]:
         if not isinstance(include, bool):
             c.fail(m.line_of("include_unavailable"), f"{where}.include_unavailable", "must be true or false")
             include = False
+        for key in ("nodes", "exclude"):
+            pattern = m.get(key)
+            if isinstance(pattern, str) and pattern.strip() and "${" not in pattern:
+                from jueying_cli.checks.config import nodeset_syntax_error
+
+                why = nodeset_syntax_error(pattern)
+                if why:
+                    c.fail(m.line_of(key), f"{where}.{key}", f"not a node set: {why}")
         targets[str(tname)] = Target(
             name=str(tname), nodes=c.text(m, "nodes", f"{where}.nodes"),
             exclude=c.text(m, "exclude", f"{where}.exclude"),

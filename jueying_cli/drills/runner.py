@@ -571,9 +571,12 @@ class DrillRunner:
     def _drain(self, action: Action, nodes: Sequence[Node]) -> faults.FaultResult:
         why = str(action.params.get("reason") or action.name)
         reason = jueying_reason(f"drill {self.book.name} {self.run_id}: {why}")
-        plan = plan_drains(self.ctx, [DrainRequest(n.name, reason, f"drill {self.run_id}") for n in nodes],
-                           over_cap=OverCap.REFUSE)
-        rows = execute(self.ctx, plan, actor=f"drill:{self.book.name}", message=f"drill {self.run_id}")
+        try:  # a refused drain (CapExceeded) must not keep the cap lock for the rest of the drill
+            plan = plan_drains(self.ctx, [DrainRequest(n.name, reason, f"drill {self.run_id}") for n in nodes],
+                               over_cap=OverCap.REFUSE)
+            rows = execute(self.ctx, plan, actor=f"drill:{self.book.name}", message=f"drill {self.run_id}")
+        finally:
+            self.ctx.release_cap()
         bad = [r for r in rows if r.result in (ChangeResult.FAILED, ChangeResult.HELD_BACK)]
         text = "; ".join(f"{r.node}: {r.result}: {r.note}" for r in rows)
         return faults.FaultResult(not bad and bool(rows), text, {r.node: {"result": str(r.result), "note": r.note}
@@ -610,8 +613,11 @@ class DrillRunner:
                 continue
             detail[node.name] = {"spare": spare.name, "playbook": book.source, "result": "started"}
             self.save()  # the spare is known before anything changes: recover can take it back
-            report = failover(self.ctx, FailoverRequest(node, spare, book, f"drill {self.book.name} {self.run_id}",
-                                                        force=False))
+            try:
+                report = failover(self.ctx, FailoverRequest(node, spare, book,
+                                                            f"drill {self.book.name} {self.run_id}", force=False))
+            finally:
+                self.ctx.release_cap()
             detail[node.name]["result"] = report.result
             texts.append(f"{node.name} -> {spare.name}: {report.result}: {report.left}")
             ok &= report.result == "done"
@@ -764,7 +770,7 @@ class DrillRunner:
         for name, limit in self.book.objectives.items():
             value = j["timings"].get(name)
             j["objectives"][name] = {"limit_s": limit, "value_s": value, "met": value is not None and value <= limit}
-        j["signals"] = list(self._signals_seen)
+        j["signals"] = [*j.get("signals", []), *self._signals_seen]
         if j["status"] == DrillStatus.RUNNING:
             if self.stop.status is not None:
                 j["status"] = str(self.stop.status)

@@ -811,3 +811,20 @@ def test_every_builtin_probe_reads_the_cluster_in_a_dry_run(env: dict[str, str],
         server.server_close()
         thread.join()
         jy(env, "resume", "dn3")
+
+
+def test_a_drain_past_the_inventory_cap_is_refused_and_fails_the_drill(env: dict[str, str], sim: SimCluster,
+                                                                      tmp_path: Path) -> None:
+    method = "  - {action: drain-all, do: drain, on: victim}\n"
+    text = write_playbook(tmp_path / "p.yaml", method).read_text().replace("pick: {mode: names, value: [dn2]}",
+                                                                         "pick: {mode: all}")
+    (tmp_path / "p.yaml").write_text(text)
+    result = jy(env, "drill", "run", str(tmp_path / "p.yaml"), "--yes", "--json")
+    assert result.rc == 1
+    journal = result.json()["data"]
+    assert journal["status"] == "failed" and "over max_unavailable 3" in journal["run"][0]["output"]
+    assert journal["rollback_status"] == "succeeded"
+    assert not any(drained(env, n) for n in NAMES)
+    after = jy(env, "drain", "dn1", "-r", "cap lock free again")  # the refused drain left no lock behind
+    assert after.rc == 0, after.stderr
+    jy(env, "resume", "dn1")

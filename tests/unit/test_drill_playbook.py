@@ -57,6 +57,7 @@ BROKEN = [
     ("timings: {t: [a, b]}", "timings: {t: [a, c]}", "15: report.timings.t", False),
     ("objectives: {t: 5m}", "objectives: {t: five minutes}", "16: report.objectives.t", True),
     ("    mark: a\n", "    mark: a\n    ttl: -3\n", "12: method[0].ttl", True),
+    ('nodes: "n[1-4]"', 'nodes: "n[4-1"', "5: targets.victim.nodes", False),
 ]
 
 
