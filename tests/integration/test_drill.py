@@ -385,18 +385,27 @@ def test_a_guard_aborts_the_method_and_rolls_back(env: dict[str, str], sim: SimC
     assert injected(sim) == {}
 
 
-def test_max_unavailable_counts_nodes_already_down_and_stops_before_anything(
-        env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
-    jy(env, "drain", "dn1", "-r", "maintenance")
-    guard = "guards:\n  max_unavailable: {count: 1}\n"
-    result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
-                                                         extra=guard)), "--yes", "--json")
-    assert result.rc == 1
-    journal = result.json()["data"]
-    assert journal["status"] == "aborted" and journal["rollback_status"] == "not_needed"
-    assert journal["aborted_by"].startswith("max_unavailable 1: 1 of 4 nodes already unavailable")
-    assert journal["run"] == [] and injected(sim) == {}
-    jy(env, "resume", "dn1")
+@pytest.mark.parametrize("how", ["drained", "down"])
+def test_max_unavailable_counts_nodes_already_out_and_stops_before_anything(
+        env: dict[str, str], sim: SimCluster, tmp_path: Path, how: str) -> None:
+    if how == "drained":
+        jy(env, "drain", "dn1", "-r", "maintenance")
+    else:
+        sim.node("dn1").stop()  # a builtin node that does not answer counts as down
+    try:
+        guard = "guards:\n  max_unavailable: {count: 1}\n"
+        result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % (
+            "20m", "20m"), extra=guard)), "--yes", "--json")
+        assert result.rc == 1
+        journal = result.json()["data"]
+        assert journal["status"] == "aborted" and journal["rollback_status"] == "not_needed"
+        assert journal["aborted_by"].startswith("max_unavailable 1: 1 of 4 nodes already unavailable")
+        assert journal["run"] == [] and injected(sim) == {}
+    finally:
+        if how == "drained":
+            jy(env, "resume", "dn1")
+        else:
+            sim.node("dn1").start()
 
 
 def test_a_steady_state_that_does_not_hold_means_nothing_is_injected(env: dict[str, str], sim: SimCluster,
