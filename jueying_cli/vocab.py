@@ -140,3 +140,25 @@ class OutputFormat(StrEnum):
     JSON = "json"  # the envelope, as --json
     CSV = "csv"  # RFC 4180 (Python's csv module)
     TSV = "tsv"  # one row a line; tab, newline, CR and backslash escaped
+
+
+class DrillStatus(StrEnum):
+    """How a drill run ended (`running` while it runs, or when its process died: `drill recover` finishes it).
+    Close to the Chaos Toolkit journal's words."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"  # every step ran, every objective met, steady state held
+    FAILED = "failed"  # a step failed, the steady state deviated or an objective was missed
+    ABORTED = "aborted"  # a guard stopped it (preflight, abort_when, max_unavailable, deadline)
+    INTERRUPTED = "interrupted"  # SIGINT / SIGTERM, or the process died (recovered)
+    SKIPPED = "skipped"  # a target was empty and on_empty: skip
+
+
+class RollbackStatus(StrEnum):
+    """How a drill's rollback ended; `failed` means a person must act."""
+
+    PENDING = "pending"
+    NOT_NEEDED = "not_needed"  # nothing had started
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # strategy: never

@@ -67,6 +67,13 @@ def load_yaml(path: Path) -> Any:
     return _parse(yaml.SafeLoader, text, path)
 
 
+def load_yaml_text(text: str, source: str) -> Any:
+    """load_yaml for text already read (a playbook kept in a drill journal); `source` names it in errors."""
+    import yaml
+
+    return _parse(yaml.SafeLoader, text, Path(source))
+
+
 class _Refused(BadInputError):
     """Not a syntax error: the pure-Python parser would say the same, so it is not asked."""
 

@@ -43,7 +43,7 @@ def _root(
 
 
 def _register() -> None:
-    from jueying_cli.cli import audit, capacity, check, drain, exporter, failover, run, status
+    from jueying_cli.cli import audit, capacity, check, drain, drill, exporter, failover, run, status
 
     status.register(app)
     audit.register(app)
@@ -53,6 +53,7 @@ def _register() -> None:
     failover.register(app)
     run.register(app)
     exporter.register(app)
+    drill.register(app)
 
 
 _register()

@@ -138,6 +138,24 @@ def _v2_audit_owner(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE audit ADD COLUMN run_started_at REAL")
 
 
+def _v3_drill_runs(db: sqlite3.Connection) -> None:
+    """Drill journals (`jueying drill`): one row per run, its JSON journal replaced whole after every step
+    (and before each action starts), so a run killed at any point leaves what `drill recover` needs."""
+    db.execute("""CREATE TABLE drill_runs (
+        run_id TEXT PRIMARY KEY,
+        drill TEXT NOT NULL,
+        started_at REAL NOT NULL,            -- unix seconds
+        updated_at REAL NOT NULL,
+        status TEXT NOT NULL,                -- running, completed, failed, aborted, interrupted, skipped
+        rollback_status TEXT NOT NULL,       -- pending, not_needed, succeeded, failed, skipped
+        targets TEXT NOT NULL,               -- folded node set of every target, for `drill list`
+        run_pid INTEGER NOT NULL,
+        run_host TEXT NOT NULL,
+        journal TEXT NOT NULL                -- the JSON journal document
+    )""")
+    db.execute("CREATE INDEX drill_runs_started ON drill_runs (started_at)")
+
+
 def _v4_fleet_audit(db: sqlite3.Connection) -> None:
     """For `jueying audit --since` and `jueying capacity`: facts_history keeps each collection's GPU energy
     counter and power (summed over the node's GPUs), and node_snapshots keeps a node's audited attributes and
@@ -165,6 +183,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history, flap state, clean runs, ledger, audit (an unversioned database is stamped)", _v1_tables),
     Migration(2, "audit: run_pid, run_host, run_started_at (the run that wrote the entry)", _v2_audit_owner),
+    Migration(3, "drill_runs: drill journals", _v3_drill_runs),
     Migration(4, "facts_history: energy and power; node_snapshots: audited attributes and identity over time",
               _v4_fleet_audit),
 )

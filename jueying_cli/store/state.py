@@ -6,6 +6,7 @@ from pathlib import Path
 
 from jueying_cli.store.audit import Audit
 from jueying_cli.store.db import Database, default_path, open_database
+from jueying_cli.store.drills import DrillJournals
 from jueying_cli.store.flap import Flap
 from jueying_cli.store.history import History
 from jueying_cli.store.ledger import Ledger
@@ -27,12 +28,18 @@ class Store:
         self.ledger = Ledger(self.db)
         self.audit = Audit(self.db)
         self.snapshots = Snapshots(self.db)
+        self.drills = DrillJournals(self.db)
         # per-node change locks, in a directory beside the database file (state.db.locks/)
         self.node_locks = NodeLocks(self.path.with_name(self.path.name + ".locks"))
 
     def cap_lock(self) -> RunLock:
         """The lock a run holds from checking max_unavailable until its drains are made (not yet taken)."""
         return RunLock(self.node_locks.directory / "cap.lock")
+
+    def drill_locks(self) -> NodeLocks:
+        """Per-node locks a drill holds for its whole run (state.db.locks/drill/): two drills never act on
+        one node at once. Apart from the change locks, so the drill's own drains can take those."""
+        return NodeLocks(self.node_locks.directory / "drill")
 
     def close(self) -> None:
         self.node_locks.release_all()

@@ -94,9 +94,7 @@ def legacy(tmp_path: Path) -> Path:
 
 
 def test_migrations_are_numbered_one_by_one() -> None:
-    # audit15: version 4 (fleet audit) is added beside the drills branch's version 3; once both are merged the
-    # versions run 1..LATEST_VERSION one by one again (the lead renumbers at merge: drop the `- {3}`).
-    assert [m.version for m in MIGRATIONS] == sorted(set(range(1, LATEST_VERSION + 1)) - {3})
+    assert [m.version for m in MIGRATIONS] == list(range(1, LATEST_VERSION + 1))
     assert LATEST_VERSION == 4
 
 

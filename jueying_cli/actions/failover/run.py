@@ -101,6 +101,22 @@ def run_steps(playbook: FailoverPlaybook, failed: Node, spare: Node, transport: 
     return report
 
 
+def undo_steps(playbook: FailoverPlaybook, failed: Node, spare: Node, transport: Transport,
+               steps: list[Step] | None = None) -> list[StepRecord]:
+    """Undo `steps` (default: every step of the playbook) newest first, for a failover that is to be taken
+    back (a drill's rollback); steps without an undo are skipped. One record per undo run."""
+    local = Node(name="localhost", vars={"local": True})
+    records = []
+    for step in reversed(steps if steps is not None else list(playbook.steps)):
+        if step.undo is None:
+            continue
+        node = _target(step, failed, spare, local)
+        outcome = transport.run(node, Command(script=_script(step.undo, failed, spare), timeout_s=step.timeout_s),
+                                time.monotonic() + step.timeout_s + 30)
+        records.append(StepRecord(step, "undo", node.name, outcome))
+    return records
+
+
 def describe_plan(playbook: FailoverPlaybook, failed: str, spare: str) -> list[str]:
     lines = [f"1. drain {failed} (kept drained whatever happens next)"]
     for i, step in enumerate(playbook.steps, start=2):
