@@ -256,7 +256,8 @@ def test_edited_fields_change_what_pynvml_reads(lib_dir: Path, state_path: Path)
         "gpu.1.utilization_gpu_pct": 100,
         "gpu.1.memory_used_bytes": 79 << 30,
         "gpu.1.memory_reserved_bytes": 0,
-        "gpu.1.processes": [(4242, 40 << 30, "/usr/bin/python3 train.py"), (4243, 1 << 30)],
+        # 4194305 is above the kernel's PID_MAX_LIMIT: never a live process whose name would be read back.
+        "gpu.1.processes": [(4242, 40 << 30, "/usr/bin/python3 train.py"), (4194305, 1 << 30)],
         "gpu.2.ecc_uncorrected_volatile": 2,
         "gpu.2.ecc_corrected_aggregate": 1234,
         "gpu.2.retired_pages_sbe": 3,
@@ -277,7 +278,7 @@ def test_edited_fields_change_what_pynvml_reads(lib_dir: Path, state_path: Path)
     write_state(state_path, changes)
     expected = default_state(4)
     expected.update({key: str(int(v) if isinstance(v, bool) else v) for key, v in changes.items()})
-    expected["gpu.1.processes"] = f"4242:{40 << 30}:/usr/bin/python3 train.py,4243:{1 << 30}"
+    expected["gpu.1.processes"] = f"4242:{40 << 30}:/usr/bin/python3 train.py,4194305:{1 << 30}"
     expected["gpu.3.nvlink_down"] = "2,17"
     assert normalised(readback(lib_dir, state_path)) == normalised(expected)
 
