@@ -103,12 +103,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "command.output": ("rc", "stdout"),
     "file.output": ("exists", "content"),
     "gpu_fault.fault": ("lost", "xid", "ecc", "row_remap_failure"),
+    "resume.only": ("jueying", "auto"),  # any drain jueying wrote, or only those `check --drain` wrote
 }
 FAULT_PARAMS: dict[FaultKind, dict[str, tuple[bool, tuple[type, ...]]]] = {
     FaultKind.GPU_FAULT: {"fault": (True, (str,)), "gpu": (False, (int,)), "xid": (False, (int,)),
                           "count": (False, (int,))},
     FaultKind.DRAIN: {"reason": (False, (str,))},
-    FaultKind.RESUME: {"only_reason_prefix": (False, (str,))},
+    FaultKind.RESUME: {"only": (False, (str,))},
     FaultKind.STOP_PROCESS: {"name": (True, (str,))},
     FaultKind.KILL_PROCESS: {"name": (True, (str,)), "restart": (True, (str,))},
     FaultKind.STOP_UNIT: {"unit": (True, (str,))},

@@ -50,7 +50,7 @@ from jueying_cli.errors import BadInputError, JueyingError, LockBusy
 from jueying_cli.inventory.model import Node
 from jueying_cli.inventory.select import fold, select_nodes
 from jueying_cli.scheduler import all_states, schedulers_for
-from jueying_cli.scheduler.base import NodeState, jueying_reason, operator
+from jueying_cli.scheduler.base import NodeState, is_auto_reason, is_jueying_reason, jueying_reason, operator
 from jueying_cli.store import Store
 from jueying_cli.store.lock import NodeLocks
 from jueying_cli.transport.base import Cancel
@@ -531,7 +531,7 @@ class DrillRunner:
             if action.kind == FaultKind.FAILOVER:
                 return self._failover(action, nodes, entry)
             if action.kind == FaultKind.RESUME:
-                return self._resume(nodes, str(action.params.get("only_reason_prefix") or ""), None)
+                return self._resume(nodes, auto_only=action.params.get("only") == "auto")
             scripts = faults.node_scripts(action, tag, self.refs)
             def script(node: Node) -> str:
                 return faults.inject_script(scripts, tag, action.ttl_s, self._state_dir(node))
@@ -545,7 +545,7 @@ class DrillRunner:
         started_at = float(entry["start_unix"])
         try:
             if action.kind == FaultKind.DRAIN:
-                return self._resume(nodes, "", self.run_id)
+                return self._resume(nodes, containing=self.run_id)
             if action.kind == FaultKind.RESUME:
                 return faults.FaultResult(True, "a resume has nothing to undo")
             if action.kind == FaultKind.FAILOVER:
@@ -640,21 +640,25 @@ class DrillRunner:
                 for record in undo_steps(book, node, spare, self.ctx.transport):
                     texts.append(f"undo '{record.step.name}' on {record.target}: {record.outcome.status}")
                     ok &= record.outcome.ok
-            resumed = self._resume([node], f"jueying: failover to {spare.name}", None)
+            resumed = self._resume([node], containing=f"failover to {spare.name}")
             texts.append(resumed.output)
             ok &= resumed.ok
         return faults.FaultResult(ok, "; ".join(texts))
 
-    def _resume(self, nodes: Sequence[Node], prefix: str, run_id: str | None) -> faults.FaultResult:
-        """Resume the nodes jueying drained (only those whose reason holds `run_id` when given, or starts with
-        `prefix`); a node not drained, or drained by someone else, is left as it is."""
+    def _resume(self, nodes: Sequence[Node], *, auto_only: bool = False,
+                containing: str | None = None) -> faults.FaultResult:
+        """Resume the nodes jueying drained (only those whose reason holds `containing` when given, e.g. this
+        run's id; with auto_only only those `check --drain` drained); a node not drained, or drained by someone
+        else, is left as it is."""
         plan = plan_resumes(self.ctx, [n.name for n in nodes], force=False)
 
         def ours(state: NodeState | None) -> bool:
             reason = state.reason if state else None
             if not reason:
                 return False
-            return (run_id in reason) if run_id else reason.startswith(prefix or "jueying:")
+            if containing is not None and containing not in reason:
+                return False
+            return is_auto_reason(reason) if auto_only else is_jueying_reason(reason)
 
         mine = ChangePlan({b: [c for c in cs if ours(c.before)] for b, cs in plan.changes.items()})
         if not any(mine.changes.values()):
