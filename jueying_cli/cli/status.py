@@ -12,6 +12,7 @@ from jueying_cli.errors import ExitCode
 
 if TYPE_CHECKING:
     from jueying_cli.inventory.model import Node
+    from jueying_cli.status.view import SchedulerView
 
 DEFAULT_WATCH_S = 2.0
 
@@ -68,8 +69,11 @@ def status(
         raise typer.BadParameter("prometheus= cannot be used with --watch or --gpus", param_hint="--source")
     inventory, selected = common.select(opts)
     if url is not None:
+        # Drain state is the scheduler's: asked as below (one scontrol per Slurm controller, the builtin ledger),
+        # not node by node, so it costs the same at 10,000 nodes.
+        scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
         raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=json_output,
-                                                 timeout_s=timeout))
+                                                 timeout_s=timeout, scheduler=scheduler))
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
 
@@ -98,9 +102,9 @@ def _prometheus_url(source: str) -> str | None:
 
 
 def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,
-                            timeout_s: float) -> int:
-    """The status table from one PromQL query; exit 1 when some node has no fresh data (or only stale data),
-    or when the server cannot be asked."""
+                            timeout_s: float, scheduler: dict[str, SchedulerView] | None) -> int:
+    """The status table from two PromQL queries and the scheduler's states; exit 1 when some node has no fresh
+    data (or only stale data), or when the server cannot be asked."""
     from jueying_cli.exporter.readback import PrometheusError, status_rows
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.select import fold as fold_names
@@ -110,7 +114,7 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
     from jueying_cli.vocab import ANSWERED, OutcomeStatus
 
     try:
-        rows = sort_summaries(status_rows(url, selected, timeout_s), sort)
+        rows = sort_summaries(status_rows(url, selected, timeout_s, scheduler), sort)
     except PrometheusError as exc:
         common.warn(str(exc))
         return int(ExitCode.NODES_FAILED)
@@ -120,7 +124,7 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
         error=("stale: " if r.stale else "") + (r.reason or str(r.state))), None)
         for r in rows if r.state not in ANSWERED or r.stale]
     view = StatusView(rows=rows, shown=fold_healthy(rows, fold_names) if fold else rows, totals=totals(rows),
-                      answered=[], missing=missing, scheduler={}, nodes_total=len(rows))
+                      answered=[], missing=missing, scheduler=scheduler or {}, nodes_total=len(rows))
     return output.render_status(view, gpus=False, json_output=json_output)
 
 

@@ -106,15 +106,20 @@ def run_families(*, run_timestamp: float, duration_s: float, exit_code: int) -> 
 # ------------------------------------------------------------------ nodes
 
 
+# Not a node's own health: the scheduler's word, and `status --source prometheus`'s "nothing in Prometheus".
+_NOT_HEALTH = frozenset({NodeStatus.DRAINED, NodeStatus.DRAINING, NodeStatus.NO_DATA})
+
+
 def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeStatus],
                   stale: Iterable[str] = ()) -> list[Family]:
-    """Per node: its state as `jueying status` shows it (enum), the outcome of collecting it (enum, separate:
-    a node can answer and be degraded), GPUs present/expected/lost, the age of its facts, host load and
-    memory, and what its scheduler says (enum) with the drain reason."""
+    """Per node: its own health (enum; drained or draining is the scheduler's word, in its own families), the
+    outcome of collecting it (enum, separate: a node can answer and be degraded), GPUs present/expected/lost,
+    the age of its facts, host load and memory, and what its scheduler says (enum) with the drain reason."""
     stale = set(stale)
-    state = Family("jueying_node_state", "A node's state as `jueying status` shows it: 1 for the current state, 0 "
-                   "for the others (ok, degraded, no_driver, draining, drained; failed, timeout, unreachable, "
-                   "auth_failed, hostkey_failed when it gave no facts).")
+    state = Family("jueying_node_state", "A node's own health as `jueying status` judges it: 1 for the current "
+                   "state, 0 for the others (ok, degraded, no_driver; failed, timeout, unreachable, auth_failed, "
+                   "hostkey_failed when it gave no facts). What the scheduler says (drained, draining) is in "
+                   "jueying_node_scheduler_state and jueying_node_drain_info.")
     reason = Family("jueying_node_state_reason", "Why a node is not ok (the status table's reason); present only "
                     "when there is one.")
     outcome = Family("jueying_node_collection_status", "How collecting a node's facts ended (SSH or local): 1 for "
@@ -137,7 +142,7 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
                    "drain reason; absent otherwise.")
     for row in rows:
         node = {"node": row.node}
-        state.enum(node, "state", [str(s) for s in NodeStatus if s != NodeStatus.NO_DATA], str(row.state))
+        state.enum(node, "state", [str(s) for s in NodeStatus if s not in _NOT_HEALTH], str(row.state))
         if row.reason and row.state != NodeStatus.OK:
             reason.add({**node, "reason": row.reason}, 1.0)
         status = outcomes.get(row.node)
@@ -154,7 +159,7 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
                 family.add(node, float(value))
         if row.scheduler_state is not None:
             sched.enum(node, "state", [str(s) for s in SchedulerState], str(row.scheduler_state))
-            if row.state in (NodeStatus.DRAINED, NodeStatus.DRAINING) or row.drain_reason:
+            if row.scheduler_state in (SchedulerState.DRAINED, SchedulerState.DRAINING) or row.drain_reason:
                 drain.add({**node, "backend": str(row.scheduler or ""), "reason": row.drain_reason or ""}, 1.0)
     return [state, reason, outcome, stale_f, present, expected, lost, collected, load1, threads, mem_used, mem_total,
             sched, drain]
