@@ -1,14 +1,15 @@
 """`jueying status --source prometheus=URL`: the status rows read back from a Prometheus server that scrapes
-jueying exporters, in two PromQL queries asked at once (HTTP API /api/v1/query), instead of one SSH round trip
-per node.
+jueying exporters (or node_exporter reading `check --prometheus`'s textfile), in one PromQL query (HTTP API
+/api/v1/query), instead of one SSH round trip per node.
 
-The queries ask for what a status row needs and no more: of the enum families only the series at 1, and the
-GPU columns aggregated per node by Prometheus (a few series per node instead of six per GPU, each with its
-UUID and model labels). A node the server has no fresh series for (its exporter stopped: Prometheus marks the
+The query asks for what a status row needs and no more: of the enum families only the series at 1, and the
+GPU columns as the exporter already summarised them per node (jueying_node_gpu_*: about 25 series per node,
+not six per GPU with their UUID and model labels, which Prometheus took seconds to select and serialise at
+1,000 nodes). A node the server has no fresh series for (its exporter stopped: Prometheus marks the
 series stale at once) is shown as `no_data`, never healthy. A node whose exporter kept its last values
 (`jueying_node_stale 1`) is shown stale, as `status --watch` does. Drain state is the scheduler's, not the
 node's: it is read from the backend as `jueying status` does, and taken from Prometheus only for nodes the
-backend was not read for. Hand-written over urllib (stdlib): GETs and JSON bodies, bounded in size.
+backend was not read for. Hand-written over urllib (stdlib): one GET and a JSON body, bounded in size.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from jueying_cli.errors import JueyingError
 from jueying_cli.inventory.model import Node
-from jueying_cli.render.prometheus import MIB
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.status.summary import ModelCount, NodeSummary, unanswered, with_scheduler
 from jueying_cli.status.view import SchedulerView
@@ -34,34 +33,12 @@ MAX_BODY = 512 * 1024 * 1024  # bytes of one answer; more is not a status, it is
 # Enum families: only the series whose value is 1 (the current state) travel; the 0s are most of the series.
 ENUM_FAMILIES = ("state", "state_reason", "scheduler_state", "drain_info")
 VALUE_FAMILIES = ("gpus", "gpus_expected", "gpus_lost", "facts_timestamp_seconds", "load1", "cpu_threads",
-                  "memory_used_bytes", "memory_total_bytes", "stale")
-NODE_QUERY = ('{__name__=~"jueying_node_(' + "|".join(ENUM_FAMILIES) + ')"} == 1 or max by (__name__, node) '
-              '({__name__=~"jueying_node_(' + "|".join(VALUE_FAMILIES) + ')"})')
-
-
-def _per_gpu(family: str) -> str:
-    """One series per node and GPU (a GPU exported twice, by two exporters, counts once)."""
-    return f"max by (Hostname, gpu) (DCGM_FI_DEV_{family})"
-
-
-def _tagged(expr: str, tag: str) -> str:
-    return f'label_replace({expr}, "f", "{tag}", "", "")'
-
-
-# The GPU columns aggregated per node by Prometheus itself, so the answer is a few series per node (not
-# 6 families x GPUs with their UUID, modelName and pci_bus_id labels): f tells which column a series is.
-GPU_QUERY = " or ".join((
-    _tagged(f"avg by (Hostname) ({_per_gpu('GPU_UTIL')})", "util_avg"),
-    _tagged(f"max by (Hostname) ({_per_gpu('GPU_UTIL')})", "util_max"),
-    _tagged(f"sum by (Hostname) ({_per_gpu('FB_USED')})", "fb_used"),
-    _tagged(f"sum by (Hostname) ({_per_gpu('FB_TOTAL')})", "fb_total"),
-    _tagged(f"sum by (Hostname) ({_per_gpu('POWER_USAGE')})", "power"),
-    _tagged(f"sum by (Hostname) ({_per_gpu('POWER_MGMT_LIMIT')})", "power_limit"),
-    _tagged(_per_gpu("GPU_TEMP"), "temp"),
-    _tagged('count by (Hostname, modelName) (group by (Hostname, gpu, modelName) '
-            '({__name__=~"DCGM_FI_DEV_(GPU_TEMP|GPU_UTIL|FB_TOTAL|POWER_USAGE)"}))', "model"),
-))
-QUERIES = (NODE_QUERY, GPU_QUERY)
+                  "memory_used_bytes", "memory_total_bytes", "stale", "gpu_utilization_avg_percent",
+                  "gpu_utilization_max_percent", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
+                  "gpu_temperature_max_celsius", "gpu_power_watts", "gpu_power_limit_watts", "gpu_models")
+# One query. `max by` folds a node exported twice (an exporter and a textfile) into one series per value.
+QUERY = ('{__name__=~"jueying_node_(' + "|".join(ENUM_FAMILIES) + ')"} == 1 or max by (__name__, node, gpu, model) '
+         '({__name__=~"jueying_node_(' + "|".join(VALUE_FAMILIES) + ')"})')
 
 
 class PrometheusError(JueyingError):
@@ -75,9 +52,8 @@ class _Node:
     reason: str = ""
     scheduler_state: str | None = None
     drain: tuple[str, str] | None = None  # (backend, reason)
-    gpu: dict[str, float] = field(default_factory=dict)  # column (util_avg, fb_used, ...) -> value
-    temps: dict[str, float] = field(default_factory=dict)  # gpu index -> degrees C
-    models: dict[str, int] = field(default_factory=dict)  # modelName -> GPUs
+    hottest: tuple[float, int] | None = None  # (degrees C, GPU index)
+    models: dict[str, int] = field(default_factory=dict)  # model name -> healthy GPUs
 
 
 def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, object]], float]:
@@ -109,40 +85,28 @@ def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, objec
 
 def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
                 scheduler: Mapping[str, SchedulerView] | None = None) -> list[NodeSummary]:
-    """One status row per selected node, from two queries asked at once; nodes without series are `no_data`.
+    """One status row per selected node, from one query; nodes without series are `no_data`.
 
     The node's health comes from Prometheus. What its scheduler says comes from `scheduler` (read now from
     the backend, as `jueying status` does) for the nodes it covers, else from the scheduler families in
     Prometheus (a controller-mode exporter's), else nothing."""
-    with ThreadPoolExecutor(max_workers=len(QUERIES)) as pool:
-        answers = list(pool.map(lambda promql: query(url, promql, timeout_s)[0], QUERIES))
+    results, _ = query(url, QUERY, timeout_s)
     found: dict[str, _Node] = {}
-    for results in answers:
-        for item in results:
-            metric = item.get("metric")
-            value = item.get("value")
-            if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
-                continue
-            try:
-                number = float(value[1])
-            except (TypeError, ValueError):
-                continue
-            _take(found, {str(k): str(v) for k, v in metric.items()}, number)
+    for item in results:
+        metric = item.get("metric")
+        value = item.get("value")
+        if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
+            continue
+        try:
+            number = float(value[1])
+        except (TypeError, ValueError):
+            continue
+        _take(found, {str(k): str(v) for k, v in metric.items()}, number)
     return [_with_scheduler(_row(node, found.get(node.name)), found.get(node.name), (scheduler or {}).get(node.name))
             for node in nodes]
 
 
 def _take(found: dict[str, _Node], labels: dict[str, str], value: float) -> None:
-    column = labels.get("f")
-    if column is not None and "Hostname" in labels:
-        node = found.setdefault(labels["Hostname"], _Node())
-        if column == "temp":
-            node.temps[labels.get("gpu", "")] = value
-        elif column == "model":
-            node.models[labels.get("modelName", "")] = int(value)
-        else:
-            node.gpu[column] = value
-        return
     node = found.setdefault(labels.get("node", ""), _Node())
     family = labels.get("__name__", "").removeprefix("jueying_node_")
     if family == "state":
@@ -153,6 +117,11 @@ def _take(found: dict[str, _Node], labels: dict[str, str], value: float) -> None
         node.scheduler_state = labels.get("state")
     elif family == "drain_info":
         node.drain = (labels.get("backend", ""), labels.get("reason", ""))
+    elif family == "gpu_temperature_max_celsius":
+        gpu = labels.get("gpu", "")
+        node.hottest = (value, int(gpu)) if gpu.isdigit() else None
+    elif family == "gpu_models":
+        node.models[labels.get("model", "")] = int(value)
     elif family in VALUE_FAMILIES:
         node.values[family] = value
 
@@ -166,20 +135,20 @@ def _row(node: Node, seen: _Node | None) -> NodeSummary:
         row = unanswered(node.name, OutcomeStatus.UNREACHABLE, "", node.expected_gpus)
         return dataclasses.replace(row, state=NodeStatus.NO_DATA,
                                    reason="no fresh data in Prometheus (exporter down or not scraped)")
-    v, g = seen.values, seen.gpu
-    temps = [(t, int(i)) for i, t in seen.temps.items() if i.isdigit()]
-    hottest = max(temps) if temps else None
+    v = seen.values
+    hottest = seen.hottest
     expected = v.get("gpus_expected")
     return NodeSummary(
         node=node.name, state=NodeStatus(seen.state), reason=seen.reason,
         gpus_present=_int(v.get("gpus")), gpus_expected=_int(expected) if expected is not None else node.expected_gpus,
         gpus_lost=int(v.get("gpus_lost", 0)),
         gpu_models=tuple(ModelCount(m, seen.models[m]) for m in sorted(seen.models) if m),
-        utilization_avg_pct=g.get("util_avg"), utilization_max_pct=_int(g.get("util_max")),
-        gpu_memory_used_bytes=_int(g["fb_used"] * MIB) if "fb_used" in g else None,
-        gpu_memory_total_bytes=_int(g["fb_total"] * MIB) if "fb_total" in g else None,
+        utilization_avg_pct=v.get("gpu_utilization_avg_percent"),
+        utilization_max_pct=_int(v.get("gpu_utilization_max_percent")),
+        gpu_memory_used_bytes=_int(v.get("gpu_memory_used_bytes")),
+        gpu_memory_total_bytes=_int(v.get("gpu_memory_total_bytes")),
         hottest_gpu_c=int(hottest[0]) if hottest else None, hottest_gpu_index=hottest[1] if hottest else None,
-        power_watts=g.get("power"), power_limit_watts=g.get("power_limit"),
+        power_watts=v.get("gpu_power_watts"), power_limit_watts=v.get("gpu_power_limit_watts"),
         load1=v.get("load1"), cpu_threads=_int(v.get("cpu_threads")),
         host_memory_used_bytes=_int(v.get("memory_used_bytes")),
         host_memory_total_bytes=_int(v.get("memory_total_bytes")),

@@ -162,7 +162,38 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
             if row.scheduler_state in (SchedulerState.DRAINED, SchedulerState.DRAINING) or row.drain_reason:
                 drain.add({**node, "backend": str(row.scheduler or ""), "reason": row.drain_reason or ""}, 1.0)
     return [state, reason, outcome, stale_f, present, expected, lost, collected, load1, threads, mem_used, mem_total,
-            sched, drain]
+            sched, drain, *gpu_summary_families(rows)]
+
+
+def gpu_summary_families(rows: Sequence[NodeSummary]) -> list[Family]:
+    """Per node, the GPU columns of the status table, computed as `jueying status` computes them (healthy GPUs
+    only): `status --source prometheus` reads a few series per node instead of every GPU's, and a dashboard
+    gets a node's hottest GPU or GPU memory without aggregating dcgm-exporter's series."""
+    util_avg = Family("jueying_node_gpu_utilization_avg_percent", "Average GPU utilisation over a node's healthy "
+                      "GPUs (%).")
+    util_max = Family("jueying_node_gpu_utilization_max_percent", "Highest GPU utilisation on a node (%).")
+    mem_used = Family("jueying_node_gpu_memory_used_bytes", "GPU memory in use, summed over a node's healthy GPUs "
+                      "(bytes).")
+    mem_total = Family("jueying_node_gpu_memory_total_bytes", "GPU memory, summed over a node's healthy GPUs "
+                       "(bytes).")
+    hottest = Family("jueying_node_gpu_temperature_max_celsius", "Temperature of a node's hottest GPU (degrees C); "
+                     "gpu is its index.")
+    power = Family("jueying_node_gpu_power_watts", "Power draw, summed over a node's healthy GPUs (W).")
+    limit = Family("jueying_node_gpu_power_limit_watts", "Enforced power limits, summed over a node's healthy GPUs "
+                   "(W).")
+    models = Family("jueying_node_gpu_models", "Healthy GPUs on a node per model name.")
+    for row in rows:
+        node = {"node": row.node}
+        for family, value in ((util_avg, row.utilization_avg_pct), (util_max, row.utilization_max_pct),
+                              (mem_used, row.gpu_memory_used_bytes), (mem_total, row.gpu_memory_total_bytes),
+                              (power, row.power_watts), (limit, row.power_limit_watts)):
+            if value is not None:
+                family.add(node, float(value))
+        if row.hottest_gpu_c is not None:
+            hottest.add({**node, "gpu": _gpu_label(row.hottest_gpu_index)}, float(row.hottest_gpu_c))
+        for count in row.gpu_models:
+            models.add({**node, "model": count.model}, float(count.gpus))
+    return [util_avg, util_max, mem_used, mem_total, hottest, power, limit, models]
 
 
 def cap_families(limit: int, unavailable: int) -> list[Family]:

@@ -89,7 +89,8 @@ def _rows(stdout: str) -> dict[str, dict[str, Any]]:
 
 COMPARED = ("state", "reason", "gpus_present", "gpus_expected", "gpus_lost", "gpu_models", "scheduler",
             "scheduler_state", "drain_reason", "hottest_gpu_c", "hottest_gpu_index", "cpu_threads",
-            "utilization_max_pct", "gpu_memory_total_bytes", "power_limit_watts")
+            "utilization_max_pct", "utilization_avg_pct", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
+            "power_watts", "power_limit_watts")
 
 
 @pytest.fixture(scope="module")
