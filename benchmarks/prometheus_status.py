@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -264,6 +265,7 @@ def main() -> None:
             print(json.dumps(rows[-1].__dict__), file=sys.stderr, flush=True)
     finally:
         cluster.down()
+        shutil.rmtree(work, ignore_errors=True)
     print("| nodes | SSH `status` (s) | `--source prometheus` (s) | of which the query (ms) | answer (KB) | "
           "client CPU SSH / Prometheus (ms/node) | exporter collection (s) | exporter CPU (ms/node/collection) | "
           "GET /metrics (ms) | /metrics (MB) | Prometheus scrape (s) |")

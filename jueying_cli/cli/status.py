@@ -64,7 +64,7 @@ def status(
         raise typer.BadParameter(f"must be one of {', '.join(SORT_KEYS)}", param_hint="--sort")
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
-    url = _prometheus_url(source)
+    url = common.prometheus_source(source)
     if url is not None and (watch is not None or gpus):
         raise typer.BadParameter("prometheus= cannot be used with --watch or --gpus", param_hint="--source")
     inventory, selected = common.select(opts)
@@ -89,16 +89,6 @@ def status(
     rc = output.render_status(build_view(results, sort=sort, fold=fold, scheduler=scheduler), gpus=gpus,
                        json_output=json_output)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
-
-
-def _prometheus_url(source: str) -> str | None:
-    """None for ssh; the URL of prometheus=URL; BadParameter otherwise."""
-    if source == "ssh":
-        return None
-    kind, sep, url = source.partition("=")
-    if kind != "prometheus" or not sep or not url.startswith(("http://", "https://")):
-        raise typer.BadParameter("must be ssh or prometheus=http(s)://HOST:PORT", param_hint="--source")
-    return url
 
 
 def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,

@@ -70,7 +70,9 @@ class OnNode:
 
 def start_exporter(sim: SimCluster, node: SimNode) -> OnNode:
     """`jueying exporter --this-machine` on the node, listening on the node's own address."""
-    env = {"PYTHONPATH": str(REPO), "JUEYING_STATE_DB": str(node.dir / "exporter.db")}
+    checks = node.dir / "checks.yaml"
+    checks.write_text(sim_checks_yaml())  # the default set without `load` (the nodes share this machine's CPUs)
+    env = {"PYTHONPATH": str(REPO), "JUEYING_STATE_DB": str(node.dir / "exporter.db"), "JUEYING_CHECKS": str(checks)}
     return OnNode(sim, node, "exporter", [sys.executable, "-m", "jueying_cli", "exporter", "--this-machine",
                                           "--listen", f"{node.address}:{EXPORTER_PORT}", "--interval", "1"], env)
 
@@ -87,6 +89,12 @@ def _rows(stdout: str) -> dict[str, dict[str, Any]]:
     return {r["node"]: r for r in json.loads(stdout)["data"]["nodes"]}
 
 
+def _check_levels(stdout: str) -> tuple[dict[str, str], set[tuple[str, str, int | None, str]]]:
+    """A check envelope's level per node, and its non-OK results as (node, check, gpu, level)."""
+    data = json.loads(stdout)["data"]
+    return data["nodes"], {(r["node"], r["check"], r["gpu"], r["level"]) for r in data["results"]}
+
+
 COMPARED = ("state", "reason", "gpus_present", "gpus_expected", "gpus_lost", "gpu_models", "scheduler",
             "scheduler_state", "drain_reason", "hottest_gpu_c", "hottest_gpu_index", "cpu_threads",
             "utilization_max_pct", "utilization_avg_pct", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
@@ -101,13 +109,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterato
 
 
 def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Path) -> None:
-    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_CHECKS": str(checks),
            "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
     first, lost, drained, gone = (cluster.node(n) for n in ("pm01", "pm02", "pm03", "pm05"))
     lost.set_gpus(**{"gpu.4.lost": 1})
     textfiles = first.dir / "textfile"
     textfiles.mkdir(exist_ok=True)
-    (first.dir / "checks.yaml").write_text(sim_checks_yaml())
     started: list[OnNode] = []
     try:
         drain = run_jueying(["drain", "pm03", "--reason", "fan | noisy"], env)
@@ -154,6 +163,15 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
             assert prom_rows["pm03"]["state"] == "drained" and "fan | noisy" in prom_rows["pm03"]["drain_reason"]
             assert prom_rows["pm01"]["state"] == "ok" and prom_rows["pm01"]["collected_at_unix"] is not None
 
+            # check: the levels the exporters confirmed, as a check run over SSH finds them
+            prom_check = run_jueying(["check", "--json", "--source", f"prometheus={server.url}"], env)
+            ssh_check = run_jueying(["check", "--json", "--no-history"], env)
+            assert prom_check.rc == ssh_check.rc == 2, prom_check.stdout + prom_check.stderr + ssh_check.stdout
+            assert _check_levels(prom_check.stdout) == _check_levels(ssh_check.stdout)
+            assert ("pm02", "nvml", 4, "CRITICAL") in _check_levels(prom_check.stdout)[1]
+            nagios = run_jueying(["check", "--nagios", "--source", f"prometheus={server.url}"], env)
+            assert nagios.rc == 2 and nagios.stdout.startswith("JUEYING CHECK CRITICAL - 1 critical"), nagios.stdout
+
             # A stopped exporter: Prometheus marks its series stale at the next failed scrape. Its node is
             # up (SSH says ok) but Prometheus has nothing fresh for it: no_data, never healthy.
             exporters["pm05"].stop()
@@ -167,6 +185,13 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
                                 {**env, "NO_COLOR": "1"})
             assert "no fresh data in Prometheus" in table.stdout and "nodes up 4/5" in table.stdout
             assert gone.is_running()
+            # and check says UNKNOWN for it (never OK), while the node itself is fine
+            unknown = run_jueying(["check", "--json", "-w", "pm05", "--source", f"prometheus={server.url}"], env)
+            assert unknown.rc == 3, unknown.stdout + unknown.stderr
+            [result] = json.loads(unknown.stdout)["data"]["results"]
+            assert (result["check"], result["level"]) == ("reachability", "UNKNOWN")
+            assert "no fresh data" in result["message"]
+            assert run_jueying(["check", "-q", "--no-history", "-w", "pm05"], env).rc == 0
     finally:
         for process in reversed(started):
             process.stop()
