@@ -74,7 +74,8 @@ def start_exporter(sim: SimCluster, node: SimNode) -> OnNode:
     checks.write_text(sim_checks_yaml())  # the default set without `load` (the nodes share this machine's CPUs)
     env = {"PYTHONPATH": str(REPO), "JUEYING_STATE_DB": str(node.dir / "exporter.db"), "JUEYING_CHECKS": str(checks)}
     return OnNode(sim, node, "exporter", [sys.executable, "-m", "jueying_cli", "exporter", "--this-machine",
-                                          "--listen", f"{node.address}:{EXPORTER_PORT}", "--interval", "1"], env)
+                                          "--listen", f"{node.address}:{EXPORTER_PORT}", "--interval", "1",
+                                          "--expected-gpus", "8"], env)
 
 
 def _inventory(sim: SimCluster, path: Path) -> Path:
@@ -89,10 +90,10 @@ def _rows(stdout: str) -> dict[str, dict[str, Any]]:
     return {r["node"]: r for r in json.loads(stdout)["data"]["nodes"]}
 
 
-def _check_levels(stdout: str) -> tuple[dict[str, str], set[tuple[str, str, int | None, str]]]:
-    """A check envelope's level per node, and its non-OK results as (node, check, gpu, level)."""
+def _check_levels(stdout: str) -> tuple[dict[str, str], set[tuple[str, str, int | None, str, str]]]:
+    """A check envelope's level per node, and its non-OK results as (node, check, gpu, level, action)."""
     data = json.loads(stdout)["data"]
-    return data["nodes"], {(r["node"], r["check"], r["gpu"], r["level"]) for r in data["results"]}
+    return data["nodes"], {(r["node"], r["check"], r["gpu"], r["level"], r["action"]) for r in data["results"]}
 
 
 COMPARED = ("state", "reason", "gpus_present", "gpus_expected", "gpus_lost", "gpu_models", "scheduler",
@@ -168,9 +169,11 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
             ssh_check = run_jueying(["check", "--json", "--no-history"], env)
             assert prom_check.rc == ssh_check.rc == 2, prom_check.stdout + prom_check.stderr + ssh_check.stdout
             assert _check_levels(prom_check.stdout) == _check_levels(ssh_check.stdout)
-            assert ("pm02", "nvml", 4, "CRITICAL") in _check_levels(prom_check.stdout)[1]
+            assert _check_levels(prom_check.stdout)[1] == {("pm02", "nvml", 4, "CRITICAL", "reboot"),
+                                                           ("pm02", "gpu_count", None, "CRITICAL", "drain")}
             nagios = run_jueying(["check", "--nagios", "--source", f"prometheus={server.url}"], env)
-            assert nagios.rc == 2 and nagios.stdout.startswith("JUEYING CHECK CRITICAL - 1 critical"), nagios.stdout
+            assert nagios.rc == 2 and nagios.stdout.startswith(
+                "JUEYING CHECK CRITICAL - 2 critical, 0 warning, 0 unknown on 1 of 5 node(s) |"), nagios.stdout
 
             # A stopped exporter: Prometheus marks its series stale at the next failed scrape. Its node is
             # up (SSH says ok) but Prometheus has nothing fresh for it: no_data, never healthy.
