@@ -196,6 +196,11 @@ def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_
     assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
     bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
     assert bad.rc == 2 and "--source" in bad.stderr
+    check = run_jueying(["check", "--nagios", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
+    assert check.rc == 3 and check.stdout.startswith("JUEYING CHECK UNKNOWN - cannot query Prometheus"), check.stdout
+    for extra in (["--drain"], ["--prometheus", str(tmp_path / "x.prom")], ["--source", "prometheus=ftp://x"]):
+        refused = run_jueying(["check", "--source", "prometheus=http://127.0.0.1:1", *extra], env)
+        assert refused.rc == 2 and "--source" in refused.stderr and "Traceback" not in refused.stderr, extra
 
 
 def test_the_check_textfile_through_node_exporter(cluster: SimCluster, tmp_path: Path) -> None:
