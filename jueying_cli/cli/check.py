@@ -58,6 +58,9 @@ def check(
     resume_after: int = typer.Option(3, "--resume-after", min=1, metavar="N",
                                      help="Clean runs (every check OK) before --resume "
                                       "puts a node back."),
+    source: str = typer.Option("ssh", "--source", metavar="ssh|prometheus=URL",
+                               help="Where the results come from: ssh (default: run the checks now) or "
+                               "prometheus=URL (the levels jueying exporters confirmed, in one query)."),
     inventory_: str | None = common.InventoryOpt,
     nodes_: list[str] | None = common.NodesOpt,
     exclude: list[str] | None = common.ExcludeOpt,
@@ -86,7 +89,16 @@ def check(
     config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
+    url = common.prometheus_source(source)
+    if url is not None and (drain or resume or prometheus is not None):
+        raise typer.BadParameter("prometheus= cannot be used with --drain, --resume or --prometheus",
+                                 param_hint="--source")
     inventory, selected = common.select(opts)
+    if url is not None:
+        raise typer.Exit(_check_from_prometheus(url, selected, inventory, config, timeout_s=timeout,
+                                                unreachable=unreachable, verbose=verbose, quiet=quiet,
+                                                json_output=json_output, nagios=nagios,
+                                                rows=out if out.rows else None))
 
     from jueying_cli.errors import LockBusy, StateDbError
     from jueying_cli.store import default_path
@@ -113,11 +125,44 @@ def check(
         _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, "state_db", nagios=nagios)
         raise typer.Exit(int(Level.UNKNOWN)) from None
     if nagios:
-        _render_nagios(report, results, actions, time.monotonic() - started, verbose=verbose)
+        _render_nagios(report, len(results), actions, time.monotonic() - started, verbose=verbose)
     else:
-        _render(report, results, verbose=verbose, quiet=quiet, json_output=json_output, actions=actions,
-                rows=out if out.rows else None)
+        _render(report, len(results), [r for r in results if r.facts is None], verbose=verbose, quiet=quiet,
+                json_output=json_output, actions=actions, rows=out if out.rows else None)
     raise typer.Exit(int(report.exit_level))
+
+
+def _check_from_prometheus(url: str, selected: list[Node], inventory: Inventory, config: CheckConfig, *,
+                           timeout_s: float, unreachable: str, verbose: bool, quiet: bool, json_output: bool,
+                           nagios: bool, rows: common.Output | None) -> int:
+    """The confirmed levels read back from Prometheus, printed as a check run prints them (same exit codes); a
+    node without fresh data is a `reachability` result at --unreachable, never OK; a server that cannot be
+    asked is UNKNOWN."""
+    from jueying_cli.checks.flap import HealthReport
+    from jueying_cli.checks.model import worst
+    from jueying_cli.exporter.check_readback import check_findings
+    from jueying_cli.exporter.readback import PrometheusError
+    from jueying_cli.facts.collected import NodeFacts
+    from jueying_cli.outcome import Outcome
+    from jueying_cli.vocab import OutcomeStatus
+
+    started = time.monotonic()
+    try:
+        findings, missing = check_findings(
+            url, selected, unreachable=Level.CRITICAL if unreachable == "critical" else Level.UNKNOWN,
+            confirm_runs=lambda check, node: config.confirm_runs(check, node, inventory), timeout_s=timeout_s)
+    except PrometheusError as exc:
+        _say_unknown(f"jueying check: UNKNOWN - {exc}", json_output, "prometheus", nagios=nagios)
+        return int(Level.UNKNOWN)
+    report = HealthReport(findings, worst(f.result.level for f in findings if f.confirmed))
+    results = [NodeFacts(n, Outcome(n.name, OutcomeStatus.UNREACHABLE, error=missing[n.name]), None) for n in selected
+               if n.name in missing]
+    if nagios:
+        _render_nagios(report, len(selected), [], time.monotonic() - started, verbose=verbose)
+    else:
+        _render(report, len(selected), results, verbose=verbose, quiet=quiet, json_output=json_output, actions=[],
+                rows=rows)
+    return int(report.exit_level)
 
 
 def _run_checks(opts: common.FleetOptions, selected: list[Node], inventory: Inventory, config: CheckConfig, *,
@@ -202,7 +247,7 @@ def nagios_text(text: str, prefix: str = "") -> str:
     return prefix + text.replace("|", "/")
 
 
-def _render_nagios(report: HealthReport, results: list[NodeFacts], actions: list[AutoAction], duration_s: float, *,
+def _render_nagios(report: HealthReport, nodes_total: int, actions: list[AutoAction], duration_s: float, *,
                    verbose: bool) -> None:
     """Nagios plugin guidelines: the first line is `JUEYING CHECK LEVEL - summary | perfdata` (what NRPE and
     Nagios show and graph), then one line per confirmed problem, pending result and automation action."""
@@ -211,7 +256,6 @@ def _render_nagios(report: HealthReport, results: list[NodeFacts], actions: list
     confirmed, pending = problems(report.findings)
     counts = {level: sum(1 for f in confirmed if f.result.level == level)
               for level in (Level.CRITICAL, Level.WARNING, Level.UNKNOWN)}
-    nodes_total = len(results)
     problem_nodes = len({f.result.node for f in confirmed})
     summary = (f"{counts[Level.CRITICAL]} critical, {counts[Level.WARNING]} warning, {counts[Level.UNKNOWN]} unknown "
                f"on {problem_nodes} of {nodes_total} node(s)" + (f"; {len(pending)} pending" if pending else ""))
@@ -232,13 +276,12 @@ def _render_nagios(report: HealthReport, results: list[NodeFacts], actions: list
         say(nagios_text(f"{a.node} {a.action}: {a.result}: {a.note}"))
 
 
-def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, quiet: bool, json_output: bool,
-            actions: list[AutoAction], rows: common.Output | None = None) -> None:
+def _render(report: HealthReport, nodes_total: int, missing: list[NodeFacts], *, verbose: bool, quiet: bool,
+            json_output: bool, actions: list[AutoAction], rows: common.Output | None = None) -> None:
     from jueying_cli.checks.flap import node_levels, ordered, problems
 
     findings, exit_level = report.findings, report.exit_level
     confirmed, pending = problems(findings)
-    nodes_total = len(results)
     problem_nodes = len({f.result.node for f in confirmed})
     counts = {level.name.lower(): sum(1 for f in confirmed if f.result.level == level)
               for level in (Level.CRITICAL, Level.WARNING, Level.UNKNOWN)}
@@ -262,7 +305,6 @@ def _render(report: HealthReport, results: list[NodeFacts], *, verbose: bool, qu
                 "pending": len(pending), "nodes_total": nodes_total, "nodes_with_problems": problem_nodes},
                 "nodes": {n: level.name for n, level in node_levels(findings).items()}, "results": rows_,
                 "actions": actions}
-        missing = [r for r in results if r.facts is None]
         print_json(envelope("check", data, status="ok" if not missing else "partial",
                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
                                     for r in missing]))

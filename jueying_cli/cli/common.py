@@ -238,3 +238,13 @@ def record_history(results: Sequence[NodeFacts]) -> None:
             store.close()
     except Exception as exc:  # noqa: BLE001 - the command's own output was still produced
         warn(f"history not recorded: {exc}")
+
+
+def prometheus_source(source: str) -> str | None:
+    """--source of status and check: None for ssh; the URL of prometheus=URL; BadParameter otherwise."""
+    if source == "ssh":
+        return None
+    kind, sep, url = source.partition("=")
+    if kind != "prometheus" or not sep or not url.startswith(("http://", "https://")):
+        raise typer.BadParameter("must be ssh or prometheus=http(s)://HOST:PORT", param_hint="--source")
+    return url

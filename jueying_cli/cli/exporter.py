@@ -3,6 +3,7 @@ mode, over kept SSH probes), collected on a background loop; ends cleanly on SIG
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable
@@ -48,6 +49,9 @@ def exporter(
                                    help="Seconds between collections (on a background loop, never during a scrape)."),
     this_machine: bool = typer.Option(False, "--this-machine", help="Node mode: export this machine only (in "
                                       "process, NVML kept initialised), even when an inventory is found."),
+    expected_gpus: int | None = typer.Option(None, "--expected-gpus", min=0, metavar="N",
+                                             help="Node mode: GPUs this machine should have (the inventory's "
+                                             "expected_gpus; the gpu_count check and the degraded state need it)."),
     checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
                                            help="Check set YAML (default: the built-in set)."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
@@ -84,9 +88,17 @@ def exporter(
         from jueying_cli.inventory.loader import local_inventory
 
         inventory = local_inventory()
-        selected = list(inventory.nodes.values())
     else:
         inventory, selected = common.select(opts)
+    if inventory.source is None:  # node mode: this machine, with what the controller's inventory would say of it
+        if expected_gpus is not None:
+            nodes = {name: dataclasses.replace(node, vars={**node.vars, "expected_gpus": expected_gpus})
+                     for name, node in inventory.nodes.items()}
+            inventory = dataclasses.replace(inventory, nodes=nodes)
+        selected = list(inventory.nodes.values())
+    elif expected_gpus is not None:
+        raise typer.BadParameter("is for node mode (--this-machine); with an inventory, set expected_gpus there",
+                                 param_hint="--expected-gpus")
     refresh_deadline = deadline or max(interval, 5.0)
     transport = common.make_transport(opts, keep_open=True)
     transport.prepare(selected)

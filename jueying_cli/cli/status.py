@@ -14,6 +14,7 @@ from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
     from jueying_cli.inventory.model import Node
+    from jueying_cli.status.view import SchedulerView
 
 DEFAULT_WATCH_S = 2.0
 INVENTORY_FIELDS = ("node", "status", "error", "facts")
@@ -78,13 +79,16 @@ def status(
                                  "--watch (or --watch --json for one envelope per refresh)", param_hint="--format")
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
-    url = _prometheus_url(source)
+    url = common.prometheus_source(source)
     if url is not None and (watch is not None or gpus):
         raise typer.BadParameter("prometheus= cannot be used with --watch or --gpus", param_hint="--source")
     inventory, selected = common.select(opts)
     if url is not None:
-        raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=json_output,
-                                                 timeout_s=timeout))
+        # Drain state is the scheduler's: asked as below (one scontrol per Slurm controller, the builtin ledger),
+        # not node by node, so it costs the same at 10,000 nodes.
+        scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
+        raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=out.json,
+                                                 timeout_s=timeout, scheduler=scheduler, rows=out if out.rows else None))
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
 
@@ -102,20 +106,11 @@ def status(
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 
-def _prometheus_url(source: str) -> str | None:
-    """None for ssh; the URL of prometheus=URL; BadParameter otherwise."""
-    if source == "ssh":
-        return None
-    kind, sep, url = source.partition("=")
-    if kind != "prometheus" or not sep or not url.startswith(("http://", "https://")):
-        raise typer.BadParameter("must be ssh or prometheus=http(s)://HOST:PORT", param_hint="--source")
-    return url
-
-
 def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,
-                            timeout_s: float) -> int:
-    """The status table from one PromQL query; exit 1 when some node has no fresh data (or only stale data),
-    or when the server cannot be asked."""
+                            timeout_s: float, scheduler: dict[str, SchedulerView] | None,
+                            rows: common.Output | None) -> int:
+    """The status table from two PromQL queries and the scheduler's states; exit 1 when some node has no fresh
+    data (or only stale data), or when the server cannot be asked."""
     from jueying_cli.exporter.readback import PrometheusError, status_rows
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.select import fold as fold_names
@@ -125,7 +120,7 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
     from jueying_cli.vocab import ANSWERED, OutcomeStatus
 
     try:
-        rows = sort_summaries(status_rows(url, selected, timeout_s), sort)
+        rows = sort_summaries(status_rows(url, selected, timeout_s, scheduler), sort)
     except PrometheusError as exc:
         common.warn(str(exc))
         return int(ExitCode.NODES_FAILED)
@@ -135,8 +130,8 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
         error=("stale: " if r.stale else "") + (r.reason or str(r.state))), None)
         for r in rows if r.state not in ANSWERED or r.stale]
     view = StatusView(rows=rows, shown=fold_healthy(rows, fold_names) if fold else rows, totals=totals(rows),
-                      answered=[], missing=missing, scheduler={}, nodes_total=len(rows))
-    return output.render_status(view, gpus=False, json_output=json_output)
+                      answered=[], missing=missing, scheduler=scheduler or {}, nodes_total=len(rows))
+    return output.render_status(view, gpus=False, json_output=json_output, rows=rows)
 
 
 def inventory(

@@ -9,6 +9,7 @@ never answered shows its outcome (`jueying_node_state{state="unreachable"} 1`), 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -123,7 +124,12 @@ class Collection:
             if r.facts is None:
                 self._failures[r.name] = self._failures.get(r.name, 0) + 1
         scheduler = dict(self._read_scheduler()) if self._read_scheduler is not None else {}
-        rows = rows_for(merged, stale, scheduler)
+        # jueying_node_state is the node's own health (what it answered, or why it did not), the same in node
+        # mode, in controller mode and in the textfile; what the scheduler says has families of its own.
+        health = rows_for(merged, stale)
+        rows = [dataclasses.replace(h, scheduler=s.scheduler, scheduler_state=s.scheduler_state,
+                                    drain_reason=s.drain_reason)
+                for h, s in zip(health, rows_for(merged, stale, scheduler), strict=True)]
         answered = [(r.node, r.facts) for r in merged if r.facts is not None]
         now = time.time()
         checks = run_checks(answered, self._config, self._inventory, now=now)

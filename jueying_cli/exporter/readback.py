@@ -1,10 +1,15 @@
 """`jueying status --source prometheus=URL`: the status rows read back from a Prometheus server that scrapes
-jueying exporters, in one PromQL query (HTTP API /api/v1/query), instead of one SSH round trip per node.
+jueying exporters (or node_exporter reading `check --prometheus`'s textfile), in one PromQL query (HTTP API
+/api/v1/query), instead of one SSH round trip per node.
 
-The query selects the few families a status row needs by name; a node the server has no fresh series for
-(its exporter stopped: Prometheus marks the series stale at once) is shown as `no_data`, never healthy. A
-node whose exporter kept its last values (`jueying_node_stale 1`) is shown stale, as `status --watch` does.
-Hand-written over urllib (stdlib): one GET and a JSON body, bounded in size.
+The query asks for what a status row needs and no more: of the enum families only the series at 1, and the
+GPU columns as the exporter already summarised them per node (jueying_node_gpu_*: about 25 series per node,
+not six per GPU with their UUID and model labels, which Prometheus took seconds to select and serialise at
+1,000 nodes). A node the server has no fresh series for (its exporter stopped: Prometheus marks the
+series stale at once) is shown as `no_data`, never healthy. A node whose exporter kept its last values
+(`jueying_node_stale 1`) is shown stale, as `status --watch` does. Drain state is the scheduler's, not the
+node's: it is read from the backend as `jueying status` does, and taken from Prometheus only for nodes the
+backend was not read for. Hand-written over urllib (stdlib): one GET and a JSON body, bounded in size.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from jueying_cli.errors import JueyingError
 from jueying_cli.inventory.model import Node
-from jueying_cli.render.prometheus import MIB
-from jueying_cli.status.summary import ModelCount, NodeSummary, unanswered
+from jueying_cli.scheduler.base import NodeState
+from jueying_cli.status.summary import ModelCount, NodeSummary, unanswered, with_scheduler
+from jueying_cli.status.view import SchedulerView
 from jueying_cli.vocab import Backend, NodeStatus, OutcomeStatus, SchedulerState
 
 MAX_BODY = 512 * 1024 * 1024  # bytes of one answer; more is not a status, it is a hostile server
-NODE_FAMILIES = ("state", "state_reason", "gpus", "gpus_expected", "gpus_lost", "facts_timestamp_seconds", "load1",
-                 "cpu_threads", "memory_used_bytes", "memory_total_bytes", "stale", "scheduler_state", "drain_info")
-GPU_FAMILIES = ("GPU_UTIL", "FB_USED", "FB_TOTAL", "GPU_TEMP", "POWER_USAGE", "POWER_MGMT_LIMIT")
-QUERY = ('{__name__=~"jueying_node_(' + "|".join(NODE_FAMILIES) + ')|DCGM_FI_DEV_(' + "|".join(GPU_FAMILIES)
-         + ')"}')
+# Enum families: only the series whose value is 1 (the current state) travel; the 0s are most of the series.
+ENUM_FAMILIES = ("state", "state_reason", "scheduler_state", "drain_info")
+VALUE_FAMILIES = ("gpus", "gpus_expected", "gpus_lost", "facts_timestamp_seconds", "load1", "cpu_threads",
+                  "memory_used_bytes", "memory_total_bytes", "stale", "gpu_utilization_avg_percent",
+                  "gpu_utilization_max_percent", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
+                  "gpu_temperature_max_celsius", "gpu_power_watts", "gpu_power_limit_watts", "gpu_models")
+# One query. `max by` folds a node exported twice (an exporter and a textfile) into one series per value.
+QUERY = ('{__name__=~"jueying_node_(' + "|".join(ENUM_FAMILIES) + ')"} == 1 or max by (__name__, node, gpu, model) '
+         '({__name__=~"jueying_node_(' + "|".join(VALUE_FAMILIES) + ')"})')
 
 
 class PrometheusError(JueyingError):
@@ -42,8 +52,8 @@ class _Node:
     reason: str = ""
     scheduler_state: str | None = None
     drain: tuple[str, str] | None = None  # (backend, reason)
-    gpus: dict[str, dict[str, float]] = field(default_factory=dict)  # gpu index -> DCGM field -> value
-    models: dict[str, str] = field(default_factory=dict)  # gpu index -> modelName
+    hottest: tuple[float, int] | None = None  # (degrees C, GPU index)
+    models: dict[str, int] = field(default_factory=dict)  # model name -> healthy GPUs
 
 
 def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, object]], float]:
@@ -73,8 +83,13 @@ def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, objec
         raise PrometheusError(f"Prometheus at {url} sent no query result ({exc})") from None
 
 
-def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0) -> list[NodeSummary]:
-    """One status row per selected node, from one query; nodes without series are `no_data`."""
+def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
+                scheduler: Mapping[str, SchedulerView] | None = None) -> list[NodeSummary]:
+    """One status row per selected node, from one query; nodes without series are `no_data`.
+
+    The node's health comes from Prometheus. What its scheduler says comes from `scheduler` (read now from
+    the backend, as `jueying status` does) for the nodes it covers, else from the scheduler families in
+    Prometheus (a controller-mode exporter's), else nothing."""
     results, _ = query(url, QUERY, timeout_s)
     found: dict[str, _Node] = {}
     for item in results:
@@ -87,30 +102,27 @@ def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0) -> lis
         except (TypeError, ValueError):
             continue
         _take(found, {str(k): str(v) for k, v in metric.items()}, number)
-    return [_row(node, found.get(node.name)) for node in nodes]
+    return [_with_scheduler(_row(node, found.get(node.name)), found.get(node.name), (scheduler or {}).get(node.name))
+            for node in nodes]
 
 
 def _take(found: dict[str, _Node], labels: dict[str, str], value: float) -> None:
-    name = labels.get("__name__", "")
-    if name.startswith("DCGM_FI_DEV_"):
-        node = found.setdefault(labels.get("Hostname", ""), _Node())
-        gpu = labels.get("gpu", "")
-        node.gpus.setdefault(gpu, {})[name.removeprefix("DCGM_FI_DEV_")] = value
-        node.models[gpu] = labels.get("modelName", "")
-        return
     node = found.setdefault(labels.get("node", ""), _Node())
-    family = name.removeprefix("jueying_node_")
+    family = labels.get("__name__", "").removeprefix("jueying_node_")
     if family == "state":
-        if value == 1.0:
-            node.state = labels.get("state")
+        node.state = labels.get("state")
     elif family == "state_reason":
         node.reason = labels.get("reason", "")
     elif family == "scheduler_state":
-        if value == 1.0:
-            node.scheduler_state = labels.get("state")
+        node.scheduler_state = labels.get("state")
     elif family == "drain_info":
         node.drain = (labels.get("backend", ""), labels.get("reason", ""))
-    else:
+    elif family == "gpu_temperature_max_celsius":
+        gpu = labels.get("gpu", "")
+        node.hottest = (value, int(gpu)) if gpu.isdigit() else None
+    elif family == "gpu_models":
+        node.models[labels.get("model", "")] = int(value)
+    elif family in VALUE_FAMILIES:
         node.values[family] = value
 
 
@@ -124,36 +136,36 @@ def _row(node: Node, seen: _Node | None) -> NodeSummary:
         return dataclasses.replace(row, state=NodeStatus.NO_DATA,
                                    reason="no fresh data in Prometheus (exporter down or not scraped)")
     v = seen.values
-    gpus = seen.gpus
-    utils = [g["GPU_UTIL"] for g in gpus.values() if "GPU_UTIL" in g]
-    temps = [(g["GPU_TEMP"], int(i)) for i, g in gpus.items() if "GPU_TEMP" in g and i.isdigit()]
-    used = [g["FB_USED"] * MIB for g in gpus.values() if "FB_USED" in g]
-    total = [g["FB_TOTAL"] * MIB for g in gpus.values() if "FB_TOTAL" in g]
-    power = [g["POWER_USAGE"] for g in gpus.values() if "POWER_USAGE" in g]
-    limits = [g["POWER_MGMT_LIMIT"] for g in gpus.values() if "POWER_MGMT_LIMIT" in g]
-    models = sorted({m for m in seen.models.values() if m})
-    hottest = max(temps) if temps else None
+    hottest = seen.hottest
     expected = v.get("gpus_expected")
-    scheduler = None
-    if seen.drain is not None and seen.drain[0] in {str(b) for b in Backend}:
-        scheduler = Backend(seen.drain[0])
     return NodeSummary(
         node=node.name, state=NodeStatus(seen.state), reason=seen.reason,
         gpus_present=_int(v.get("gpus")), gpus_expected=_int(expected) if expected is not None else node.expected_gpus,
         gpus_lost=int(v.get("gpus_lost", 0)),
-        gpu_models=tuple(ModelCount(m, sum(1 for x in seen.models.values() if x == m)) for m in models),
-        utilization_avg_pct=sum(utils) / len(utils) if utils else None,
-        utilization_max_pct=int(max(utils)) if utils else None,
-        gpu_memory_used_bytes=int(sum(used)) if used else None,
-        gpu_memory_total_bytes=int(sum(total)) if total else None,
+        gpu_models=tuple(ModelCount(m, seen.models[m]) for m in sorted(seen.models) if m),
+        utilization_avg_pct=v.get("gpu_utilization_avg_percent"),
+        utilization_max_pct=_int(v.get("gpu_utilization_max_percent")),
+        gpu_memory_used_bytes=_int(v.get("gpu_memory_used_bytes")),
+        gpu_memory_total_bytes=_int(v.get("gpu_memory_total_bytes")),
         hottest_gpu_c=int(hottest[0]) if hottest else None, hottest_gpu_index=hottest[1] if hottest else None,
-        power_watts=sum(power) if power else None, power_limit_watts=sum(limits) if limits else None,
+        power_watts=v.get("gpu_power_watts"), power_limit_watts=v.get("gpu_power_limit_watts"),
         load1=v.get("load1"), cpu_threads=_int(v.get("cpu_threads")),
         host_memory_used_bytes=_int(v.get("memory_used_bytes")),
         host_memory_total_bytes=_int(v.get("memory_total_bytes")),
         collected_at_unix=v.get("facts_timestamp_seconds"), stale=v.get("stale") == 1.0,
-        scheduler=scheduler,
-        scheduler_state=SchedulerState(seen.scheduler_state)
-        if seen.scheduler_state in {str(s) for s in SchedulerState} else None,
-        drain_reason=seen.drain[1] if seen.drain else None,
     )
+
+
+def _with_scheduler(row: NodeSummary, seen: _Node | None, view: SchedulerView | None) -> NodeSummary:
+    """The scheduler's word on a row: read now (`view`), else as a controller-mode exporter last exported it."""
+    if view is not None:
+        return with_scheduler(row, view.backend, view.state)
+    if seen is None or seen.scheduler_state not in {str(s) for s in SchedulerState}:
+        return row
+    backend = seen.drain[0] if seen.drain else ""
+    state = SchedulerState(str(seen.scheduler_state))
+    exported = NodeState(row.node, state, state in (SchedulerState.DRAINING, SchedulerState.DRAINED),
+                         reason=seen.drain[1] if seen.drain else None)
+    if backend in {str(b) for b in Backend}:
+        return with_scheduler(row, Backend(backend), exported)
+    return dataclasses.replace(row, scheduler_state=state, drain_reason=exported.reason)

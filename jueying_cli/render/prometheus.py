@@ -106,15 +106,20 @@ def run_families(*, run_timestamp: float, duration_s: float, exit_code: int) -> 
 # ------------------------------------------------------------------ nodes
 
 
+# Not a node's own health: the scheduler's word, and `status --source prometheus`'s "nothing in Prometheus".
+_NOT_HEALTH = frozenset({NodeStatus.DRAINED, NodeStatus.DRAINING, NodeStatus.NO_DATA})
+
+
 def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeStatus],
                   stale: Iterable[str] = ()) -> list[Family]:
-    """Per node: its state as `jueying status` shows it (enum), the outcome of collecting it (enum, separate:
-    a node can answer and be degraded), GPUs present/expected/lost, the age of its facts, host load and
-    memory, and what its scheduler says (enum) with the drain reason."""
+    """Per node: its own health (enum; drained or draining is the scheduler's word, in its own families), the
+    outcome of collecting it (enum, separate: a node can answer and be degraded), GPUs present/expected/lost,
+    the age of its facts, host load and memory, and what its scheduler says (enum) with the drain reason."""
     stale = set(stale)
-    state = Family("jueying_node_state", "A node's state as `jueying status` shows it: 1 for the current state, 0 "
-                   "for the others (ok, degraded, no_driver, draining, drained; failed, timeout, unreachable, "
-                   "auth_failed, hostkey_failed when it gave no facts).")
+    state = Family("jueying_node_state", "A node's own health as `jueying status` judges it: 1 for the current "
+                   "state, 0 for the others (ok, degraded, no_driver; failed, timeout, unreachable, auth_failed, "
+                   "hostkey_failed when it gave no facts). What the scheduler says (drained, draining) is in "
+                   "jueying_node_scheduler_state and jueying_node_drain_info.")
     reason = Family("jueying_node_state_reason", "Why a node is not ok (the status table's reason); present only "
                     "when there is one.")
     outcome = Family("jueying_node_collection_status", "How collecting a node's facts ended (SSH or local): 1 for "
@@ -137,7 +142,7 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
                    "drain reason; absent otherwise.")
     for row in rows:
         node = {"node": row.node}
-        state.enum(node, "state", [str(s) for s in NodeStatus if s != NodeStatus.NO_DATA], str(row.state))
+        state.enum(node, "state", [str(s) for s in NodeStatus if s not in _NOT_HEALTH], str(row.state))
         if row.reason and row.state != NodeStatus.OK:
             reason.add({**node, "reason": row.reason}, 1.0)
         status = outcomes.get(row.node)
@@ -154,10 +159,41 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
                 family.add(node, float(value))
         if row.scheduler_state is not None:
             sched.enum(node, "state", [str(s) for s in SchedulerState], str(row.scheduler_state))
-            if row.state in (NodeStatus.DRAINED, NodeStatus.DRAINING) or row.drain_reason:
+            if row.scheduler_state in (SchedulerState.DRAINED, SchedulerState.DRAINING) or row.drain_reason:
                 drain.add({**node, "backend": str(row.scheduler or ""), "reason": row.drain_reason or ""}, 1.0)
     return [state, reason, outcome, stale_f, present, expected, lost, collected, load1, threads, mem_used, mem_total,
-            sched, drain]
+            sched, drain, *gpu_summary_families(rows)]
+
+
+def gpu_summary_families(rows: Sequence[NodeSummary]) -> list[Family]:
+    """Per node, the GPU columns of the status table, computed as `jueying status` computes them (healthy GPUs
+    only): `status --source prometheus` reads a few series per node instead of every GPU's, and a dashboard
+    gets a node's hottest GPU or GPU memory without aggregating dcgm-exporter's series."""
+    util_avg = Family("jueying_node_gpu_utilization_avg_percent", "Average GPU utilisation over a node's healthy "
+                      "GPUs (%).")
+    util_max = Family("jueying_node_gpu_utilization_max_percent", "Highest GPU utilisation on a node (%).")
+    mem_used = Family("jueying_node_gpu_memory_used_bytes", "GPU memory in use, summed over a node's healthy GPUs "
+                      "(bytes).")
+    mem_total = Family("jueying_node_gpu_memory_total_bytes", "GPU memory, summed over a node's healthy GPUs "
+                       "(bytes).")
+    hottest = Family("jueying_node_gpu_temperature_max_celsius", "Temperature of a node's hottest GPU (degrees C); "
+                     "gpu is its index.")
+    power = Family("jueying_node_gpu_power_watts", "Power draw, summed over a node's healthy GPUs (W).")
+    limit = Family("jueying_node_gpu_power_limit_watts", "Enforced power limits, summed over a node's healthy GPUs "
+                   "(W).")
+    models = Family("jueying_node_gpu_models", "Healthy GPUs on a node per model name.")
+    for row in rows:
+        node = {"node": row.node}
+        for family, value in ((util_avg, row.utilization_avg_pct), (util_max, row.utilization_max_pct),
+                              (mem_used, row.gpu_memory_used_bytes), (mem_total, row.gpu_memory_total_bytes),
+                              (power, row.power_watts), (limit, row.power_limit_watts)):
+            if value is not None:
+                family.add(node, float(value))
+        if row.hottest_gpu_c is not None:
+            hottest.add({**node, "gpu": _gpu_label(row.hottest_gpu_index)}, float(row.hottest_gpu_c))
+        for count in row.gpu_models:
+            models.add({**node, "model": count.model}, float(count.gpus))
+    return [util_avg, util_max, mem_used, mem_total, hottest, power, limit, models]
 
 
 def cap_families(limit: int, unavailable: int) -> list[Family]:

@@ -5,24 +5,27 @@ the check textfile read by a real node_exporter, and `jueying status --source pr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cluster import SimCluster
-from tests.conftest import REPO, GpuNode, run_jueying
+from tests.conftest import GpuNode, run_jueying
+from tests.integration.prometheus_support import (
+    Exporter,
+    assert_lint_is_dcgm_only,
+    free_port,
+    http_get,
+    prometheus,
+    wait_for,
+)
 from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
 
@@ -30,123 +33,6 @@ pytestmark = pytest.mark.skipif(not all(os.path.exists(f"/usr/bin/{tool}") for t
                                 reason="needs Debian's prometheus package (scripts/test installs it)")
 
 NODES = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    """Poll until condition() is truthy (no sleep races: the condition is the event)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"still not {what} after {timeout_s} s"
-        time.sleep(0.1)
-
-
-def http_get(url: str, timeout_s: float = 10.0) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as answer:
-            return str(answer.read().decode("utf-8"))
-    except OSError:
-        return None
-
-
-class Exporter:
-    """`jueying exporter --listen 127.0.0.1:0` as a process; its port from the line it prints on stderr."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
-        full.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "exporter", "--listen", "127.0.0.1:0",
-                                      *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     cwd=REPO)
-        assert self.proc.stderr is not None
-        line = self.proc.stderr.readline()
-        assert "serving http://127.0.0.1:" in line, line + self.proc.stderr.read()
-        self.port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
-        self.target = f"127.0.0.1:{self.port}"
-
-    def metrics(self) -> str:
-        text = http_get(f"http://{self.target}/metrics")
-        assert text is not None
-        return text
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.communicate()
-        return self.proc.returncode
-
-
-class Prometheus:
-    """A real Prometheus server on loopback scraping `targets` every second."""
-
-    def __init__(self, tmp: Path, jobs: dict[str, list[str]]) -> None:
-        self.port = free_port()
-        tmp.mkdir(parents=True, exist_ok=True)
-        config = tmp / "prometheus.yml"
-        scrape = [{"job_name": job, "scrape_interval": "1s", "scrape_timeout": "1s",
-                   "static_configs": [{"targets": targets}]} for job, targets in jobs.items()]
-        config.write_text(json.dumps({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                      "scrape_configs": scrape}))
-        self.log = (tmp / "prometheus.log").open("w")
-        self.proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}"], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_for(lambda: http_get(self.url + "/-/ready") is not None, "Prometheus ready")
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        body = http_get(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": promql}))
-        assert body is not None
-        doc = json.loads(body)
-        assert doc["status"] == "success", doc
-        return list(doc["data"]["result"])
-
-    def values(self, promql: str, key: str) -> dict[str, float]:
-        return {r["metric"].get(key, ""): float(r["value"][1]) for r in self.query(promql)}
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-@contextlib.contextmanager
-def prometheus(tmp: Path, jobs: dict[str, list[str]]) -> Iterator[Prometheus]:
-    server = Prometheus(tmp, jobs)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def promtool_findings(text: str) -> list[str]:
-    proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60,
-                          check=False)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-
-
-def dcgm_lint_only(findings: list[str]) -> bool:
-    """The only lint promtool may find: what dcgm-exporter's own names bring (camelCase labels such as
-    modelName and UUID; COUNTER in DCGM_FI_DEV_PCIE_REPLAY_COUNTER's name). jueying_* families are clean."""
-    allowed = ("label names should be written in 'snake_case' not 'camelCase'",
-               "metric name should not include type 'counter'")
-    return all(line.startswith("DCGM_FI_DEV_") and line.endswith(allowed) for line in findings)
 
 
 # ------------------------------------------------------------------ node mode
@@ -158,8 +44,7 @@ def test_node_mode_exporter_scraped_by_prometheus(gpu_node: GpuNode, tmp_path: P
     try:
         text = wait_for(lambda: t if "DCGM_FI_DEV_GPU_TEMP" in (t := exporter.metrics()) else None,
                         "a first collection")
-        findings = promtool_findings(text)
-        assert dcgm_lint_only(findings), findings
+        assert_lint_is_dcgm_only(text)
         host = socket.gethostname()
         with prometheus(tmp_path / "prom", {"jueying": [exporter.target]}) as server:
             temps = wait_for(lambda: server.values("DCGM_FI_DEV_GPU_TEMP", "gpu"), "GPU temperatures in Prometheus")
@@ -291,7 +176,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             assert server.values("jueying_drain_unavailable_nodes", "") == {"": 1}
             assert server.values("jueying_node_collection_failures_total > 0", "node").keys() == {"pn04"}
         metrics = first.metrics()
-        assert dcgm_lint_only(promtool_findings(metrics))
+        assert_lint_is_dcgm_only(metrics)
     finally:
         assert first.stop() == 0
         second.stop()
@@ -311,6 +196,11 @@ def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_
     assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
     bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
     assert bad.rc == 2 and "--source" in bad.stderr
+    check = run_jueying(["check", "--nagios", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
+    assert check.rc == 3 and check.stdout.startswith("JUEYING CHECK UNKNOWN - cannot query Prometheus"), check.stdout
+    for extra in (["--drain"], ["--prometheus", str(tmp_path / "x.prom")], ["--source", "prometheus=ftp://x"]):
+        refused = run_jueying(["check", "--source", "prometheus=http://127.0.0.1:1", *extra], env)
+        assert refused.rc == 2 and "--source" in refused.stderr and "Traceback" not in refused.stderr, extra
 
 
 def test_the_check_textfile_through_node_exporter(cluster: SimCluster, tmp_path: Path) -> None:
