@@ -88,7 +88,8 @@ def status(
         # not node by node, so it costs the same at 10,000 nodes.
         scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
         raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=out.json,
-                                                 timeout_s=timeout, scheduler=scheduler, rows=out if out.rows else None))
+                                                 timeout_s=timeout, scheduler=scheduler,
+                                                 output_rows=out if out.rows else None))
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
 
@@ -108,7 +109,7 @@ def status(
 
 def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,
                             timeout_s: float, scheduler: dict[str, SchedulerView] | None,
-                            rows: common.Output | None) -> int:
+                            output_rows: common.Output | None) -> int:
     """The status table from two PromQL queries and the scheduler's states; exit 1 when some node has no fresh
     data (or only stale data), or when the server cannot be asked."""
     from jueying_cli.exporter.readback import PrometheusError, status_rows
@@ -131,7 +132,7 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
         for r in rows if r.state not in ANSWERED or r.stale]
     view = StatusView(rows=rows, shown=fold_healthy(rows, fold_names) if fold else rows, totals=totals(rows),
                       answered=[], missing=missing, scheduler=scheduler or {}, nodes_total=len(rows))
-    return output.render_status(view, gpus=False, json_output=json_output, rows=rows)
+    return output.render_status(view, gpus=False, json_output=json_output, rows=output_rows)
 
 
 def inventory(
