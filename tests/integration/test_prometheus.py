@@ -164,6 +164,11 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             table = run_jueying(["status", "--no-fold", "--source", f"prometheus={server.url}"],
                                 {**env, "NO_COLOR": "1"})
             assert "degraded (GPU 4 lost)" in table.stdout and "nodes up 4/5" in table.stdout
+            # and rows for scripts: the same nodes and states as --json
+            csv_rows = run_jueying(["status", "--format", "csv", "-o", "node,state", "--no-header", "--source",
+                                    f"prometheus={server.url}"], env)
+            assert dict(line.split(",") for line in csv_rows.stdout.split()) == {
+                name: row["state"] for name, row in prom_rows.items()}
             # A stopped exporter: Prometheus marks its series stale; its node has no data, never healthy.
             assert second.stop() == 0
             wait_for(lambda: "pn05" not in server.values("jueying_node_state == 1", "node"), "pn05 gone stale")
