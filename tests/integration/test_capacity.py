@@ -178,8 +178,8 @@ def test_slurm_drained_and_down_nodes(slurm_sim: SimCluster, tmp_path: Path,
     assert doc["data"]["total"]["gpus"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
 
 
-def test_a_check_that_needs_two_runs_counts_once_check_has_seen_it(env: dict[str, str], cluster: SimCluster,
-                                                                   tmp_path: Path) -> None:
+def test_a_check_that_needs_two_runs_counts_once_check_has_confirmed_it(env: dict[str, str], cluster: SimCluster,
+                                                                        tmp_path: Path) -> None:
     checks = Path(env["JUEYING_CHECKS"])
     checks.write_text(sim_checks_yaml() + "  ecc_uncorrected: {confirm_runs: 2}\n")
     cluster.node("cap03").set_gpus(**{"gpu.4.ecc_uncorrected_volatile": 2})
@@ -189,7 +189,9 @@ def test_a_check_that_needs_two_runs_counts_once_check_has_seen_it(env: dict[str
         state: str = next(n["state"] for n in doc["data"]["nodes"] if n["node"] == "cap03")
         return state
 
-    assert cap03() == "healthy"  # seen once, by capacity itself: pending, and capacity never counts runs
+    assert cap03() == "healthy"  # seen by capacity itself only: pending, and capacity never counts runs
     assert cap03() == "healthy"
-    assert jy(env, "check", "-w", "cap[01-03]").rc in (0, 1, 2)  # one check run: the finding held once
-    assert cap03() == "degraded"  # this sighting makes two
+    assert jy(env, "check", "-w", "cap[01-03]").rc == 0  # one check run: pending 1/2, exit OK
+    assert cap03() == "healthy"  # capacity agrees with that check: it does not confirm on its own behalf
+    assert jy(env, "check", "-w", "cap[01-03]").rc == 2  # the second run confirms it: CRITICAL
+    assert cap03() == "degraded"
