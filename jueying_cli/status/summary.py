@@ -180,7 +180,8 @@ def totals(summaries: list[NodeSummary]) -> dict[str, object]:
         "gpus_healthy": sum(((s.gpus_present or 0) - s.gpus_with_problems) * s.nodes for s in summaries),
         "gpus_total": sum(((s.gpus_present or 0) + s.gpus_lost) * s.nodes for s in summaries),
         "gpu_models": [{"model": m, "gpus_healthy": v[0], "nodes": v[1]} for m, v in sorted(by_model.items())],
-        "nodes_by_health": {level.name: sum(s.nodes for s in summaries if s.health == level) for level in Level},
+        "nodes_by_health": {level.name.lower(): sum(s.nodes for s in summaries if s.health == level)
+                            for level in Level},
         "nodes_pending": sum(s.nodes for s in summaries if s.pending),
     }
 
@@ -193,7 +194,7 @@ def summary_line(t: dict[str, object]) -> str:
             f"GPUs healthy {t['gpus_healthy']}/{t['gpus_total']} ({text})")
     health = t.get("nodes_by_health")
     if isinstance(health, dict) and any(health.values()):
-        counts = ", ".join(f"{health[level.name]} {level.name.lower()}"
+        counts = ", ".join(f"{health[level.name.lower()]} {level.name.lower()}"
                            for level in (Level.CRITICAL, Level.WARNING, Level.UNKNOWN))
         pending = t.get("nodes_pending")
         line += f"; checks: {counts} node(s)" + (f", {pending} with pending results" if pending else "")

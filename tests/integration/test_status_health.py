@@ -79,7 +79,7 @@ def test_each_faulty_node_has_its_own_row_with_its_level(faulty: SimCluster, tmp
             for p in rows["hl03"]["pending"]] == [("temperature", "CRITICAL", 6, False, 1, 2)]
     summary = jy(faulty, db, "status", "--json").json()["data"]["summary"]
     assert summary["gpus_healthy"] == 48 - 3  # the three GPUs with a confirmed problem are not healthy
-    assert summary["nodes_by_health"] == {"OK": 3, "WARNING": 0, "CRITICAL": 3, "UNKNOWN": 0}
+    assert summary["nodes_by_health"] == {"ok": 3, "warning": 0, "critical": 3, "unknown": 0}
     assert summary["nodes_pending"] == 1
 
     table = jy(faulty, db, "status")
