@@ -57,8 +57,7 @@ def read_health(results: Sequence[NodeFacts], inventory: Inventory, config: Chec
 
     from jueying_cli.checks.flap import read_findings
     from jueying_cli.errors import JueyingError
-    from jueying_cli.status.summary import HealthFinding
-    from jueying_cli.vocab import Level
+    from jueying_cli.render.health import health_by_node
 
     try:
         store = common.open_store(readonly=True)
@@ -70,13 +69,7 @@ def read_health(results: Sequence[NodeFacts], inventory: Inventory, config: Chec
     finally:
         if store is not None:
             store.close()
-    health: dict[str, list[HealthFinding]] = {}
-    for f in findings:
-        r = f.result
-        if r.level != Level.OK:
-            health.setdefault(r.node, []).append(HealthFinding(r.check, r.level, r.gpu, r.message, f.confirmed,
-                                                               f.consecutive, f.confirm_runs))
-    return health
+    return health_by_node(findings)
 
 
 def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: Console | None = None) -> int:
