@@ -21,7 +21,6 @@ from jueying_cli.checks.model import CheckResult
 from jueying_cli.checks.run import run_checks
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Inventory, Node
-from jueying_cli.render.health import health_by_node
 from jueying_cli.render.prometheus import (
     Family,
     cap_families,
@@ -124,6 +123,7 @@ class Collection:
             if r.facts is None:
                 self._failures[r.name] = self._failures.get(r.name, 0) + 1
         scheduler = dict(self._read_scheduler()) if self._read_scheduler is not None else {}
+        rows = rows_for(merged, stale, scheduler)
         answered = [(r.node, r.facts) for r in merged if r.facts is not None]
         now = time.time()
         checks = run_checks(answered, self._config, self._inventory, now=now)
@@ -132,7 +132,6 @@ class Collection:
                                code=r.outcome.status.upper()) for r in merged if r.facts is None]
         findings = self._streaks.findings(
             checks, lambda c: self._config.confirm_runs(c.check, self._by_name[c.node], self._inventory))
-        rows = rows_for(merged, stale, scheduler, health_by_node(findings))  # node state as `status` shows it
         families = [
             *gpu_families((r.name, r.facts) for r in merged if r.facts is not None),
             *check_families(findings),

@@ -1,5 +1,6 @@
-"""Check findings (checks.flap.Finding) as status rows carry them (status.summary.HealthFinding), by node: the
-one conversion `status`, `status --watch` and the exporter's `jueying_node_state` share."""
+"""Check findings (checks.flap.Finding) as status rows carry them (status.summary.HealthFinding), by node, for
+`status` and `status --watch`. (The Prometheus families keep a node's state apart from its check level:
+`jueying_node_state` is built without these, `jueying_node_level` from the findings.)"""
 
 from __future__ import annotations
 
