@@ -157,6 +157,7 @@ def test_watch_shows_health_on_every_refresh(faulty: SimCluster, tmp_path: Path)
             assert {n: (r["state"], r["health"], r["health_check"]) for n, r in rows.items()} == {
                 "hl01": ("ok", "OK", None), "hl02": ("degraded", "CRITICAL", "xid"),
                 "hl04": ("degraded", "CRITICAL", "ecc_uncorrected")}
+        proc.communicate(timeout=60)  # --count 2: it ends on its own
     finally:
         stop_watch(proc)
     assert proc.returncode == 0
