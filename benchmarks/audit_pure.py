@@ -1,6 +1,8 @@
 """The audit's and capacity's pure work on N recorded 8x H100 nodes (tests/data/facts/h100-healthy.json with
 own names, UUIDs, serials; every 50th node on another driver): reading attributes, drift, identity, the HTML
-report, the snapshot docs history keeps, and the capacity classification. In process, CPU ms (median of runs).
+report, the snapshot docs history keeps, the capacity classification and its HTML report, and what `status`
+adds for health (the built-in check set on every node, rows, sort and fold; no state database). In process,
+CPU ms (median of runs).
 No SSH: the collection itself is measured by benchmarks/status.py.
 
     python3 benchmarks/audit_pure.py [--sizes 1024,4096] [--runs 5]
@@ -20,12 +22,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from jueying_cli.audit.capacity import build_capacity, classify  # noqa: E402
+from jueying_cli.audit.capacity_report import html_page as capacity_html  # noqa: E402
 from jueying_cli.audit.drift import audit_nodes, find_drift, find_identity, snapshot_doc  # noqa: E402
 from jueying_cli.audit.report import AuditReport, html_page  # noqa: E402
+from jueying_cli.checks import builtin_config  # noqa: E402
+from jueying_cli.checks.flap import read_findings  # noqa: E402
 from jueying_cli.facts.collected import NodeFacts  # noqa: E402
 from jueying_cli.facts.model import Facts  # noqa: E402
-from jueying_cli.inventory.model import Node  # noqa: E402
+from jueying_cli.inventory.model import Inventory, Node  # noqa: E402
+from jueying_cli.inventory.select import fold  # noqa: E402
 from jueying_cli.outcome import Outcome  # noqa: E402
+from jueying_cli.render.health import health_by_node  # noqa: E402
+from jueying_cli.status.summary import fold_healthy, sort_summaries  # noqa: E402
+from jueying_cli.status.view import rows_for  # noqa: E402
 from jueying_cli.vocab import OutcomeStatus  # noqa: E402
 
 BASE = json.loads((REPO / "tests/data/facts/h100-healthy.json").read_text())
@@ -63,8 +72,16 @@ def once(results: list[NodeFacts]) -> dict[str, float]:
     t["snapshot docs"] = time.process_time() - mark
     mark = time.process_time()
     nodes = [classify(r, None, [], by="rack", known_gpus=None) for r in results]
-    build_capacity(nodes, results, by="rack", floor=100, history=None, since=None)
+    report = build_capacity(nodes, results, by="rack", floor=100, history=None, since=None)
     t["capacity"] = time.process_time() - mark
+    mark = time.process_time()
+    capacity_html(report)
+    t["capacity html"] = time.process_time() - mark
+    mark = time.process_time()
+    inventory = Inventory({r.name: r.node for r in results}, {})
+    health = health_by_node(read_findings(results, builtin_config(), inventory, None, now=time.time()))
+    fold_healthy(sort_summaries(rows_for(results, health=health)), fold)
+    t["status health"] = time.process_time() - mark
     return t
 
 

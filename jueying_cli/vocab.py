@@ -63,6 +63,12 @@ class Level(IntEnum):
     CRITICAL = 2
     UNKNOWN = 3
 
+    @property
+    def severity(self) -> int:
+        """Sort key: CRITICAL > WARNING > UNKNOWN > OK. UNKNOWN ranks between OK and WARNING (as in Meta's GCM):
+        "could not tell" must never hide a real warning, and never outrank one either."""
+        return (0, 2, 3, 1)[self.value]
+
 
 class Action(StrEnum):
     """What an operator (or automation) should do about a finding, in the XID catalog's / DCGM's terms.

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.machine import sim_checks_yaml
 from tests.nvmlsim import build_library, default_state, sim_env, write_state
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +83,8 @@ class GpuNode:
         self.lib_dir = lib_dir
         self.state_path = state_path
         self.state: dict[str, object] = dict(default_state(gpu_count))
+        self.checks_path = state_path.with_name("checks.yaml")
+        self.checks_path.write_text(sim_checks_yaml())
         self.write()
 
     def write(self) -> None:
@@ -93,7 +96,10 @@ class GpuNode:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**sim_env(self.lib_dir, self.state_path), "JUEYING_INVENTORY": "", "NO_COLOR": "1"}
+        """The simulated GPUs, no inventory, no colour, and the check set of simulated nodes (sim_checks_yaml:
+        without `load`, which measures the test machine)."""
+        return {**sim_env(self.lib_dir, self.state_path), "JUEYING_INVENTORY": "", "NO_COLOR": "1",
+                "JUEYING_CHECKS": str(self.checks_path)}
 
     def jueying(self, *args: str, env: Mapping[str, str] | None = None) -> Result:
         return run_jueying(list(args), {**self.env, **(env or {})})
@@ -110,6 +116,7 @@ def start_watch(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
     they are printed; stop it with stop_watch()."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     full_env["JUEYING_STATE_DB"] = _state_db
+    full_env["JUEYING_PROBE_KERNEL_LOG"] = _QUIET_KERNEL_LOG  # as run_jueying: not this machine's real XIDs
     full_env.update(env, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--json", *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

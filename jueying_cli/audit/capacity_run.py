@@ -1,8 +1,8 @@
 """`jueying capacity` as one function: facts, scheduler states and the check set in, a CapacityReport out.
 
 The health checks run on the live facts (pure); a non-OK result counts once it is confirmed: its check needs
-only one run (confirm_runs 1), or the state database shows it held at that level for confirm_runs - 1 runs of
-`jueying check` before this one. Capacity never writes the flap state: only `jueying check` counts runs.
+only one run (confirm_runs 1), or the state database shows `jueying check` already confirmed it at that level
+(checks.flap.read_findings). Capacity never writes the flap state: only `jueying check` counts runs.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from jueying_cli.audit.capacity import CapacityReport, Problem, build_capacity, classify
-from jueying_cli.checks import CheckConfig, run_checks
+from jueying_cli.checks import CheckConfig
+from jueying_cli.checks.flap import read_findings
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Inventory
 from jueying_cli.scheduler.base import NodeState
@@ -24,24 +25,13 @@ if TYPE_CHECKING:
 
 def confirmed_problems(results: Sequence[NodeFacts], config: CheckConfig, inventory: Inventory,
                        store: Store | None, now: float) -> dict[str, list[Problem]]:
-    answered = [(r.node, r.facts) for r in results if r.facts is not None]
-    nodes = {r.name: r.node for r in results}
+    """Each node's confirmed WARNING and CRITICAL results, counted as `jueying status` counts them
+    (checks.flap.read_findings)."""
     found: dict[str, list[Problem]] = {}
-    stored: dict[str, dict[tuple[str, int | None, str], tuple[int, int]]] = {}
-    for c in run_checks(answered, config, inventory, now=now):
-        if c.level not in (Level.WARNING, Level.CRITICAL):
-            continue
-        needed = config.confirm_runs(c.check, nodes[c.node], inventory)
-        if needed > 1:
-            if store is None:
-                continue
-            if c.node not in stored:
-                stored[c.node] = {(f.key.check, f.key.gpu, f.key.code): (f.level, f.consecutive)
-                                  for f in store.flap.findings(c.node)}
-            level, runs = stored[c.node].get((c.check, c.gpu, c.code), (-1, 0))
-            if level != int(c.level) or runs + 1 < needed:
-                continue
-        found.setdefault(c.node, []).append(Problem(c.level, c.check, c.gpu))
+    for f in read_findings(results, config, inventory, store, now=now):
+        c = f.result
+        if f.confirmed and c.level in (Level.WARNING, Level.CRITICAL):
+            found.setdefault(c.node, []).append(Problem(c.level, c.check, c.gpu))
     return found
 
 

@@ -70,6 +70,34 @@ def assess(results: Sequence[NodeFacts], config: CheckConfig, inventory: Invento
     return HealthReport(findings, worst(f.result.level for f in findings if f.confirmed))
 
 
+def read_findings(results: Sequence[NodeFacts], config: CheckConfig, inventory: Inventory, store: Store | None, *,
+                  now: float) -> list[Finding]:
+    """The checks on the nodes that answered, each non-OK result counted as the last `jueying check` counted
+    it, without writing the flap state (`status`, `capacity`): a result whose check needs one run is
+    confirmed now; one that needs N runs is confirmed when the state database shows it held at this level
+    for N runs already (the last check confirmed it, and it is still seen), else it is pending with the
+    runs stored (at least 1: it is seen now). Reading never confirms a problem on the reader's own behalf,
+    and never advances or resets a count. Without a store only one-run checks can be confirmed.
+    Nodes that gave no facts get no result (their rows say so)."""
+    answered = [(r.node, r.facts) for r in results if r.facts is not None]
+    nodes = {r.name: r.node for r in results}
+    stored: dict[str, dict[FindingKey, tuple[int, int]]] = {}
+    findings = []
+    for c in run_checks(answered, config, inventory, now=now):
+        if c.level == Level.OK:
+            findings.append(Finding(c, 1, 1))
+            continue
+        needed = config.confirm_runs(c.check, nodes[c.node], inventory)
+        runs = 1
+        if needed > 1 and store is not None:
+            if c.node not in stored:
+                stored[c.node] = {f.key: (f.level, f.consecutive) for f in store.flap.findings(c.node)}
+            level, held = stored[c.node].get(_key(c), (-1, 0))
+            runs = max(1, held) if level == int(c.level) else 1
+        findings.append(Finding(c, runs, needed))
+    return findings
+
+
 def _key(c: CheckResult) -> FindingKey:
     return FindingKey(c.node, c.check, c.gpu, c.code)
 

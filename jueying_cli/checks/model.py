@@ -15,14 +15,10 @@ from jueying_cli.facts.model import Facts
 from jueying_cli.inventory.model import Node
 from jueying_cli.vocab import Action, Level
 
-# UNKNOWN ranks between OK and WARNING (as in Meta's GCM): "could not tell" must never hide a real
-# warning, and never outrank one either.
-_SEVERITY = {Level.OK: 0, Level.UNKNOWN: 1, Level.WARNING: 2, Level.CRITICAL: 3}
-
 
 def severity(level: Level) -> int:
-    """Sort key: CRITICAL > WARNING > UNKNOWN > OK."""
-    return _SEVERITY[level]
+    """Sort key: CRITICAL > WARNING > UNKNOWN > OK (Level.severity, in vocab)."""
+    return level.severity
 
 
 def worst(levels: Iterable[Level]) -> Level:

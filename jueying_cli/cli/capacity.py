@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from jueying_cli.store import Store
 
 
+FORMATS = ("table", "json", "markdown", "html")
+
+
 def register(app: typer.Typer) -> None:
     app.command("capacity")(capacity)
 
@@ -31,7 +34,13 @@ def capacity(
                                      "the state database."),
     checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
                                            help="Check set deciding what is degraded (default: the built-in set)."),
-    json_output: bool = typer.Option(False, "--json", help="Print the JSON envelope instead of tables."),
+    format_: str = typer.Option("table", "--format", metavar="FORMAT",
+                                help="table, json, markdown or html (markdown and html: one report, with the trend "
+                                "over --since as a chart)."),
+    json_output: bool = typer.Option(False, "--json", help="The same as --format json."),
+    output: str | None = typer.Option(None, "-o", "--output", metavar="FILE",
+                                      help="Write the report to FILE instead of stdout (atomically; table is "
+                                      "written as Markdown)."),
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
                                   help="Seconds the probe may run on each node."),
@@ -62,6 +71,9 @@ def capacity(
 
     if by not in GROUP_BY:
         raise typer.BadParameter(f"must be one of {', '.join(GROUP_BY)}", param_hint="--by")
+    fmt = "json" if json_output else format_
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     window = (since, parse_duration(since)) if since else None
     config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
@@ -79,15 +91,21 @@ def capacity(
     if history_:
         common.record_history(results)
     missing = [r for r in results if r.facts is None]
-    if json_output:
-        from jueying_cli.render.json import envelope, print_json
+    if fmt == "json":
+        from jueying_cli.audit.report import emit
+        from jueying_cli.render.json import dumps, envelope
 
-        print_json(envelope("capacity", report.to_json(),
+        emit(dumps(envelope("capacity", report.to_json(),
                             status=status_output.envelope_status(len(missing), len(results)),
                             errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                    for r in missing]))
-    else:
+                                    for r in missing])) + "\n", Path(output) if output else None)
+    elif fmt == "table" and output is None:
         _print(report)
+    else:
+        from jueying_cli.audit.capacity_report import render
+        from jueying_cli.audit.report import emit
+
+        emit(render(report, "html" if fmt == "html" else "markdown"), Path(output) if output else None)
     if interrupted:
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     failed = bool(missing) or report.floor_met is False
@@ -155,5 +173,5 @@ def _print(report: CapacityReport) -> None:
                               f"{loss.remaining_gpus} left, {'above' if loss.above_floor else 'BELOW'} the floor")
     if report.trend:
         values = [n for _, n in report.trend]
-        print_message(console, f"healthy GPUs per day since {report.since}: {sparkline(values)} "
+        print_message(console, f"healthy GPUs per day over the last {report.since}: {sparkline(values)} "
                       f"({report.trend[0][0]}: {values[0]} .. {report.trend[-1][0]}: {values[-1]})")

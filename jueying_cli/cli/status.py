@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -50,6 +51,9 @@ def status(
     history_: bool = typer.Option(True, "--history/--no-history", help="Record key facts in the state database."),
     timeout: float = typer.Option(30.0, "-t", "--timeout", min=0.5, metavar="SECONDS",
                                   help="Seconds the probe may run on each node."),
+    checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
+                                           help="Check set whose confirmed levels are shown (default: the built-in "
+                                           "set, as for jueying check)."),
     source: str = typer.Option("ssh", "--source", metavar="ssh|prometheus=URL",
                                help="Where the facts come from: ssh (default: each node, now) or prometheus=URL "
                                "(one query to a Prometheus server that scrapes jueying exporters)."),
@@ -62,9 +66,11 @@ def status(
     accept_new_hostkeys: bool = common.AcceptNewOpt,
     ssh_config: str | None = common.SshConfigOpt,
 ) -> None:
-    """Show every selected node: state, GPUs present/expected, utilisation avg/max, GPU memory, hottest GPU,
-    power, load, host memory and the age of the data. Problems come first (unreachable, timed out, lost GPUs,
-    no driver); healthy nodes that look alike fold into one row.
+    """Show every selected node: state, health (the worst confirmed level of the health checks and its check),
+    GPUs present/expected, utilisation avg/max, GPU memory, hottest GPU, power, load, host memory and the age
+    of the data. Problems come first (unreachable, timed out, no driver, lost GPUs, confirmed check problems);
+    healthy nodes that look alike fold into one row. The checks are counted as the last `jueying check`
+    counted them (flap state read, never written): status never confirms a problem on its own behalf.
 
     Exit codes: 0 every node answered (a degraded node is shown, not an error); 1 some nodes failed, timed
     out or were unreachable; 2 bad usage or inventory; 130 interrupted.
@@ -82,6 +88,9 @@ def status(
     url = common.prometheus_source(source)
     if url is not None and (watch is not None or gpus):
         raise typer.BadParameter("prometheus= cannot be used with --watch or --gpus", param_hint="--source")
+    from jueying_cli.checks import builtin_config, load_check_config
+
+    config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
     inventory, selected = common.select(opts)
     if url is not None:
         # Drain state is the scheduler's: asked as below (one scontrol per Slurm controller, the builtin ledger),
@@ -95,15 +104,16 @@ def status(
 
         raise typer.Exit(watch_status(opts, selected, interval_s=watch, timeout_s=timeout, gpus=gpus, sort=sort,
                                       fold=fold, json_output=out.json, count=count, inventory=inventory,
-                                      history=history_))
+                                      history=history_, checks=config))
     from jueying_cli.status.view import build_view
 
     results, interrupted = common.collect(opts, selected, timeout)
     if history_:
         common.record_history(results)
     scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
-    rc = output.render_status(build_view(results, sort=sort, fold=fold, scheduler=scheduler), gpus=gpus,
-                              json_output=out.json, rows=out if out.rows else None)
+    health = output.read_health(results, inventory, config)
+    rc = output.render_status(build_view(results, sort=sort, fold=fold, scheduler=scheduler, health=health),
+                              gpus=gpus, json_output=out.json, rows=out if out.rows else None)
     raise typer.Exit(int(ExitCode.INTERRUPTED) if interrupted else rc)
 
 

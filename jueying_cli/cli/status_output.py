@@ -11,7 +11,10 @@ from jueying_cli.errors import ExitCode
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from jueying_cli.checks import CheckConfig
+    from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.model import Inventory, Node
+    from jueying_cli.status.summary import HealthFinding
     from jueying_cli.status.view import SchedulerView, StatusView
     from jueying_cli.transport.base import Transport
 
@@ -54,6 +57,31 @@ def status_fields(*, gpus: bool) -> list[str]:
     return ["node", *GPU_KEYS] if gpus else [f.name for f in dataclasses.fields(NodeSummary)]
 
 
+def read_health(results: Sequence[NodeFacts], inventory: Inventory, config: CheckConfig,
+                now: float | None = None) -> dict[str, list[HealthFinding]]:
+    """Each answering node's non-OK check results, counted as the last `jueying check` counted them: the same
+    check set on the facts just collected, and the flap state read (never written) from the state database
+    (checks.flap.read_findings). A database that cannot be read is a warning: only checks that need one run
+    can then be confirmed."""
+    import time
+
+    from jueying_cli.checks.flap import read_findings
+    from jueying_cli.errors import JueyingError
+    from jueying_cli.render.health import health_by_node
+
+    try:
+        store = common.open_store(readonly=True)
+    except (OSError, JueyingError) as exc:
+        common.warn(f"state database unavailable, check results needing several runs shown as pending: {exc}")
+        store = None
+    try:
+        findings = read_findings(results, config, inventory, store, now=time.time() if now is None else now)
+    finally:
+        if store is not None:
+            store.close()
+    return health_by_node(findings)
+
+
 def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: Console | None = None,
                   rows: common.Output | None = None) -> int:
     """Print one status view; returns the exit code (1 when some node gave no facts, or only stale ones).
@@ -77,7 +105,8 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
 
         data: dict[str, object] = {"nodes": view.rows, "summary": view.totals}
         if gpus:
-            data["gpus"] = [{"node": name, **g.to_document()} for name, facts in view.answered for g in facts.gpus]
+            data["gpus"] = [{"node": name, **g.to_document(), **_gpu_health(view, name, g.index)}
+                            for name, facts in view.answered for g in facts.gpus]
         print_json(envelope("status", data, status=envelope_status(len(view.missing), view.nodes_total),
                             errors=errors))
         return rc
@@ -86,7 +115,7 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
 
     console = console or make_console()
     if gpus:
-        print_gpus(view.answered, console)
+        print_gpus(view.answered, console, view.health)
         if view.missing:
             print_nodes([row for row in view.rows if row.gpus_present is None], console)
     else:
@@ -96,6 +125,20 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
         print_message(console, "drain/resume through " + ", ".join(
             f"{backend} for {names}" for backend, names in view.backends.items()))
     return rc
+
+
+def _gpu_health(view: StatusView, node: str, gpu: int) -> dict[str, object]:
+    """A GPU's `health` (worst confirmed level of its own check results, null when no checks ran),
+    `health_check`, and its non-OK results (`problems`: confirmed, `pending`)."""
+    from jueying_cli.vocab import Level
+
+    if view.health is None:
+        return {"health": None, "health_check": None, "problems": [], "pending": []}
+    mine = [f for f in view.health.get(node, ()) if f.gpu == gpu]
+    confirmed = sorted((f for f in mine if f.confirmed), key=lambda f: (-f.level.severity, f.check))
+    return {"health": confirmed[0].level if confirmed else Level.OK,
+            "health_check": confirmed[0].check if confirmed else None,
+            "problems": confirmed, "pending": [f for f in mine if not f.confirmed]}
 
 
 def envelope_status(missing: int, total: int) -> str:

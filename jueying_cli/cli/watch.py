@@ -18,6 +18,7 @@ from jueying_cli.cli import status_output as output
 from jueying_cli.errors import ExitCode
 
 if TYPE_CHECKING:
+    from jueying_cli.checks import CheckConfig
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.model import Inventory, Node
 
@@ -37,8 +38,12 @@ def probe_idle_s(interval_s: float, timeout_s: float) -> float:
 
 def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s: float, timeout_s: float,
                  gpus: bool, sort: str, fold: bool, json_output: bool = False, count: int | None = None,
-                 inventory: Inventory | None = None, history: bool = True) -> int:
+                 inventory: Inventory | None = None, history: bool = True, checks: CheckConfig | None = None) -> int:
+    """Refresh the status view until Ctrl-C or --count; each refresh runs `checks` (default: the built-in set)
+    on what it collected and reads the flap state, as one-shot `status` does."""
+    from jueying_cli.checks import builtin_config
     from jueying_cli.collect.sessions import ProbeSessions
+    from jueying_cli.inventory.model import Inventory as InventoryModel
     from jueying_cli.render.terminal import LiveView, make_console
     from jueying_cli.status.view import build_view, merge_stale
     from jueying_cli.transport.fanout import raise_open_files_limit
@@ -51,6 +56,8 @@ def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s:
     console = make_console()
     live = LiveView(console) if console.is_terminal and not json_output else None
     last: dict[str, NodeFacts] = {}
+    config = checks or builtin_config()
+    health_inventory = inventory or InventoryModel(nodes={n.name: n for n in selected}, groups={})
     deadline = refresh_deadline_s(opts, interval_s)
     refreshes = 0
     recorded_at = float("-inf")
@@ -71,7 +78,8 @@ def watch_status(opts: common.FleetOptions, selected: list[Node], *, interval_s:
             merged, stale = merge_stale(results, last)
             scheduler = output.read_scheduler(opts, inventory, selected, transport) \
                 if inventory and inventory.source else None
-            view = build_view(merged, sort=sort, fold=fold, stale=stale, scheduler=scheduler)
+            health = output.read_health(merged, health_inventory, config)
+            view = build_view(merged, sort=sort, fold=fold, stale=stale, scheduler=scheduler, health=health)
             if live is not None:
                 rc = live.show(functools.partial(output.render_status, view, gpus=gpus, json_output=False))
             else:

@@ -10,12 +10,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jueying_cli.facts.record import Record
+from jueying_cli.vocab import Level
 
 ENVELOPE_SCHEMA_VERSION = 1
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, tuples and mappings to plain JSON types; facts records in the facts document's own shape."""
+    """Dataclasses, tuples and mappings to plain JSON types; facts records in the facts document's own shape;
+    check levels by name (`CRITICAL`), as `jueying check --json` writes them."""
+    if isinstance(value, Level):
+        return value.name
     if isinstance(value, Record):
         return value.to_document()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

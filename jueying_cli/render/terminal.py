@@ -26,7 +26,7 @@ from jueying_cli.checks.model import CheckResult
 from jueying_cli.facts.model import Facts, GpuFacts
 from jueying_cli.render.records import cell_text, value_at
 from jueying_cli.render.text import safe
-from jueying_cli.status.summary import NodeSummary
+from jueying_cli.status.summary import HealthFinding, NodeSummary
 from jueying_cli.store import HistoryRow
 
 GIB = 1024**3
@@ -130,7 +130,7 @@ def _age(collected_at_unix: float, now: float) -> str:
 
 # Dropped first, in this order, when a terminal is too narrow for every column.
 _NODE_COLUMNS_BY_PRIORITY = ("HOST MEM GiB", "LOAD", "POWER W", "AGE", "HOTTEST", "GPU MEM GiB", "UTIL avg/max")
-_NODE_COLUMNS = ("NODE", "STATE", "GPUS", "UTIL avg/max", "GPU MEM GiB", "HOTTEST", "POWER W", "LOAD",
+_NODE_COLUMNS = ("NODE", "STATE", "HEALTH", "GPUS", "UTIL avg/max", "GPU MEM GiB", "HOTTEST", "POWER W", "LOAD",
                  "HOST MEM GiB", "AGE")
 
 
@@ -183,8 +183,12 @@ def _node_cells(s: NodeSummary, now: float) -> list[str | Text]:
         state.append(f" ({safe(s.reason)})")
     util = _load(s.utilization_avg_pct)
     util.append("/" + ("-" if s.utilization_max_pct is None else f"{s.utilization_max_pct}%"))
+    if s.utilization_max_node is not None:
+        util.append(f" ({safe(s.utilization_max_node)})")
     hottest = _heat(s.hottest_gpu_c)
-    if s.hottest_gpu_index is not None:
+    if s.hottest_gpu_node is not None:  # a folded row: name where its hottest GPU is
+        hottest.append(f" ({safe(s.hottest_gpu_node)} gpu{s.hottest_gpu_index})")
+    elif s.hottest_gpu_index is not None:
         hottest.append(f" gpu{s.hottest_gpu_index}")
     power = "-" if s.power_watts is None else f"{s.power_watts:.0f}"
     if s.power_limit_watts:
@@ -192,26 +196,68 @@ def _node_cells(s: NodeSummary, now: float) -> list[str | Text]:
     load = "-" if s.load1 is None else f"{s.load1:.2f}"
     if s.cpu_threads:
         load += f"/{s.cpu_threads}"
+    if s.load1_node is not None:
+        load += f" ({safe(s.load1_node)})"
     node = s.node if s.nodes == 1 else f"{s.node} ({s.nodes})"
     age = "-" if s.collected_at_unix is None else _age(s.collected_at_unix, now)
     if s.stale:
         age += " stale"
-    return [node, state, gpus, util, f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}", hottest,
-            power, load, f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
+    return [node, state, _health(s), gpus, util, f"{_gib(s.gpu_memory_used_bytes)}/{_gib(s.gpu_memory_total_bytes)}",
+            hottest, power, load, f"{_gib(s.host_memory_used_bytes)}/{_gib(s.host_memory_total_bytes)}",
             Text(age, style="yellow" if s.stale else "")]
 
 
-def _gpu_state(facts: Facts, gpu: GpuFacts) -> Text:
+def _finding(f: HealthFinding, *, gpu: bool = True) -> str:
+    """`CRITICAL xid gpu3`; a pending one as `pending WARNING temperature gpu2 (1/2)`."""
+    text = f"{f.level.name} {f.check}" + (f" gpu{f.gpu}" if gpu and f.gpu is not None else "")
+    return text if f.confirmed else f"pending {text} ({f.runs}/{f.confirm_runs})"
+
+
+def _health(s: NodeSummary) -> Text:
+    """The HEALTH cell: the worst confirmed level and its check (`+N` more confirmed), or OK, then the first
+    pending result; `-` when no checks ran (no facts, or --source prometheus)."""
+    if s.health is None:
+        return Text("-")
+    if s.problems:
+        cell = _t(_finding(s.problems[0]), style=LEVEL_STYLE.get(s.health.name, ""))
+        if len(s.problems) > 1:
+            cell.append(f" +{len(s.problems) - 1}")
+    else:
+        cell = Text(s.health.name, style=LEVEL_STYLE.get(s.health.name, ""))
+    if s.pending:
+        cell.append(_t(f"; {_finding(s.pending[0])}" + (f" +{len(s.pending) - 1}" if len(s.pending) > 1 else ""),
+                       style="dim"))
+    return cell
+
+
+def _gpu_state(facts: Facts, gpu: GpuFacts, health: Sequence[HealthFinding] | None) -> Text:
+    """LOST, else the worst confirmed check result of this GPU (`CRITICAL ecc_uncorrected`), else `ok`; then
+    unreadable fields (`2 errors`) and the first pending result."""
     if gpu.lost:
         return Text("LOST", style="bold red")
+    mine = [f for f in health or () if f.gpu == gpu.index]
+    confirmed = sorted((f for f in mine if f.confirmed), key=lambda f: (-f.level.severity, f.check))
     errors = [e for e in facts.errors_for(gpu.index) if e.error != "NOT_SUPPORTED"]
-    if errors:
+    if confirmed:
+        cell = _t(_finding(confirmed[0], gpu=False), style=LEVEL_STYLE.get(confirmed[0].level.name, ""))
+        if len(confirmed) > 1:
+            cell.append(f" +{len(confirmed) - 1}")
+    elif errors:
         return Text(f"{len(errors)} errors", style="red")
-    return Text("ok", style="green")
+    else:
+        cell = Text("ok", style="green")
+    if confirmed and errors:
+        cell.append(f"; {len(errors)} errors", style="red")
+    pending = [f for f in mine if not f.confirmed]
+    if pending:
+        cell.append(_t(f"; {_finding(pending[0], gpu=False)}", style="dim"))
+    return cell
 
 
-def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
-    """One row per GPU, gpustat-like: index, name, heat, load, memory, power, processes."""
+def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console,
+               health: Mapping[str, Sequence[HealthFinding]] | None = None) -> None:
+    """One row per GPU, gpustat-like: index, name, heat, load, memory, power, processes, and its state with
+    the health checks' confirmed level (`health`: each node's non-OK results; None: no checks ran)."""
     table = _table(console)
     for column in ("NODE", "GPU", "NAME", "TEMP", "UTIL", "MEM GiB", "POWER W", "PSTATE", "PROCS", "STATE"):
         table.add_column(column, no_wrap=True)
@@ -232,7 +278,7 @@ def print_gpus(rows: Iterable[tuple[str, Facts]], console: Console) -> None:
             name = _t(gpu.name or "-", style="bold red" if gpu.lost else "")
             _add_row(table, (node, str(gpu.index), name, _heat(gpu.temperature_c, gpu.temperature_slowdown_c),
                              _load(gpu.utilization_gpu_pct), mem_text, power, pstate, procs,
-                             _gpu_state(facts, gpu)))
+                             _gpu_state(facts, gpu, None if health is None else health.get(node, ()))))
     _emit(console, table)
 
 

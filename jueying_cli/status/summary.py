@@ -1,18 +1,20 @@
 """Node summaries for `jueying status`: pure functions of facts, no I/O.
 
 A summary is what one status row shows; its `state` says at a glance whether the node needs a look:
-ok, degraded (lost GPUs, fewer GPUs than expected, unreadable GPU fields), no_driver (NVML not usable).
+ok, degraded (lost GPUs, fewer GPUs than expected, unreadable GPU fields, or a confirmed WARNING or CRITICAL
+health check result), no_driver (NVML not usable). Its `health` is the worst confirmed level of the health
+checks (the same set and flap state as `jueying check`, read by the caller: see checks.flap.read_findings).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from jueying_cli.facts.model import Facts, GpuFacts
 from jueying_cli.scheduler.base import NodeState
-from jueying_cli.vocab import ANSWERED, Backend, NodeStatus, OutcomeStatus, SchedulerState
+from jueying_cli.vocab import ANSWERED, Backend, Level, NodeStatus, OutcomeStatus, SchedulerState
 
 # Fields whose loss makes a GPU's telemetry untrustworthy (not merely an unsupported extra).
 _ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "temperature_c"})
@@ -22,6 +24,28 @@ _ESSENTIAL_FIELDS = frozenset({"name", "uuid", "memory", "utilization", "tempera
 class ModelCount:
     model: str
     gpus: int
+
+
+@dataclass(frozen=True)
+class HealthFinding:
+    """A non-OK health check result as `status` shows it: `confirmed` as the last `jueying check` counted it,
+    else pending, `runs` being the consecutive runs `jueying check` has seen it hold (at least 1: seen now)."""
+
+    check: str
+    level: Level
+    gpu: int | None  # None: about the whole node
+    message: str
+    confirmed: bool
+    runs: int
+    confirm_runs: int
+
+
+def _by_severity(findings: list[HealthFinding]) -> tuple[HealthFinding, ...]:
+    return tuple(sorted(findings, key=lambda f: (-f.level.severity, f.check, -1 if f.gpu is None else f.gpu)))
+
+
+# Levels that make an answering node `degraded` and its GPU not healthy (UNKNOWN only keeps it from folding).
+_PROBLEM_LEVELS = (Level.WARNING, Level.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,16 @@ class NodeSummary:
     scheduler: Backend | None = None  # the backend that drains this node
     scheduler_state: SchedulerState | None = None  # what it says: idle, allocated, mixed, draining, drained, down
     drain_reason: str | None = None
+    health: Level | None = None  # worst confirmed check level; None: no facts, or no checks run (--source prometheus)
+    health_check: str | None = None  # the check that gave it (the first, by check name, when several did)
+    health_gpu: int | None = None  # the GPU it is about (None: the node)
+    problems: tuple[HealthFinding, ...] = ()  # every confirmed non-OK result, worst first
+    pending: tuple[HealthFinding, ...] = ()  # non-OK results not yet confirmed (flap control)
+    gpus_with_problems: int = 0  # present GPUs with a confirmed WARNING or CRITICAL result of their own
+    # In a folded row, the node each extreme shown comes from:
+    hottest_gpu_node: str | None = None
+    utilization_max_node: str | None = None
+    load1_node: str | None = None
 
 
 def _sum(values: list[float]) -> float | None:
@@ -61,7 +95,11 @@ def _healthy(gpu: GpuFacts) -> bool:
     return not gpu.lost
 
 
-def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> NodeSummary:
+def summarize(node: str, facts: Facts, expected_gpus: int | None = None,
+              health: Sequence[HealthFinding] | None = None) -> NodeSummary:
+    """One node's row; `health` is its non-OK check results (None: the checks were not run)."""
+    problems = _by_severity([f for f in health or () if f.confirmed])
+    bad_gpus = {f.gpu for f in problems if f.gpu is not None and f.level in _PROBLEM_LEVELS}
     gpus = [g for g in facts.gpus if _healthy(g)]
     lost = [g for g in facts.gpus if g.lost]
     utils = [g.utilization_gpu_pct for g in gpus if g.utilization_gpu_pct is not None]
@@ -72,6 +110,11 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
     limits = [g.power_limit_watts for g in gpus if g.power_limit_watts is not None]
     hottest = max(temps) if temps else None
     state, reason = node_state(facts, expected_gpus)
+    worst = problems[0] if problems else None
+    if state == NodeStatus.OK and worst is not None and worst.level in _PROBLEM_LEVELS:
+        state = NodeStatus.DEGRADED
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        reason = f"{worst.check}: {worst.message}{more}"
     return NodeSummary(
         node=node,
         state=state,
@@ -79,7 +122,7 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
         gpus_present=len(gpus),
         gpus_expected=expected_gpus,
         gpus_lost=len(lost),
-        gpu_models=tuple(ModelCount(model, sum(1 for g in gpus if g.name == model))
+        gpu_models=tuple(ModelCount(model, sum(1 for g in gpus if g.name == model and g.index not in bad_gpus))
                          for model in sorted({g.name for g in gpus if g.name})),
         utilization_avg_pct=(sum(utils) / len(utils)) if utils else None,
         utilization_max_pct=max(utils) if utils else None,
@@ -94,6 +137,12 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None) -> Node
         host_memory_used_bytes=facts.host.memory_used_bytes,
         host_memory_total_bytes=facts.host.memory_total_bytes,
         collected_at_unix=facts.collected_at_unix,
+        health=None if health is None else (worst.level if worst else Level.OK),
+        health_check=worst.check if worst else None,
+        health_gpu=worst.gpu if worst else None,
+        problems=problems,
+        pending=_by_severity([f for f in health or () if not f.confirmed]),
+        gpus_with_problems=sum(1 for g in gpus if g.index in bad_gpus),
     )
 
 
@@ -128,9 +177,12 @@ def totals(summaries: list[NodeSummary]) -> dict[str, object]:
         "nodes_total": sum(s.nodes for s in summaries),
         "nodes_up": sum(s.nodes for s in summaries if s.state in ANSWERED),
         "nodes_ok": sum(s.nodes for s in summaries if s.state == NodeStatus.OK),
-        "gpus_healthy": sum((s.gpus_present or 0) * s.nodes for s in summaries),
+        "gpus_healthy": sum(((s.gpus_present or 0) - s.gpus_with_problems) * s.nodes for s in summaries),
         "gpus_total": sum(((s.gpus_present or 0) + s.gpus_lost) * s.nodes for s in summaries),
         "gpu_models": [{"model": m, "gpus_healthy": v[0], "nodes": v[1]} for m, v in sorted(by_model.items())],
+        "nodes_by_health": {level.name.lower(): sum(s.nodes for s in summaries if s.health == level)
+                            for level in Level},
+        "nodes_pending": sum(s.nodes for s in summaries if s.pending),
     }
 
 
@@ -138,8 +190,15 @@ def summary_line(t: dict[str, object]) -> str:
     models = t["gpu_models"]
     assert isinstance(models, list)
     text = ", ".join(f"{m['gpus_healthy']}x {m['model']} on {m['nodes']} node(s)" for m in models) or "no GPUs"
-    return (f"nodes up {t['nodes_up']}/{t['nodes_total']}, "
+    line = (f"nodes up {t['nodes_up']}/{t['nodes_total']}, "
             f"GPUs healthy {t['gpus_healthy']}/{t['gpus_total']} ({text})")
+    health = t.get("nodes_by_health")
+    if isinstance(health, dict) and any(health.values()):
+        counts = ", ".join(f"{health[level.name.lower()]} {level.name.lower()}"
+                           for level in (Level.CRITICAL, Level.WARNING, Level.UNKNOWN))
+        pending = t.get("nodes_pending")
+        line += f"; checks: {counts} node(s)" + (f", {pending} with pending results" if pending else "")
+    return line
 
 
 def unanswered(node: str, state: OutcomeStatus, reason: str, expected_gpus: int | None = None) -> NodeSummary:
@@ -175,7 +234,8 @@ def sort_summaries(summaries: list[NodeSummary], key: str = "state") -> list[Nod
     if key == "node":
         return sorted(summaries, key=lambda s: _natural(s.node))
     if key == "state":
-        return sorted(summaries, key=lambda s: (state_rank(s), _natural(s.node)))
+        return sorted(summaries, key=lambda s: (state_rank(s), -(s.health.severity if s.health else 0),
+                                                _natural(s.node)))
     getters: dict[str, Callable[[NodeSummary], float | None]] = {
         "util": lambda s: s.utilization_avg_pct,
         "temp": lambda s: s.hottest_gpu_c,
@@ -190,12 +250,13 @@ def sort_summaries(summaries: list[NodeSummary], key: str = "state") -> list[Nod
 
 def fold_healthy(summaries: list[NodeSummary], fold_name: Callable[[list[str]], str]) -> list[NodeSummary]:
     """Fold `ok` nodes that look alike (same GPU count, expectation and models) into one row each,
-    with aggregate numbers; every node with a problem keeps its own row."""
+    with aggregate numbers; every node with a problem keeps its own row: any check result that is not OK,
+    confirmed or pending, keeps a node out of a fold."""
     groups: dict[tuple[object, ...], list[NodeSummary]] = {}
     rows: list[NodeSummary] = []
     for s in summaries:
-        if s.state == NodeStatus.OK and not s.stale:
-            groups.setdefault((s.gpus_present, s.gpus_expected, s.gpu_models), []).append(s)
+        if s.state == NodeStatus.OK and not s.stale and s.health in (None, Level.OK) and not s.pending:
+            groups.setdefault((s.gpus_present, s.gpus_expected, s.gpu_models, s.health), []).append(s)
         else:
             rows.append(s)
     for members in groups.values():
@@ -218,8 +279,15 @@ def _aggregate(members: list[NodeSummary], name: str) -> NodeSummary:
         found = values(attr)
         return max(found) if found else None
 
+    def extreme(attr: str) -> NodeSummary | None:
+        """The member with the highest value (the first by name on a tie), None when none has one."""
+        found = [m for m in members if getattr(m, attr) is not None]
+        return max(found, key=lambda m: getattr(m, attr)) if found else None
+
     avg = values("utilization_avg_pct")
-    hottest = max(members, key=lambda m: -1 if m.hottest_gpu_c is None else m.hottest_gpu_c)
+    hottest = extreme("hottest_gpu_c")
+    busiest = extreme("utilization_max_pct")
+    loaded = extreme("load1")
     first = members[0]
     used = total("gpu_memory_used_bytes")
     gpu_total = total("gpu_memory_total_bytes")
@@ -234,12 +302,15 @@ def _aggregate(members: list[NodeSummary], name: str) -> NodeSummary:
         utilization_max_pct=int(util_max) if util_max is not None else None,
         gpu_memory_used_bytes=int(used) if used is not None else None,
         gpu_memory_total_bytes=int(gpu_total) if gpu_total is not None else None,
-        hottest_gpu_c=hottest.hottest_gpu_c, hottest_gpu_index=hottest.hottest_gpu_index,
+        hottest_gpu_c=hottest.hottest_gpu_c if hottest else None,
+        hottest_gpu_index=hottest.hottest_gpu_index if hottest else None,
         power_watts=total("power_watts"), power_limit_watts=total("power_limit_watts"),
         load1=top("load1"), cpu_threads=first.cpu_threads,
         host_memory_used_bytes=int(host_used) if host_used is not None else None,
         host_memory_total_bytes=int(host_total) if host_total is not None else None,
-        collected_at_unix=min(ages) if ages else None, nodes=len(members),
+        collected_at_unix=min(ages) if ages else None, nodes=len(members), health=first.health,
+        hottest_gpu_node=hottest.node if hottest else None, utilization_max_node=busiest.node if busiest else None,
+        load1_node=loaded.node if loaded else None,
     )
 
 

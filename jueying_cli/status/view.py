@@ -16,6 +16,7 @@ from jueying_cli.inventory.select import fold as fold_names
 from jueying_cli.scheduler import schedulers_for
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.status.summary import (
+    HealthFinding,
     NodeSummary,
     fold_healthy,
     sort_summaries,
@@ -51,6 +52,7 @@ class StatusView:
     missing: list[NodeFacts]
     scheduler: Mapping[str, SchedulerView]
     nodes_total: int
+    health: Mapping[str, Sequence[HealthFinding]] | None = None  # non-OK check results by node; None: not run
 
     @property
     def backends(self) -> dict[Backend, str]:
@@ -79,12 +81,14 @@ def scheduler_states(inventory: Inventory, selected: Sequence[Node], transport: 
 
 
 def rows_for(results: Sequence[NodeFacts], stale: frozenset[str] = frozenset(),
-             scheduler: Mapping[str, SchedulerView] | None = None) -> list[NodeSummary]:
-    """One summary row per node, in the order given."""
+             scheduler: Mapping[str, SchedulerView] | None = None,
+             health: Mapping[str, Sequence[HealthFinding]] | None = None) -> list[NodeSummary]:
+    """One summary row per node, in the order given; `health`: each node's non-OK check results (None: the
+    checks were not run, and rows carry no health)."""
     rows = []
     for r in results:
         if r.facts is not None:
-            row = summarize(r.name, r.facts, r.node.expected_gpus)
+            row = summarize(r.name, r.facts, r.node.expected_gpus, None if health is None else health.get(r.name, ()))
             row = dataclasses.replace(row, stale=True) if r.name in stale else row
         else:
             row = unanswered(r.name, r.outcome.status, r.outcome.error or r.outcome.status, r.node.expected_gpus)
@@ -96,8 +100,9 @@ def rows_for(results: Sequence[NodeFacts], stale: frozenset[str] = frozenset(),
 
 
 def build_view(results: Sequence[NodeFacts], *, sort: str, fold: bool, stale: frozenset[str] = frozenset(),
-               scheduler: Mapping[str, SchedulerView] | None = None) -> StatusView:
-    rows = sort_summaries(rows_for(results, stale, scheduler), sort)
+               scheduler: Mapping[str, SchedulerView] | None = None,
+               health: Mapping[str, Sequence[HealthFinding]] | None = None) -> StatusView:
+    rows = sort_summaries(rows_for(results, stale, scheduler, health), sort)
     return StatusView(
         rows=rows,
         shown=fold_healthy(rows, fold_names) if fold else rows,
@@ -106,6 +111,7 @@ def build_view(results: Sequence[NodeFacts], *, sort: str, fold: bool, stale: fr
         missing=[r for r in results if r.facts is None or r.name in stale],
         scheduler=scheduler or {},
         nodes_total=len(results),
+        health=health,
     )
 
 

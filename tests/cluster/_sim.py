@@ -55,7 +55,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from tests.machine import node_unshare
+from tests.machine import node_unshare, sim_checks_yaml
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
@@ -611,6 +611,7 @@ class SimCluster:
         self.nodeset: str = str(NodeSet.fromlist([node.name for node in self.nodes]))
 
         self.inventory_path = self.base_dir / "inventory.yaml"
+        self.checks_path = self.base_dir / "checks.yaml"
         self.ssh_config_path = self.base_dir / "ssh_config"
         self.known_hosts_path = self.base_dir / "known_hosts"
         self.client_key_path = self.base_dir / "id_ed25519"
@@ -633,7 +634,10 @@ class SimCluster:
             raise KeyError(f"no simulated node {name!r} in {self.nodeset}") from None
 
     def client_env(self) -> dict[str, str]:
-        return {"JUEYING_SSH_CONFIG": str(self.ssh_config_path), "JUEYING_INVENTORY": str(self.inventory_path)}
+        """SSH config, inventory and check set for jueying: the check set is sim_checks_yaml (the default set
+        without `load`: the nodes share this machine's CPUs), which `status`, `capacity` and `check` read."""
+        return {"JUEYING_SSH_CONFIG": str(self.ssh_config_path), "JUEYING_INVENTORY": str(self.inventory_path),
+                "JUEYING_CHECKS": str(self.checks_path)}
 
     def __enter__(self) -> Self:
         return self.up()
@@ -834,6 +838,7 @@ class SimCluster:
         self._write_known_hosts()
         _atomic_write(self.ssh_config_path, self._ssh_config())
         _atomic_write(self.inventory_path, self._inventory())
+        _atomic_write(self.checks_path, sim_checks_yaml())
 
     def _save_state(self) -> None:
         with self._lock:

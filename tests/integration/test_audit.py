@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import CANARY, assert_detector_works, open_in_chromium, page_requests
 from tests.cluster import SimCluster
 from tests.conftest import Result, run_jueying
 from tests.nvmlsim import default_state
@@ -272,50 +273,14 @@ def test_everything_at_once(uniform: SimCluster, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ the HTML report in a real browser
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run")
-# Chromium's own background requests (component updates, time, spell-check dictionaries): never the page's.
-CHROMIUM_OWN = ("google.com", "googleapis.com", "gvt1.com", "gstatic.com")
-CANARY = "http://127.0.0.1:9/c.png"
 # NVML's buffers are short (driver version 80 bytes, GPU name 96): each hostile value fits its own.
 HOSTILE_DRIVER = '<script>document.title="pwned"</script>"\'\x1b[2J'
 HOSTILE_GPU = f'H100 "<img src={CANARY}>\''
 
 
-
-def open_in_chromium(page: Path, tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
-    """(the DOM Chromium built from `page`, every URL it tried to load). Chromium runs in a network namespace of
-    its own with only loopback up, so whatever it tries (its own update checks included) leaves no machine;
-    its NetLog records each attempt."""
-    import shutil
-    import subprocess
-
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
-    netlog = tmp_path / f"netlog-{page.stem}.json"
-    profile = tmp_path / f"chromium-profile-{page.stem}"
-    argv = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", chromium, *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}", f"--log-net-log={netlog}", *extra, page.resolve().as_uri()]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    events = json.loads(netlog.read_text())["events"]
-    urls = {e["params"]["url"] for e in events if isinstance(e.get("params"), dict) and "url" in e["params"]}
-    return proc.stdout, urls
-
-
-def page_requests(urls: set[str]) -> set[str]:
-    from urllib.parse import urlsplit
-
-    return {u for u in urls if not any((urlsplit(u).hostname or "").endswith(host) for host in CHROMIUM_OWN)}
-
-
 def test_the_html_report_opens_in_chromium_loads_nothing_and_escapes_hostile_values(uniform: SimCluster,
                                                                                     tmp_path: Path) -> None:
-    # the detector itself: a page that does load something is caught
-    control = tmp_path / "control.html"
-    control.write_text(f'<!DOCTYPE html><html><body><img src="{CANARY}"></body></html>')
-    _, urls = open_in_chromium(control, tmp_path, "--dump-dom")
-    assert CANARY in page_requests(urls)
+    assert_detector_works(tmp_path)
 
     uniform.node("aud04").write_gpu_state(node_state(4, driver_version=HOSTILE_DRIVER))
     uniform.node("aud05").write_gpu_state(node_state(5, **{f"gpu.{g}.name": HOSTILE_GPU for g in range(8)}))

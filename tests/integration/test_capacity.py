@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import CANARY, assert_detector_works, open_in_chromium, page_requests
 from tests.cluster import SimCluster
 from tests.conftest import Result, run_jueying
 from tests.machine import sim_checks_yaml
@@ -178,8 +179,8 @@ def test_slurm_drained_and_down_nodes(slurm_sim: SimCluster, tmp_path: Path,
     assert doc["data"]["total"]["gpus"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
 
 
-def test_a_check_that_needs_two_runs_counts_once_check_has_seen_it(env: dict[str, str], cluster: SimCluster,
-                                                                   tmp_path: Path) -> None:
+def test_a_check_that_needs_two_runs_counts_once_check_has_confirmed_it(env: dict[str, str], cluster: SimCluster,
+                                                                        tmp_path: Path) -> None:
     checks = Path(env["JUEYING_CHECKS"])
     checks.write_text(sim_checks_yaml() + "  ecc_uncorrected: {confirm_runs: 2}\n")
     cluster.node("cap03").set_gpus(**{"gpu.4.ecc_uncorrected_volatile": 2})
@@ -189,7 +190,90 @@ def test_a_check_that_needs_two_runs_counts_once_check_has_seen_it(env: dict[str
         state: str = next(n["state"] for n in doc["data"]["nodes"] if n["node"] == "cap03")
         return state
 
-    assert cap03() == "healthy"  # seen once, by capacity itself: pending, and capacity never counts runs
+    assert cap03() == "healthy"  # seen by capacity itself only: pending, and capacity never counts runs
     assert cap03() == "healthy"
-    assert jy(env, "check", "-w", "cap[01-03]").rc in (0, 1, 2)  # one check run: the finding held once
-    assert cap03() == "degraded"  # this sighting makes two
+    assert jy(env, "check", "-w", "cap[01-03]").rc == 0  # one check run: pending 1/2, exit OK
+    assert cap03() == "healthy"  # capacity agrees with that check: it does not confirm on its own behalf
+    assert jy(env, "check", "-w", "cap[01-03]").rc == 2  # the second run confirms it: CRITICAL
+    assert cap03() == "degraded"
+
+
+# ------------------------------------------------------------------ Markdown and HTML reports, with the trend
+
+
+def seed_history(env: dict[str, str], days: dict[int, dict[str, tuple[str, int]]]) -> dict[str, int]:
+    """Copy the last recorded collection to `days` ago (noon UTC), changing (status, gpus_present) per node as
+    given; returns {UTC day: healthy GPUs expected} for the seeded days. Written with jueying's own store."""
+    import dataclasses
+    import time
+
+    from jueying_cli.store import Store
+
+    store = Store(Path(env["JUEYING_STATE_DB"]))
+    try:
+        last = {node: store.history.read(node, limit=1)[-1] for node in NAMES}
+        expected: dict[str, int] = {}
+        today = int(time.time() // 86400) * 86400
+        for ago, changes in days.items():
+            at = today - ago * 86400 + 12 * 3600
+            rows = []
+            for node, row in last.items():
+                status, present = changes.get(node, (row.status, row.gpus_present or 0))
+                rows.append(dataclasses.replace(row, collected_at=at, status=status, gpus_present=present))
+            store.history.record(rows, retention_days=0)
+            expected[time.strftime("%Y-%m-%d", time.gmtime(at))] = sum(
+                r.gpus_present or 0 for r in rows if r.status in ("ok", "degraded"))
+        return expected
+    finally:
+        store.close()
+
+
+HOSTILE_GPU = f'X9 "<img src={CANARY}>\'\x1b[2J'
+
+
+def test_html_report_charts_the_trend_loads_nothing_and_escapes(env: dict[str, str], cluster: SimCluster,
+                                                                tmp_path: Path) -> None:
+    assert_detector_works(tmp_path)
+    cluster.node("cap07").set_gpus(**{f"gpu.{g}.name": HOSTILE_GPU for g in range(8)})
+    assert jy(env, "capacity", "--json").rc == 0  # one collection in history
+    expected = seed_history(env, {3: {}, 2: {"cap03": ("unreachable", 0)}, 1: {"cap05": ("ok", 4)}})
+    assert list(expected.values()) == [64, 56, 60]
+    report = tmp_path / "capacity.html"
+    result = jy(env, "capacity", "--since", "4d", "--floor", "8", "--format", "html", "-o", str(report))
+    assert result.rc == 0, result.stderr
+    assert result.stdout == ""
+    dom, urls = open_in_chromium(report, tmp_path, "--dump-dom")
+    assert page_requests(urls) == set(), urls
+    for tag in ("<script", "<img", "<link", "<iframe", "href="):
+        assert tag not in dom.lower(), tag
+    # the hostile model name is text, its control characters made visible
+    assert f"<td>X9 \"&lt;img src={CANARY}&gt;'\\x1b[2J</td>" in dom
+    # the chart: one bar per day with its value, the seeded days and today's collection
+    assert dom.count('class="bar"') == 4 and "<svg" in dom
+    for day, gpus in expected.items():
+        assert f"<title>{day}: {gpus} healthy GPUs</title>" in dom and f"<td>{day}</td><td>{gpus}</td>" in dom
+    assert 'id="groups"' in dom and 'id="throughput"' in dom and 'id="floor"' in dom and 'id="datasheets"' in dom
+    assert "floor 8 GPUs holds: 56 healthy schedulable now" in dom
+    assert "https://resources.nvidia.com/en-us-tensor-core/nvidia-tensor-core-gpu-datasheet" in dom  # as text
+    shot = tmp_path / "capacity.png"
+    open_in_chromium(report, tmp_path, f"--screenshot={shot}", "--window-size=1200,1400")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_report_has_the_trend_as_sparkline_and_table(env: dict[str, str], tmp_path: Path) -> None:
+    assert jy(env, "capacity", "--json").rc == 0
+    expected = seed_history(env, {2: {"cap01": ("unreachable", 0), "cap02": ("unreachable", 0)}, 1: {}})
+    result = jy(env, "capacity", "--since", "3d", "--format", "markdown")
+    assert result.rc == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("# jueying capacity, ")
+    assert "`▁██` 48 .. 64 (min 48, max 64)" in text  # two days ago 48, yesterday 64, today 64
+    for day, gpus in expected.items():
+        assert f"| {day} | {gpus} |" in text
+    assert "| NVIDIA H100 80GB HBM3 | 7/0/0/0/0 | 56/0/0/0/0 |" in text
+    out = tmp_path / "capacity.md"
+    assert jy(env, "capacity", "--since", "3d", "-o", str(out)).rc == 0  # the table format, written as Markdown
+    assert out.read_text().startswith("# jueying capacity, ")
+    plain = jy(env, "capacity", "--format", "markdown")
+    assert "No trend: run with `--since DURATION`" in plain.stdout
+    assert jy(env, "capacity", "--format", "pdf").rc == 2

@@ -99,17 +99,21 @@ def test_status_json_schema(cluster: SimCluster, state_db: Path) -> None:
                  "utilization_avg_pct", "utilization_max_pct", "gpu_memory_used_bytes", "gpu_memory_total_bytes",
                  "hottest_gpu_c", "hottest_gpu_index", "power_watts", "power_limit_watts", "load1", "cpu_threads",
                  "host_memory_used_bytes", "host_memory_total_bytes", "collected_at_unix", "stale", "nodes",
-                 "scheduler", "scheduler_state", "drain_reason"}
+                 "scheduler", "scheduler_state", "drain_reason", "health", "health_check", "health_gpu", "problems",
+                 "pending", "gpus_with_problems", "hottest_gpu_node", "utilization_max_node", "load1_node"}
     for node in doc["data"]["nodes"]:
         assert set(node) == node_keys
         assert isinstance(node["gpus_present"], int) and isinstance(node["collected_at_unix"], float)
         assert node["scheduler"] == "builtin" and node["scheduler_state"] == "idle"
     assert doc["data"]["summary"] == {"nodes_total": 2, "nodes_up": 2, "nodes_ok": 2, "gpus_healthy": 16,
                                       "gpus_total": 16, "gpu_models": [{"model": "NVIDIA H100 80GB HBM3",
-                                                                        "gpus_healthy": 16, "nodes": 2}]}
+                                                                        "gpus_healthy": 16, "nodes": 2}],
+                                      "nodes_by_health": {"ok": 2, "warning": 0, "critical": 0, "unknown": 0},
+                                      "nodes_pending": 0}
     gpus = doc["data"]["gpus"]
     assert len(gpus) == 16 and {g["node"] for g in gpus} == {"gpu01", "gpu02"}
     assert all(isinstance(g["temperature_c"], int) and g["uuid"].startswith("GPU-") for g in gpus)
+    assert {(g["health"], g["health_check"]) for g in gpus} == {("OK", None)}
 
 
 def test_inventory_over_ssh(cluster: SimCluster, state_db: Path) -> None:

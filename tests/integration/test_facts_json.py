@@ -36,7 +36,12 @@ def _status_gpus(result: Any, node: str) -> list[dict[str, Any]]:
     assert result.rc == 0, result.stderr
     gpus: list[dict[str, Any]] = result.json()["data"]["gpus"]
     assert all(next(iter(g)) == "node" and g["node"] == node for g in gpus)  # the node first, then the GPU
-    return [{k: v for k, v in g.items() if k != "node"} for g in gpus]
+    # ... and last its health as the checks see it (README, status --json)
+    assert all(list(g)[-4:] == list(STATUS_HEALTH_KEYS) for g in gpus)
+    return [{k: v for k, v in g.items() if k != "node" and k not in STATUS_HEALTH_KEYS} for g in gpus]
+
+
+STATUS_HEALTH_KEYS = ("health", "health_check", "problems", "pending")
 
 
 def test_inventory_and_status_print_a_gpu_in_one_shape(gpu_node: GpuNode) -> None:

@@ -364,7 +364,7 @@ def test_watch_on_this_machine_sees_a_fault_between_refreshes(gpu_node: GpuNode,
         assert any(r["state"] == "degraded" and r["reason"] == "GPU 6 lost" for r in rows), rows
         gpu_node.set(**{"gpu.6.lost": 0})
         rows = [next_row() for _ in range(3)]
-        assert rows[-1]["state"] == "ok" and rows[-1]["gpus_present"] == 8
+        assert rows[-1]["state"] == "ok" and rows[-1]["gpus_present"] == 8, rows[-1]
         proc.communicate(timeout=60)
     finally:
         stop_watch(proc)

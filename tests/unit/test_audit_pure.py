@@ -62,14 +62,25 @@ def test_datasheet_sums_for_a_known_mix() -> None:
 def test_every_datasheet_row_cites_its_source_and_nvml_names_match() -> None:
     assert all(d.source.startswith("https://") for d in DATASHEETS)
     expected = {"NVIDIA H100 80GB HBM3": "H100 SXM", "NVIDIA H100 PCIe": "H100 PCIe", "NVIDIA H100 NVL": "H100 NVL",
-                "NVIDIA H200": "H200 SXM", "NVIDIA B200": "B200 (HGX)", "NVIDIA A100-SXM4-40GB": "A100 SXM4",
+                "NVIDIA H200": "H200 SXM", "NVIDIA H200 NVL": "H200 NVL", "NVIDIA B200": "B200 (HGX)",
+                "NVIDIA A100-SXM4-40GB": "A100 SXM4",
                 "NVIDIA A100 80GB PCIe": "A100 PCIe", "NVIDIA L40S": "L40S", "Tesla V100-SXM2-16GB": "V100 SXM2",
                 "Tesla V100-PCIE-32GB": "V100 PCIe", "Tesla V100S-PCIE-32GB": "V100S PCIe"}
     for name, model in expected.items():
         sheet = datasheet_for(name)
         assert sheet is not None and sheet.model == model, name
-    assert datasheet_for("NVIDIA H200 NVL") is None  # not guessed from the SXM row
-    assert datasheet_for("NVIDIA H100") is None
+    assert datasheet_for("NVIDIA H100") is None  # not guessed from another row
+
+
+def test_halved_figures_are_the_sparse_tensor_precisions_only() -> None:
+    """Only Tensor Core precisions a datasheet prints with sparsity are halved; FP64 and FP32 never are, and a
+    halved figure is half of what the datasheet prints (H100 SXM: BF16 1,979* -> 989.5)."""
+    for d in DATASHEETS:
+        assert d.halved <= {"tf32", "bf16", "fp16", "fp8"}, d.model
+        assert all(d.tflops[p] is not None for p in d.halved), d.model
+    by_model = {d.model: d for d in DATASHEETS}
+    assert by_model["H100 SXM"].tflops["bf16"] * 2 == 1979 and by_model["H100 SXM"].halved
+    assert not by_model["A100 SXM4"].halved and not by_model["L40S"].halved and not by_model["V100 SXM2"].halved
 
 
 def test_majority_and_no_majority() -> None:
