@@ -54,7 +54,7 @@ def status_fields(*, gpus: bool) -> list[str]:
     from jueying_cli.facts.schema import GPU_KEYS
     from jueying_cli.status.summary import NodeSummary
 
-    return ["node", *GPU_KEYS] if gpus else [f.name for f in dataclasses.fields(NodeSummary)]
+    return ["node", *GPU_KEYS, *GPU_HEALTH_FIELDS] if gpus else [f.name for f in dataclasses.fields(NodeSummary)]
 
 
 def read_health(results: Sequence[NodeFacts], inventory: Inventory, config: CheckConfig,
@@ -93,8 +93,9 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
         from jueying_cli.render.json import to_jsonable
 
         if gpus:
-            common.print_rows(rows, [{"node": name, **g.to_document()} for name, facts in view.answered
-                                     for g in facts.gpus], status_fields(gpus=True))
+            common.print_rows(rows, to_jsonable([{"node": name, **g.to_document(), **_gpu_health(view, name, g.index)}
+                                                 for name, facts in view.answered for g in facts.gpus]),
+                              status_fields(gpus=True))
             for e in errors:
                 common.warn(f"{e['node']}: {e['status']}: {e['message']}")
         else:
@@ -127,13 +128,16 @@ def render_status(view: StatusView, *, gpus: bool, json_output: bool, console: C
     return rc
 
 
+GPU_HEALTH_FIELDS = ("health", "health_check", "problems", "pending")  # what status adds to a GPU's facts
+
+
 def _gpu_health(view: StatusView, node: str, gpu: int) -> dict[str, object]:
     """A GPU's `health` (worst confirmed level of its own check results, null when no checks ran),
     `health_check`, and its non-OK results (`problems`: confirmed, `pending`)."""
     from jueying_cli.vocab import Level
 
     if view.health is None:
-        return {"health": None, "health_check": None, "problems": [], "pending": []}
+        return dict(zip(GPU_HEALTH_FIELDS, (None, None, [], []), strict=True))
     mine = [f for f in view.health.get(node, ()) if f.gpu == gpu]
     confirmed = sorted((f for f in mine if f.confirmed), key=lambda f: (-f.level.severity, f.check))
     return {"health": confirmed[0].level if confirmed else Level.OK,
