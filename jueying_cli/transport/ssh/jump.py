@@ -18,8 +18,8 @@ or take from each other; when it disconnects, paramiko only logs the reason. An 
 host's own words ("Connection refused", "administratively prohibited", "data packet referred to ...").
 
 Hand-written: no maintained library multiplexes SSH connections over a paramiko connection; this relies on
-three private paramiko names (_next_channel, _parse_channel_open_failure, _parse_disconnect, and the
-channel handler table) and degrades to paramiko's own messages and behaviour when they are missing.
+four private paramiko names (_next_channel, _parse_channel_open_failure, _parse_disconnect and
+_channel_handler_table) and falls back to paramiko's own messages and behaviour when they are missing.
 """
 
 from __future__ import annotations
