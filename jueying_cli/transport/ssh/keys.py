@@ -8,8 +8,6 @@ import threading
 
 import paramiko
 
-DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
-
 
 class Identities:
     """Private keys loaded once per run (parsing a key costs more than a whole command on a warm link)."""
