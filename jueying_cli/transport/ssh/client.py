@@ -30,7 +30,7 @@ from jueying_cli.transport.ssh.keys import Identities
 from jueying_cli.transport.ssh.known_hosts import Entry, KnownHosts
 from jueying_cli.transport.ssh.options import SshOptions
 from jueying_cli.transport.ssh.stream import Drained, SshStream, drain
-from jueying_cli.vocab import OutcomeStatus
+from jueying_cli.vocab import OutcomeStatus, StopReason
 
 # paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
 _paramiko_log = logging.getLogger("paramiko")
@@ -309,7 +309,11 @@ class SshTransport:
             # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
             if (attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or failure.command_sent
                     or remaining(deadline) <= 0 or (cancel is not None and cancel.is_set())):
-                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
+                stopped = None  # a connect, handshake or authentication that timed out: which limit it was
+                if failure.status == OutcomeStatus.TIMEOUT:
+                    stopped = StopReason.DEADLINE if remaining(deadline) <= 0 else StopReason.LIMIT
+                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason,
+                               stopped=stopped)
         return _outcome(node, command, drained, time.monotonic() - started, cancel)
 
     def _exec(self, transport: paramiko.Transport, command: Command, deadline: float,
@@ -434,12 +438,13 @@ def _short(path: str) -> str:
 def _outcome(node: Node, command: Command, drained: Drained, duration: float, cancel: Cancel | None) -> Outcome:
     """The node's outcome from what the command printed and how it ended (partial output is kept)."""
     out, err, truncated = drained.stdout, drained.stderr, drained.truncated
-    if drained.stopped == "cancelled" and cancel is not None:
+    if drained.stopped == StopReason.CANCELLED and cancel is not None:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=out, stderr=err, duration_s=duration,
-                       error=cancel.reason, truncated=truncated)
+                       error=cancel.reason, truncated=truncated, stopped=StopReason.CANCELLED)
     if drained.rc is None:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, stdout=out, stderr=err, duration_s=duration,
-                       error="no answer before the deadline (command still running?)", truncated=truncated)
+                       error="no answer before the deadline (command still running?)", truncated=truncated,
+                       stopped=StopReason.DEADLINE)
     rc = drained.rc
     if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,
