@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from jueying_cli.vocab import OutcomeStatus
+from jueying_cli.vocab import OutcomeStatus, StopReason
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Outcome:
     duration_s: float = 0.0
     error: str | None = None
     truncated: bool = False  # an output stream passed MAX_OUTPUT_BYTES (transport/base.py) and was cut
+    stopped: StopReason | None = None  # set by the transport when it cut the command short, and why
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,15 @@ class OutcomeStatus(StrEnum):
     HOSTKEY_FAILED = "hostkey_failed"
 
 
+class StopReason(StrEnum):
+    """Why a transport stopped waiting for a command before it ended (Outcome.stopped): such an outcome is
+    `timeout` with no exit code, and keeps what the command printed until then."""
+
+    LIMIT = "limit"  # the node's own limit passed: its connect timeout, or the command's timeout
+    DEADLINE = "deadline"  # the deadline the transport was given passed
+    CANCELLED = "cancelled"  # the run was stopped: Ctrl-C, or the fan-out reached the global deadline first
+
+
 class NodeStatus(StrEnum):
     """What one `jueying status` row says of a node: its health when it answered, what the scheduler says
     when it is drained or draining, or the outcome that kept it from answering."""

@@ -7,7 +7,7 @@ operator made (even with `jueying drain`), and only after --resume-after clean r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jueying_cli.actions.cap import OverCap
@@ -16,8 +16,8 @@ from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_
 from jueying_cli.checks.flap import Finding, causes
 from jueying_cli.errors import SchedulerError
 from jueying_cli.facts.collected import NodeFacts
-from jueying_cli.scheduler.base import AUTO_ACTOR, auto_reason, is_auto_reason
-from jueying_cli.vocab import Action, ChangeKind, Level
+from jueying_cli.scheduler.base import AUTO_ACTOR, NodeState, auto_reason, is_auto_reason
+from jueying_cli.vocab import Action, Backend, ChangeKind, Level
 
 ACTOR = AUTO_ACTOR
 DRAIN_ACTIONS = frozenset({Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action.RMA})
@@ -87,8 +87,9 @@ def _resume(ctx: ActionContext, answered: set[str], clean_runs: dict[str, int], 
     """Resume this automation's own drains once the node has passed `resume_after` clean runs in a row."""
     out: list[AutoAction] = []
     ready = []
-    for scheduler, names in ctx.schedulers.values():
-        states = scheduler.states(names)
+    asked: dict[Backend, Mapping[str, NodeState]] = {}  # each scheduler is asked once: the plan reuses it
+    for backend, (scheduler, names) in ctx.schedulers.items():
+        states = asked[backend] = scheduler.states(names)
         mine = [n for n in names if n not in skip and states.get(n) is not None and states[n].drain
                 and is_auto_reason(states[n].reason)]
         for n in mine:
@@ -99,7 +100,7 @@ def _resume(ctx: ActionContext, answered: set[str], clean_runs: dict[str, int], 
                 out.append(AutoAction(n, ChangeKind.RESUME, "waiting", f"{runs}/{resume_after} clean runs"))
     if not ready:
         return out
-    plan = plan_resumes(ctx, ready, force=False)
+    plan = plan_resumes(ctx, ready, force=False, states=asked)
     for row in execute(ctx, plan, actor=ACTOR, message=f"{resume_after} clean check runs"):
         if row.result == ChangeResult.RESUMED:
             runs = clean_runs.get(row.node, 0)

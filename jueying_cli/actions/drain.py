@@ -115,12 +115,18 @@ def _plan_drains(ctx: ActionContext, wanted: Mapping[str, DrainRequest],
         for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
 
 
-def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool) -> ChangePlan:
-    """Plan resuming `nodes`: only drains jueying wrote, unless `force`."""
+def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool,
+                 states: Mapping[Backend, Mapping[str, NodeState]] | None = None) -> ChangePlan:
+    """Plan resuming `nodes`: only drains jueying wrote, unless `force`. `states`: what each backend's
+    scheduler said of its nodes a moment ago, when the caller has just asked (otherwise asked here)."""
     wanted = set(nodes)
-    return ChangePlan({backend: plan_resume([n for n in names if n in wanted], scheduler.states(
-        [n for n in names if n in wanted]), force=force)
-        for backend, (scheduler, names) in ctx.schedulers.items() if wanted.intersection(names)})
+    planned = {}
+    for backend, (scheduler, names) in ctx.schedulers.items():
+        mine = [n for n in names if n in wanted]
+        if mine:
+            known = states[backend] if states is not None and backend in states else scheduler.states(mine)
+            planned[backend] = plan_resume(mine, known, force=force)
+    return ChangePlan(planned)
 
 
 def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,

@@ -44,8 +44,27 @@ def raise_open_files_limit(nodes: int, fanout: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
+GLOBAL_DEADLINE = "global deadline reached before it answered"
+INTERRUPTED = "interrupted before it answered"
+_SAME_DEADLINE_S = 0.5  # a transport that stopped this close to the global deadline stopped for it
+
+
+def _cut_short(outcome: Outcome, stop: Cancel, deadline: float) -> Outcome:
+    """The one place that says why the run cut a node short. The transport says whether it stopped the
+    command before it ended (Outcome.stopped); once the run is stopped (Ctrl-C, the global deadline) such a
+    node gives the stop's reason, and before that, one whose transport saw the global deadline a moment
+    before the fan-out did says so too. What the command printed is kept."""
+    if outcome.stopped is None:
+        return outcome
+    if stop.is_set():
+        return dataclasses.replace(outcome, error=stop.reason)
+    if time.monotonic() >= deadline - _SAME_DEADLINE_S:
+        return dataclasses.replace(outcome, error=GLOBAL_DEADLINE)
+    return outcome
+
+
 def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], in_flight: int,
-                     reason: str) -> None:
+                     stop: Cancel, deadline: float) -> None:
     """After a stop: take the outcomes of the commands that were running, which now stop on their nodes and
     bring what they printed, for up to STOP_GRACE_S (a second Ctrl-C stops waiting)."""
     ends = time.monotonic() + STOP_GRACE_S if in_flight > 0 else time.monotonic()
@@ -59,10 +78,7 @@ def _collect_stopped(done: queue.Queue[Outcome], outcomes: dict[str, Outcome], i
                     return
                 continue
             if outcome.node not in outcomes:
-                if outcome.status == OutcomeStatus.TIMEOUT and outcome.rc is None:
-                    # cut short by this stop (or by the same deadline, just before it): say why, keep its output
-                    outcome = dataclasses.replace(outcome, error=reason)
-                outcomes[outcome.node] = outcome
+                outcomes[outcome.node] = _cut_short(outcome, stop, deadline)
                 in_flight -= 1
                 if in_flight <= 0:
                     ends = time.monotonic()
@@ -122,18 +138,15 @@ def run_many(
                 outcome = done.get(timeout=min(wait, 0.5))
             except queue.Empty:
                 continue
-            if deadline_s and outcome.rc is None and outcome.status == OutcomeStatus.TIMEOUT and (
-                    time.monotonic() >= deadline - 0.5):
-                # the node's transport saw the same global deadline a moment before this loop did
-                outcome = dataclasses.replace(outcome, error="global deadline reached before it answered")
+            outcome = _cut_short(outcome, stop, deadline)
             outcomes[outcome.node] = outcome
             if on_outcome is not None:
                 on_outcome(outcome)
     except KeyboardInterrupt:
         interrupted = True
-    reason = "interrupted before it answered" if interrupted else "global deadline reached before it answered"
+    reason = INTERRUPTED if interrupted else GLOBAL_DEADLINE
     stop.set(reason)
-    _collect_stopped(done, outcomes, len(nodes) - len(outcomes) - todo.qsize(), reason)
+    _collect_stopped(done, outcomes, len(nodes) - len(outcomes) - todo.qsize(), stop, deadline)
     elapsed = time.monotonic() - started
     ordered = {}
     for node in nodes:

@@ -11,7 +11,7 @@ import time
 from jueying_cli.inventory.model import Node
 from jueying_cli.outcome import Outcome
 from jueying_cli.transport.base import KILL_AFTER_S, MAX_OUTPUT_BYTES, Cancel, Command, remaining
-from jueying_cli.vocab import OutcomeStatus
+from jueying_cli.vocab import OutcomeStatus, StopReason
 
 
 class LocalTransport:
@@ -37,12 +37,14 @@ class LocalTransport:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=_text(out), stderr=_text(err),
-                           duration_s=time.monotonic() - started, error=f"command exceeded {limit or 0:.0f} s")
+                           duration_s=time.monotonic() - started, error=f"command exceeded {limit or 0:.0f} s",
+                           stopped=StopReason.DEADLINE if remaining(deadline) <= 0 else StopReason.LIMIT)
         except _Cancelled:
             _stop(proc)
             out, err = proc.communicate()
             return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=_text(out), stderr=_text(err),
-                           duration_s=time.monotonic() - started, error=cancel.reason if cancel else "cancelled")
+                           duration_s=time.monotonic() - started, error=cancel.reason if cancel else "cancelled",
+                           stopped=StopReason.CANCELLED)
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

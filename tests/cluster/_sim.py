@@ -571,6 +571,7 @@ class SimCluster:
         gpu_lib_dir: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
         ports: Mapping[str, int] | None = None,
+        sshd_options: Mapping[str, Mapping[str, str]] | None = None,
         shift_octets: bool = True,
     ) -> None:
         if count < 1:
@@ -599,6 +600,12 @@ class SimCluster:
         self.gpu_lib_dir = Path(gpu_lib_dir).resolve() if gpu_lib_dir is not None else None
         self.extra_env: dict[str, str] = dict(extra_env or {})
         self.ports: dict[str, int] = dict(ports or {})  # nodes whose sshd listens on another port than 22
+        # per node: sshd_config keywords that replace the cluster's value (e.g. a jump host's MaxStartups)
+        self.sshd_options: dict[str, dict[str, str]] = {k: dict(v) for k, v in (sshd_options or {}).items()}
+        for options in self.sshd_options.values():
+            for key, value in options.items():
+                if not (key.isalnum() and value and "\n" not in value):
+                    raise ValueError(f"bad sshd_config option {key!r} {value!r}")
 
         self.nodes: list[SimNode] = []
         for offset in range(count):
@@ -705,6 +712,7 @@ class SimCluster:
             gpu_lib_dir=Path(gpu_lib_dir) if gpu_lib_dir else None,
             extra_env=params.get("extra_env") or {},
             ports=params.get("ports") or {},
+            sshd_options=params.get("sshd_options") or {},
             shift_octets=False,  # cluster.json holds the octets already shifted
         )
         entries = {entry["name"]: entry for entry in data["nodes"]}
@@ -746,7 +754,7 @@ class SimCluster:
         cert = f"HostCertificate {_config_quote(str(node.host_cert_path))}\n" if node.host_cert_path.exists() else ""
         if node.user_ca_path is not None:
             cert += f"TrustedUserCAKeys {_config_quote(str(node.user_ca_path))}\n"
-        return (
+        text = (
             f"# sshd for simulated node {node.name}, written by tests/cluster\n"
             f"ListenAddress {node.address}:{node.port}\n"
             f"HostKey {_config_quote(str(node.host_key_path))}\n"
@@ -769,6 +777,10 @@ class SimCluster:
             "Subsystem sftp internal-sftp\n"
             f"SetEnv {set_env}\n"
         )
+        # sshd takes a keyword's first value: a node's own options replace the line, or come before the rest
+        options = self.sshd_options.get(node.name, {})
+        lines = [line for line in text.splitlines() if line.split(" ", 1)[0] not in options]
+        return "\n".join(lines[:1] + [f"{k} {v}" for k, v in options.items()] + lines[1:]) + "\n"
 
     def _ssh_config(self) -> str:
         key = _config_quote(str(self.client_key_path))
@@ -852,6 +864,7 @@ class SimCluster:
                     "gpu_lib_dir": str(self.gpu_lib_dir) if self.gpu_lib_dir else None,
                     "extra_env": self.extra_env,
                     "ports": self.ports,
+                    "sshd_options": self.sshd_options,
                 },
                 "nodeset": self.nodeset,
                 "nft_table": self.nft_table,

@@ -25,11 +25,12 @@ from jueying_cli.transport.ssh import hostkeys
 from jueying_cli.transport.ssh.certs import CERT_SUFFIX, BlobError, fingerprint
 from jueying_cli.transport.ssh.config import SshConfig
 from jueying_cli.transport.ssh.endpoint import Endpoint, Endpoints, parse_jump
+from jueying_cli.transport.ssh.jump import Connection, ForwardedSocket, RefusedOpen
 from jueying_cli.transport.ssh.keys import Identities
 from jueying_cli.transport.ssh.known_hosts import Entry, KnownHosts
 from jueying_cli.transport.ssh.options import SshOptions
 from jueying_cli.transport.ssh.stream import Drained, SshStream, drain
-from jueying_cli.vocab import OutcomeStatus
+from jueying_cli.vocab import OutcomeStatus, StopReason
 
 # paramiko logs handshake failures with tracebacks; each node's outcome already says what went wrong.
 _paramiko_log = logging.getLogger("paramiko")
@@ -48,8 +49,8 @@ class NodeError(Exception):
 
 
 @dataclass
-class _Connection:
-    transport: paramiko.Transport | None = None
+class _Jump:
+    transport: Connection | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -62,7 +63,7 @@ class SshTransport:
         self.endpoints = Endpoints(self.config, self.options)
         self.known_hosts = KnownHosts()
         self.identities = Identities()
-        self._jumps: dict[tuple[str, ...], _Connection] = {}
+        self._jumps: dict[tuple[str, ...], _Jump] = {}
         self._jump_lock = threading.Lock()
         self._open: dict[str, paramiko.Transport] = {}
         self._open_lock = threading.Lock()
@@ -75,18 +76,24 @@ class SshTransport:
 
     # ------------------------------------------------------------ connecting
 
-    def _open_socket(self, ep: Endpoint, deadline: float) -> socket.socket | paramiko.Channel:
+    def _open_socket(self, ep: Endpoint, deadline: float) -> socket.socket | ForwardedSocket:
         """A TCP socket, or a direct-tcpip channel through the (shared) jump host chain."""
         limit = min(ep.connect_timeout_s, remaining(deadline))
         if limit <= 0:
             raise NodeError(OutcomeStatus.TIMEOUT, "deadline reached before connecting")
         if ep.proxy_jump:
+            via = ep.proxy_jump[-1]
             jump = self._jump_transport(ep.proxy_jump, deadline)
             try:
-                return jump.open_channel("direct-tcpip", (ep.address, ep.port), ("127.0.0.1", 0), timeout=limit)
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise NodeError(OutcomeStatus.UNREACHABLE, f"jump host {ep.proxy_jump[-1]} cannot reach "
+                return jump.open_forward(ep.address, ep.port, limit, deadline, via)
+            except RefusedOpen as exc:
+                raise NodeError(OutcomeStatus.UNREACHABLE, f"jump host {via} cannot reach "
                                 f"{ep.address}:{ep.port}: {exc}") from exc
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                lost = jump.lost()
+                raise NodeError(OutcomeStatus.UNREACHABLE,
+                                f"lost the connection to jump host {via}: {lost}" if lost else
+                                f"jump host {via} cannot reach {ep.address}:{ep.port}: {_said(exc)}") from exc
         try:
             sock = socket.create_connection((ep.address, ep.port), timeout=limit)
         except TimeoutError as exc:
@@ -102,12 +109,12 @@ class SshTransport:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _jump_transport(self, hops: tuple[str, ...], deadline: float) -> paramiko.Transport:
+    def _jump_transport(self, hops: tuple[str, ...], deadline: float) -> Connection:
         """One authenticated connection per jump chain, shared by every node behind it."""
         with self._jump_lock:
             conn = self._jumps.get(hops)
             if conn is None:
-                conn = _Connection()
+                conn = _Jump()
                 self._jumps[hops] = conn
         with conn.lock:
             if conn.transport is not None and conn.transport.is_active():
@@ -121,7 +128,7 @@ class SshTransport:
                                 f"jump host {hops[-1]}: {exc.reason}") from exc
             return conn.transport
 
-    def _handshake(self, ep: Endpoint, deadline: float) -> paramiko.Transport:
+    def _handshake(self, ep: Endpoint, deadline: float) -> Connection:
         known = self.known_hosts.lookup(ep.known_hosts_name, ep.known_hosts_files)
         # Resolve and connect first, as OpenSSH does: a name that does not resolve or a node that is down is
         # unreachable, whatever known_hosts holds for it.
@@ -131,7 +138,7 @@ class SshTransport:
             with suppress(OSError, EOFError, paramiko.SSHException):
                 sock.close()
             raise NodeError(OutcomeStatus.HOSTKEY_FAILED, self._unknown(ep))  # what the handshake would decide
-        transport = paramiko.Transport(sock)
+        transport = Connection(sock)
         try:
             limit = max(0.1, min(ep.connect_timeout_s, remaining(deadline)))
             transport.banner_timeout = limit
@@ -162,6 +169,13 @@ class SshTransport:
                 # waits for the next --watch refresh need not burn the controller's CPU doing so.
                 transport.sock.settimeout(1.0)
             return transport
+        except NodeError as exc:
+            _close_quietly(transport)
+            lost = _lost(transport)
+            if lost and exc.status in (OutcomeStatus.UNREACHABLE, OutcomeStatus.TIMEOUT):
+                # the node did not fail (or hang): the connection under it went, and this says why
+                raise NodeError(OutcomeStatus.UNREACHABLE, lost) from exc
+            raise
         except BaseException:
             _close_quietly(transport)
             raise
@@ -289,13 +303,16 @@ class SshTransport:
             except NodeError as exc:
                 failure = exc
             except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
-                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip(),
-                                    command_sent=True)
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {_said(exc)}", command_sent=True)
             # Behind a shared jump connection a forwarded channel is sometimes closed mid-handshake: one more
             # try on a fresh channel, only before the command was sent, never for auth or host-key failures.
             if (attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or failure.command_sent
                     or remaining(deadline) <= 0 or (cancel is not None and cancel.is_set())):
-                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason)
+                stopped = None  # a connect, handshake or authentication that timed out: which limit it was
+                if failure.status == OutcomeStatus.TIMEOUT:
+                    stopped = StopReason.DEADLINE if remaining(deadline) <= 0 else StopReason.LIMIT
+                return Outcome(node.name, failure.status, duration_s=time.monotonic() - started, error=failure.reason,
+                               stopped=stopped)
         return _outcome(node, command, drained, time.monotonic() - started, cancel)
 
     def _exec(self, transport: paramiko.Transport, command: Command, deadline: float,
@@ -303,19 +320,26 @@ class SshTransport:
         try:
             channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise NodeError(OutcomeStatus.UNREACHABLE, f"cannot open a session: {exc}") from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE,
+                            _lost(transport) or f"cannot open a session: {_said(exc)}") from exc
         try:
             channel.exec_command(wrap_command(command))
             if command.stdin:
                 channel.sendall(command.stdin)
             if not lifeline(command):
                 channel.shutdown_write()  # with a lifeline, stdin stays open for as long as we want the command
-            return drain(channel, deadline, cancel, lifeline=lifeline(command))
+            drained = drain(channel, deadline, cancel, lifeline=lifeline(command))
+            if drained.rc == -1 and not transport.is_active():
+                # paramiko's exit code for a channel closed without one: here the connection went, not the command
+                raise NodeError(OutcomeStatus.UNREACHABLE, _lost(transport) or "connection lost before the command "
+                                "finished", command_sent=True)
+            return drained
         except NodeError as exc:
             exc.command_sent = True
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {exc}", command_sent=True) from exc
+            raise NodeError(OutcomeStatus.UNREACHABLE, _lost(transport) or f"connection lost: {_said(exc)}",
+                            command_sent=True) from exc
         finally:
             channel.close()  # ends the lifeline, if the command still runs: the node kills it
 
@@ -336,12 +360,12 @@ class SshTransport:
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     self._forget(node.name, transport)
                     raise NodeError(OutcomeStatus.UNREACHABLE,
-                                    f"connection lost: {type(exc).__name__} {exc}".strip()) from exc
+                                    _lost(transport) or f"connection lost: {_said(exc)}") from exc
                 return SshStream(channel)
             except NodeError as exc:
                 failure = exc
             except (paramiko.SSHException, EOFError, OSError) as exc:  # a stream closed under paramiko
-                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {type(exc).__name__} {exc}".strip())
+                failure = NodeError(OutcomeStatus.UNREACHABLE, f"connection lost: {_said(exc)}")
             if attempt + 1 == attempts or failure.status != OutcomeStatus.UNREACHABLE or remaining(deadline) <= 0:
                 break
         raise StreamError(Outcome(node.name, failure.status, duration_s=time.monotonic() - started,
@@ -389,6 +413,22 @@ def _close_quietly(transport: paramiko.Transport) -> None:
         transport.close()
 
 
+def _said(exc: BaseException) -> str:
+    """An exception's words; paramiko raises a bare EOFError when the peer just closed the connection."""
+    return str(exc).strip() or f"{type(exc).__name__}: the peer closed the connection without a reason"
+
+
+def _lost(transport: paramiko.Transport) -> str | None:
+    """Why a connection is gone, in the words of whoever ended it: the jump host under it, or the node itself;
+    None while it is up or when nobody said."""
+    sock = transport.sock
+    if isinstance(sock, ForwardedSocket) and (lost := sock.lost()):
+        return f"lost the connection to jump host {sock.via}: {lost}"
+    if isinstance(transport, Connection) and not transport.is_active() and transport.disconnect_reason:
+        return f"the node closed the connection: {transport.disconnect_reason}"
+    return None
+
+
 def _short(path: str) -> str:
     home = os.path.expanduser("~")
     return "~" + path[len(home):] if path.startswith(home + "/") else path
@@ -397,12 +437,13 @@ def _short(path: str) -> str:
 def _outcome(node: Node, command: Command, drained: Drained, duration: float, cancel: Cancel | None) -> Outcome:
     """The node's outcome from what the command printed and how it ended (partial output is kept)."""
     out, err, truncated = drained.stdout, drained.stderr, drained.truncated
-    if drained.stopped == "cancelled" and cancel is not None:
+    if drained.stopped == StopReason.CANCELLED and cancel is not None:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=None, stdout=out, stderr=err, duration_s=duration,
-                       error=cancel.reason, truncated=truncated)
+                       error=cancel.reason, truncated=truncated, stopped=StopReason.CANCELLED)
     if drained.rc is None:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, stdout=out, stderr=err, duration_s=duration,
-                       error="no answer before the deadline (command still running?)", truncated=truncated)
+                       error="no answer before the deadline (command still running?)", truncated=truncated,
+                       stopped=StopReason.DEADLINE)
     rc = drained.rc
     if command.timeout_s and rc == TIMEOUT_RC and duration >= command.timeout_s * 0.95:
         return Outcome(node.name, OutcomeStatus.TIMEOUT, rc=rc, stdout=out, stderr=err, duration_s=duration,

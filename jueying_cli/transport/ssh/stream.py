@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import paramiko
 
 from jueying_cli.transport.base import CANCEL_GRACE_S, MAX_OUTPUT_BYTES, Cancel, remaining
+from jueying_cli.vocab import StopReason
 
 
 class SshStream:
@@ -99,7 +100,7 @@ class Drained:
     stdout: str
     stderr: str
     truncated: bool
-    stopped: str | None = None  # "deadline" or "cancelled"
+    stopped: StopReason | None = None  # DEADLINE or CANCELLED
 
 
 def drain(channel: paramiko.Channel, deadline: float, cancel: Cancel | None = None, *,
@@ -124,14 +125,14 @@ def drain(channel: paramiko.Channel, deadline: float, cancel: Cancel | None = No
                     channel.shutdown_write()
             stop_at = now + (CANCEL_GRACE_S if lifeline else 0.0)
         if stop_at is not None and now >= stop_at:
-            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, "cancelled")
+            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, StopReason.CANCELLED)
         left = remaining(deadline)
         if left <= 0:
-            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, "deadline")
+            return Drained(None, out.text(), err.text(), out.truncated or err.truncated, StopReason.DEADLINE)
         wait = min(left, 1.0, 0.2 if cancel is not None else 1.0)
         if stop_at is not None:
             wait = min(wait, max(0.0, stop_at - now))
         poller.poll(wait * 1000)
     rc = channel.recv_exit_status()  # already available: exit_status_ready() was true
-    stopped = "cancelled" if stop_at is not None else None
+    stopped = StopReason.CANCELLED if stop_at is not None else None
     return Drained(rc, out.text(), err.text(), out.truncated or err.truncated, stopped)
