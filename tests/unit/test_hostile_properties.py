@@ -1,7 +1,8 @@
 """Property tests over everything jueying reads from outside: inventories (jueying YAML, Ansible INI and
 YAML), node-set expressions (-w/-x), drain reasons and facts documents. Any input ends in a result or a
 clear error (BadInputError/FactsError, with file:line where a file is involved), never another exception,
-within bounded time (Hypothesis deadlines) and memory (the node limit is checked before expanding).
+within bounded time (pytest-timeout on each test, not a per-example deadline: a loaded CI machine missed a
+2 s one) and memory (the node limit is checked before expanding).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jueying_cli.inventory.select import fold, select_nodes
 from jueying_cli.render.text import is_safe, safe, safe_block
 from jueying_cli.scheduler.base import bare_reason, is_auto_reason, is_jueying_reason
 
-FAST = settings(max_examples=150, deadline=2000, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="jueying-hypothesis-"))
 
 # Characters that YAML, INI and NodeSet syntax care about, plus hostile ones.
