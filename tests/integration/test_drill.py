@@ -329,7 +329,7 @@ def test_a_failing_undo_is_reported_as_a_failure(env: dict[str, str], sim: SimCl
     with: {run: "true", undo: "echo cannot put it back >&2; exit 7"}
 """
     result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", method)), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 4  # the rollback failed: a person must act
     journal = result.json()["data"]
     assert journal["status"] == "failed" and journal["rollback_status"] == "failed"
     assert journal["rollbacks"][0]["status"] == "failed" and "cannot put it back" in journal["rollbacks"][0]["output"]
@@ -378,7 +378,7 @@ def test_a_guard_aborts_the_method_and_rolls_back(env: dict[str, str], sim: SimC
     proc, _ = started_drill(env, playbook)
     flag.unlink()  # the service the guard watches goes away
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err
     journal = json.loads(out)["data"]
     assert journal["status"] == "aborted" and journal["rollback_status"] == "succeeded"
     assert journal["aborted_by"] == "abort_when service-up failed 2 consecutive time(s)"
@@ -396,7 +396,7 @@ def test_max_unavailable_counts_nodes_already_out_and_stops_before_anything(
         guard = "guards:\n  max_unavailable: {count: 1}\n"
         result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % (
             "20m", "20m"), extra=guard)), "--yes", "--json")
-        assert result.rc == 1
+        assert result.rc == 3
         journal = result.json()["data"]
         assert journal["status"] == "aborted" and journal["rollback_status"] == "not_needed"
         assert journal["aborted_by"].startswith("max_unavailable 1: 1 of 4 nodes already unavailable")
@@ -731,7 +731,7 @@ QUICK = """  - action: touch
 def test_the_deadline_aborts_and_rolls_back(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
     playbook = write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"), extra="guards: {deadline: 3s}")
     result = jy(env, "drill", "run", str(playbook), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 3
     journal = result.json()["data"]
     assert journal["status"] == "aborted" and journal["aborted_by"] == "deadline 3 s passed"
     assert journal["rollback_status"] == "succeeded" and injected(sim) == {}
@@ -742,7 +742,7 @@ def test_a_failed_preflight_injects_nothing(env: dict[str, str], sim: SimCluster
              " expect: {equals: true}}")
     result = jy(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
                                                          extra=guard)), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 3
     journal = result.json()["data"]
     assert journal["status"] == "aborted" and journal["aborted_by"] == "preflight no-incident does not hold"
     assert journal["run"] == [] and journal["rollback_status"] == "not_needed" and injected(sim) == {}
