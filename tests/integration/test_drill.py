@@ -904,6 +904,10 @@ def test_a_lost_gpu_overlay_is_critical_for_check_and_degraded_for_status(env: d
         assert [(i["fault"], i["gpu"], i["tag"]) for i in facts["injected"]] == [("lost", 5, overlay[0].stem)]
         assert facts["gpus"][5]["lost"] is True and facts["gpus"][4]["lost"] is False
         assert jy(env, "check", "-w", "dn1", "--json").rc == 0  # only the target
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGINT)  # a failed assertion: the drill rolls back and ends
+        proc.communicate(timeout=120)
+        raise
     finally:
         hold.unlink()
     out, err = proc.communicate(timeout=120)
