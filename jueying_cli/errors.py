@@ -14,6 +14,8 @@ class ExitCode(IntEnum):
     OK = 0
     NODES_FAILED = 1  # some nodes failed, timed out or were unreachable
     BAD_INPUT = 2  # bad usage, bad inventory / playbook / config file
+    DRILL_ABORTED = 3  # `drill run`/`recover`: a guard aborted the drill; its rollback succeeded
+    DRILL_ROLLBACK_FAILED = 4  # `drill run`/`recover`: the rollback failed, a person must act (wins over all)
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 
 

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 drill_app = typer.Typer(
     name="drill", no_args_is_help=True, rich_markup_mode=None,
     help="Failure drills: inject a fault, measure detection, always roll back, keep a journal. Exit codes: 0 "
-    "objectives met and rollback done; 1 the drill failed, deviated, was aborted by a guard, missed an "
-    "objective or its rollback failed (see the journal); 2 bad playbook or usage; 130 interrupted (after the "
-    "rollback).")
+    "objectives met and rollback done; 1 the drill failed, deviated or missed an objective; 2 bad playbook or "
+    "usage; 3 aborted by a guard (rollback done); 4 the rollback failed: a person must act (see the journal); "
+    "130 interrupted (after the rollback).")
 
 VarOpt = typer.Option(None, "--var", metavar="NAME=VALUE",
                       help="Set a variable the playbook declares under vars (repeatable).")
@@ -89,15 +89,20 @@ def _context(inventory: str | None, ssh_config: str | None, connect_timeout: flo
 
 
 def exit_code(journal: dict[str, Any]) -> int:
-    """0 completed (or skipped) with the rollback done; 130 interrupted and rolled back; 1 anything else."""
+    """4 the rollback failed (wins over everything: a person must act); 0 completed (or skipped) with the
+    rollback done; 3 aborted by a guard and rolled back; 130 interrupted and rolled back; 1 anything else."""
     from jueying_cli.vocab import DrillStatus, RollbackStatus
 
+    if journal["rollback_status"] == RollbackStatus.FAILED:
+        return int(ExitCode.DRILL_ROLLBACK_FAILED)
     rolled_back = journal["rollback_status"] in (RollbackStatus.SUCCEEDED, RollbackStatus.NOT_NEEDED,
                                                  RollbackStatus.SKIPPED)
     if journal["status"] in (DrillStatus.COMPLETED, DrillStatus.SKIPPED) and rolled_back:
         return int(ExitCode.OK)
     if journal["status"] == DrillStatus.INTERRUPTED and rolled_back:
         return int(ExitCode.INTERRUPTED)
+    if journal["status"] == DrillStatus.ABORTED and rolled_back:
+        return int(ExitCode.DRILL_ABORTED)
     return int(ExitCode.NODES_FAILED)
 
 
@@ -273,8 +278,8 @@ def recover(
 ) -> None:
     """Finish the rollback of a run that was killed: undo, newest first, every action its journal says
     started and was not undone, replaying the playbook text kept in the journal. Refused while the run is
-    alive. Exit codes: 0 rolled back (or nothing to do); 1 an undo failed or the run still holds its nodes;
-    2 unknown run."""
+    alive. Exit codes: 0 rolled back (or nothing to do); 1 the run still holds its nodes; 2 unknown run;
+    3 the run had been aborted by a guard (now rolled back); 4 an undo failed: a person must act."""
     from jueying_cli.drills.playbook import parse_playbook
     from jueying_cli.drills.runner import recover as recover_run
     from jueying_cli.vocab import DrillStatus, RollbackStatus

@@ -20,6 +20,7 @@ _PROBE_MODULES = (
     "jueying_cli.facts.schema",
     "jueying_cli.probe",
     "jueying_cli.probe.host",
+    "jueying_cli.probe.inject",
     "jueying_cli.probe.kernel",
     "jueying_cli.probe.nvml",
     "jueying_cli.probe.nvml_read",

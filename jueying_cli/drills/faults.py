@@ -17,6 +17,7 @@ node-side timer (the scheduler holds it, not the node): the journal and `drill r
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import time
@@ -56,12 +57,12 @@ class NodeScripts:
     undo: str
 
 
-def node_scripts(action: Action, tag: str, refs: Mapping[str, str]) -> NodeScripts:
+def node_scripts(action: Action, tag: str, refs: Mapping[str, str], ttl_s: float = 1800.0) -> NodeScripts:
     """The shell of a node-side fault (values quoted)."""
     p = action.params
     kind = action.kind
     if kind == FaultKind.GPU_FAULT:
-        return _gpu_scripts(p, tag)
+        return _gpu_scripts(p, tag, ttl_s)
     if kind == FaultKind.STOP_PROCESS:
         name = shlex.quote(str(p["name"]))
         return NodeScripts(f"pgrep -x {name} >/dev/null || {{ echo 'no process named '{name} >&2; exit 3; }}",
@@ -102,36 +103,32 @@ def node_scripts(action: Action, tag: str, refs: Mapping[str, str]) -> NodeScrip
     raise ValueError(f"{kind} is not a node-side fault")
 
 
-def _gpu_scripts(p: Mapping[str, Any], tag: str) -> NodeScripts:
-    """GPU faults seen by the health checks. lost / ecc / row_remap_failure are written into the simulated
-    NVML's state file (JUEYING_NVMLSIM_STATE) between marker comments; xid is a kernel log line, written as
-    the driver would, into JUEYING_PROBE_KERNEL_LOG when it names a file (else /dev/kmsg, which cannot be
-    taken back: the xid check forgets it after its window)."""
+# Where the probe reads injected GPU faults (probe/inject.py): one JSON overlay file per fault.
+_INJECT_DIR = 'i="${JUEYING_PROBE_INJECT_DIR:-/run/jueying/inject}"'
+
+
+def _gpu_scripts(p: Mapping[str, Any], tag: str, ttl_s: float) -> NodeScripts:
+    """GPU faults as the probe's overlay (probe/inject.py): `<inject dir>/<tag>.json` on the node (dir 0700,
+    file 0600, written whole with one rename), which every collection (one-shot or kept) applies to the
+    facts it read from NVML and the kernel log, marked in the document's `injected` list; so `jueying
+    check`, `check --drain` and `status` react as to a real fault, on real GPUs as in the simulator. The
+    file holds its expiry (now + ttl): the probe ignores it afterwards even if the undo timer never ran. The
+    undo removes the file."""
     gpu = int(p.get("gpu", 0))
     fault = str(p["fault"])
+    body: dict[str, Any] = {"fault": fault, "gpu": gpu}
+    if fault == "ecc":
+        body["count"] = int(p.get("count", 1))
     if fault == "xid":
-        xid = int(p["xid"])
-        line = f"NVRM: Xid (PCI:0000:{0x18 + gpu:02x}:00): {xid}, pid=0, name={tag}, injected by jueying drill"
-        quoted = shlex.quote(line)
-        precheck = ('k="${JUEYING_PROBE_KERNEL_LOG:-}"; if [ -z "$k" ] && [ ! -w /dev/kmsg ]; then '
-                    "echo 'cannot write /dev/kmsg (root needed)' >&2; exit 3; fi")
-        inject = ('if [ -n "$k" ]; then printf \'%s %s\\n\' "$(date -u +%Y-%m-%dT%H:%M:%S,000000+00:00)" '
-                  f'{quoted} >> "$k"; else printf \'<3>%s\\n\' {quoted} > /dev/kmsg; fi')
-        undo = (f'k="${{JUEYING_PROBE_KERNEL_LOG:-}}"; if [ -n "$k" ] && [ -f "$k" ]; then t="$k.jy.$$"; '
-                f'grep -v -F "name={tag}," "$k" > "$t"; mv -f "$t" "$k"; fi; true')
-        return NodeScripts(precheck, inject, undo)
-    count = int(p.get("count", 1))
-    key = {"lost": ("lost", 1), "ecc": ("ecc_uncorrected_volatile", count),
-           "row_remap_failure": ("remapped_rows_failure", 1)}[fault]
-    lines = f"gpu.{gpu}.{key[0]} = {key[1]}"
-    precheck = ('s="${JUEYING_NVMLSIM_STATE:-}"; if [ -z "$s" ] || [ ! -f "$s" ]; then echo "gpu_fault ' + fault +
-                ' needs the NVML simulator (JUEYING_NVMLSIM_STATE) on this node; on real GPUs use a command '
-                'action (e.g. dcgmi test --inject)" >&2; exit 3; fi')
-    inject = (f't="$s.jy.$$"; cp -p "$s" "$t" && printf \'# jueying-drill-begin %s\\n%s\\n# jueying-drill-end %s\\n\' '
-              f'{tag} {shlex.quote(lines)} {tag} >> "$t" && mv -f "$t" "$s"')
-    undo = (f's="${{JUEYING_NVMLSIM_STATE:-}}"; [ -n "$s" ] && [ -f "$s" ] || exit 0; t="$s.jy.$$"; '
-            f'sed "/^# jueying-drill-begin {tag}\\$/,/^# jueying-drill-end {tag}\\$/d" "$s" > "$t" && '
-            'mv -f "$t" "$s"')
+        body["xid"] = int(p["xid"])
+    fields = json.dumps(body, separators=(",", ":"))[1:-1]  # ints and fixed words only: safe in the format
+    precheck = (f'{_INJECT_DIR}; (umask 077; mkdir -p "$i") && chmod 700 "$i" && [ -w "$i" ] || {{ echo "cannot '
+                'create the GPU fault overlay directory $i (root needed, or set JUEYING_PROBE_INJECT_DIR)" >&2; '
+                'exit 3; }')
+    fmt = shlex.quote('{' + fields.replace('%', '%%') + ',"injected_at_unix":%s,"expires_at_unix":%s}\n')
+    inject = (f'n=$(date +%s); o="$i/{tag}.json"; (umask 077; printf {fmt} "$n" "$((n + {int(ttl_s)}))" '
+              f'> "$i/.{tag}.tmp") && mv -f "$i/.{tag}.tmp" "$o"')
+    undo = f'{_INJECT_DIR}; rm -f "$i/{tag}.json" "$i/.{tag}.tmp"'
     return NodeScripts(precheck, inject, undo)
 
 

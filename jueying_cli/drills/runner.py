@@ -532,7 +532,7 @@ class DrillRunner:
                 return self._failover(action, nodes, entry)
             if action.kind == FaultKind.RESUME:
                 return self._resume(nodes, auto_only=action.params.get("only") == "auto")
-            scripts = faults.node_scripts(action, tag, self.refs)
+            scripts = faults.node_scripts(action, tag, self.refs, action.ttl_s)
             def script(node: Node) -> str:
                 return faults.inject_script(scripts, tag, action.ttl_s, self._state_dir(node))
 

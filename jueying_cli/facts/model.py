@@ -33,6 +33,7 @@ from jueying_cli.facts.schema import (
     DOCUMENT_KEYS,
     ERROR_KEYS,
     FACTS_SCHEMA,
+    INJECTED_KEYS,
     KERNEL_LOG_KEYS,
     NVML_KEYS,
     PROBE_KEYS,
@@ -40,8 +41,8 @@ from jueying_cli.facts.schema import (
 )
 
 __all__ = ["Cpu", "EccErrors", "FactError", "Facts", "Filesystem", "GpuFacts", "GpuProcess", "HostFacts",
-           "InfinibandPort", "KernelLog", "Load", "Memory", "NetworkInterface", "NvLink", "NvmlFacts", "OsRelease",
-           "Pcie", "ProbeInfo", "RemappedRows", "RetiredPages", "Swap", "TimeSync", "XidEvent"]
+           "InfinibandPort", "Injected", "KernelLog", "Load", "Memory", "NetworkInterface", "NvLink", "NvmlFacts",
+           "OsRelease", "Pcie", "ProbeInfo", "RemappedRows", "RetiredPages", "Swap", "TimeSync", "XidEvent"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +92,21 @@ class KernelLog(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Injected(Record):
+    """One GPU fault a drill overlaid on the node's real facts (probe/inject.py): `fault` is lost, ecc,
+    row_remap_failure or xid; `count` the ECC errors added; `xid` the XID event added; times are unix s."""
+
+    KEYS = INJECTED_KEYS
+    tag: str
+    fault: str
+    gpu: int
+    count: int | None = None
+    xid: int | None = None
+    injected_at_unix: float | None = None
+    expires_at_unix: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FactError(Record):
     """One read that failed: `error` is NVML's name for it (NOT_SUPPORTED, GPU_IS_LOST, ...); `gpu` is None
     for a node-wide field."""
@@ -117,6 +133,7 @@ class Facts(Record):
     nvml: NvmlFacts
     gpus: tuple[GpuFacts, ...] = field(metadata={NAME_ITEMS: True})
     kernel_log: KernelLog | None = None
+    injected: tuple[Injected, ...] = ()  # faults a drill overlaid on the facts above (empty on a real node)
     errors: tuple[FactError, ...] = ()
 
     @classmethod

@@ -14,7 +14,7 @@ FACTS_SCHEMA = 1
 
 # The document itself.
 DOCUMENT_KEYS = ("schema", "collected_at", "collected_at_unix", "probe_duration_s", "probe", "host", "nvml",
-                 "gpus", "kernel_log", "errors")
+                 "gpus", "kernel_log", "injected", "errors")
 # Which interpreter ran the probe, and over which SSH connection ("ip port local_port").
 PROBE_KEYS = ("python_version", "pid", "ssh_client")
 
@@ -70,6 +70,11 @@ PCIE_STATIC_KEYS = ("gen_max", "width_max")
 # kernel_log: status ok or unavailable; xid_events is null when the log could not be read (never "no XIDs").
 KERNEL_LOG_KEYS = ("status", "source", "message", "xid_events")
 XID_EVENT_KEYS = ("time_unix", "pci_bus_id", "xid", "pid", "text")
+
+# injected[]: GPU faults a drill overlaid on what NVML and the kernel log said (probe/inject.py), one per
+# overlay file applied: tag (the file's name), fault (lost, ecc, row_remap_failure, xid), gpu (index), count
+# (ecc: added to the uncorrected counts), xid (xid: the event added), injected_at_unix, expires_at_unix.
+INJECTED_KEYS = ("tag", "fault", "gpu", "count", "xid", "injected_at_unix", "expires_at_unix")
 
 # errors[]: one entry per failed read; gpu is null for a node-wide field.
 ERROR_KEYS = ("gpu", "field", "error", "message")

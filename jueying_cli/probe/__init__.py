@@ -76,6 +76,7 @@ class Collector:
 
 def _document(gpus: bool, collect_gpus: Callable[[List[Obj]], Tuple[Obj, List[Obj]]],
               time_sync: Callable[[], Obj], xids: Callable[[], Obj], static_host: Optional[StaticHost]) -> Obj:
+    from jueying_cli.probe import inject
     from jueying_cli.probe.host import collect_host
     from jueying_cli.probe.nvml import skipped_nvml
 
@@ -86,6 +87,9 @@ def _document(gpus: bool, collect_gpus: Callable[[List[Obj]], Tuple[Obj, List[Ob
         nvml, gpu_list = collect_gpus(errors)
     else:
         nvml, gpu_list = skipped_nvml(), []
+    kernel_log = xids()
+    # GPU faults a drill injected (overlay files, read on every collection): applied to what NVML said
+    injected = inject.apply(inject.read_overlays(errors), gpu_list, kernel_log, errors) if gpus else []
     return record(
         DOCUMENT_KEYS,
         schema=FACTS_SCHEMA,
@@ -99,6 +103,7 @@ def _document(gpus: bool, collect_gpus: Callable[[List[Obj]], Tuple[Obj, List[Ob
         host=host,
         nvml=nvml,
         gpus=gpu_list,
-        kernel_log=xids(),
+        kernel_log=kernel_log,
+        injected=injected,
         errors=errors,
     )

@@ -738,6 +738,8 @@ class SimCluster:
             "PATH": f"{os.path.dirname(sys.executable)}:{SSHD_DEFAULT_PATH}",
             "JUEYING_NVMLSIM_STATE": str(node.state_path),
             "JUEYING_PROBE_KERNEL_LOG": str(node.kernel_log_path),
+            # where drills overlay injected GPU faults for the probe (/run/jueying/inject on a real node)
+            "JUEYING_PROBE_INJECT_DIR": str(node.dir / "inject"),
             "JUEYING_PROBE_MACHINE_ID": str(node.machine_id_path),
             # the node's own /sys/class/infiniband (none until a test adds ports: set_infiniband)
             "JUEYING_PROBE_INFINIBAND_ROOT": str(node.dir / "infiniband"),

@@ -1,8 +1,8 @@
 """`jueying drill` end to end against the simulated cluster of real sshd nodes (simulated NVML per node) with
 the builtin scheduler, and `jueying check --drain` running beside it as cron would.
 
-What is checked is what the nodes and the scheduler say afterwards (the GPU state file, the ledger, the
-node-side undo files), not only what the drill printed.
+What is checked is what the nodes and the scheduler say afterwards (the GPU fault overlay files, the ledger,
+the node-side undo files), not only what the drill printed.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def restore(sim: SimCluster) -> None:
     for node in sim.nodes:
         node.write_gpu_state(default_state())
         node.clear_kernel_log()
-        drills = node.dir / "drills"
-        for leftover in [node.dir / "drained", *(drills.glob("*") if drills.exists() else [])]:
+        drills, overlays = node.dir / "drills", node.dir / "inject"
+        for leftover in [node.dir / "drained", *(drills.glob("*") if drills.exists() else []),
+                         *(overlays.glob("*") if overlays.exists() else [])]:
             leftover.unlink(missing_ok=True)
 
 
@@ -153,10 +154,13 @@ def drained(env: dict[str, str], node: str) -> bool:
 
 
 def injected(sim: SimCluster) -> dict[str, list[str]]:
-    """What the drill left on the nodes: lines in GPU state files and kernel logs, pending undo files."""
+    """What the drill left on the nodes: GPU fault overlay files (JUEYING_PROBE_INJECT_DIR), lines in GPU
+    state files and kernel logs, pending undo files."""
     left: dict[str, list[str]] = {}
     for node in sim.nodes:
-        found = [line for line in node.state_path.read_text().splitlines() if "jueying-drill" in line]
+        overlays = node.dir / "inject"
+        found = sorted(p.name for p in overlays.iterdir()) if overlays.exists() else []
+        found += [line for line in node.state_path.read_text().splitlines() if "jueying-drill" in line]
         if node.kernel_log_path.exists():
             found += [line for line in node.kernel_log_path.read_text().splitlines() if "jueying drill" in line]
         drills = node.dir / "drills"
@@ -329,7 +333,7 @@ def test_a_failing_undo_is_reported_as_a_failure(env: dict[str, str], sim: SimCl
     with: {run: "true", undo: "echo cannot put it back >&2; exit 7"}
 """
     result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", method)), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 4  # the rollback failed: a person must act
     journal = result.json()["data"]
     assert journal["status"] == "failed" and journal["rollback_status"] == "failed"
     assert journal["rollbacks"][0]["status"] == "failed" and "cannot put it back" in journal["rollbacks"][0]["output"]
@@ -378,7 +382,7 @@ def test_a_guard_aborts_the_method_and_rolls_back(env: dict[str, str], sim: SimC
     proc, _ = started_drill(env, playbook)
     flag.unlink()  # the service the guard watches goes away
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, err
+    assert proc.returncode == 3, err
     journal = json.loads(out)["data"]
     assert journal["status"] == "aborted" and journal["rollback_status"] == "succeeded"
     assert journal["aborted_by"] == "abort_when service-up failed 2 consecutive time(s)"
@@ -396,7 +400,7 @@ def test_max_unavailable_counts_nodes_already_out_and_stops_before_anything(
         guard = "guards:\n  max_unavailable: {count: 1}\n"
         result = jy(env, "drill", "run", str(write_playbook(tmp_path / "drill.yaml", FAULT_THEN_WAIT % (
             "20m", "20m"), extra=guard)), "--yes", "--json")
-        assert result.rc == 1
+        assert result.rc == 3
         journal = result.json()["data"]
         assert journal["status"] == "aborted" and journal["rollback_status"] == "not_needed"
         assert journal["aborted_by"].startswith("max_unavailable 1: 1 of 4 nodes already unavailable")
@@ -731,7 +735,7 @@ QUICK = """  - action: touch
 def test_the_deadline_aborts_and_rolls_back(env: dict[str, str], sim: SimCluster, tmp_path: Path) -> None:
     playbook = write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"), extra="guards: {deadline: 3s}")
     result = jy(env, "drill", "run", str(playbook), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 3
     journal = result.json()["data"]
     assert journal["status"] == "aborted" and journal["aborted_by"] == "deadline 3 s passed"
     assert journal["rollback_status"] == "succeeded" and injected(sim) == {}
@@ -742,7 +746,7 @@ def test_a_failed_preflight_injects_nothing(env: dict[str, str], sim: SimCluster
              " expect: {equals: true}}")
     result = jy(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", FAULT_THEN_WAIT % ("20m", "20m"),
                                                          extra=guard)), "--yes", "--json")
-    assert result.rc == 1
+    assert result.rc == 3
     journal = result.json()["data"]
     assert journal["status"] == "aborted" and journal["aborted_by"] == "preflight no-incident does not hold"
     assert journal["run"] == [] and journal["rollback_status"] == "not_needed" and injected(sim) == {}
@@ -837,3 +841,112 @@ def test_a_drain_past_the_inventory_cap_is_refused_and_fails_the_drill(env: dict
     after = jy(env, "drain", "dn1", "-r", "cap lock free again")  # the refused drain left no lock behind
     assert after.rc == 0, after.stderr
     jy(env, "resume", "dn1")
+
+
+# ---------------------------------------------------------------- GPU faults as the probe's overlay
+
+LOSE_GPU_5 = """  - action: lose-gpu
+    do: gpu_fault
+    on: victim
+    with: {fault: lost, gpu: 5}
+    ttl: %s
+    mark: fault_injected
+  - wait_for:
+      name: seen
+      probe: check
+      on: victim
+      with: {check: nvml}
+      expect: {equals: critical}
+      timeout: 2m
+    mark: seen
+"""
+
+
+def node_facts(env: dict[str, str], node: str) -> dict[str, Any]:
+    """The node's facts document as `inventory --json` prints it (the probe run on the node)."""
+    result = jy(env, "inventory", "-w", node, "--json")
+    assert result.rc == 0, result.stderr
+    return dict(result.json()["data"]["nodes"][0]["facts"])
+
+
+def status_row(env: dict[str, str], node: str) -> dict[str, Any]:
+    result = jy(env, "status", "-w", node, "--json")
+    assert result.rc == 0, result.stderr
+    return dict(result.json()["data"]["nodes"][0])
+
+
+def test_a_lost_gpu_overlay_is_critical_for_check_and_degraded_for_status(env: dict[str, str], sim: SimCluster,
+                                                                           tmp_path: Path) -> None:
+    """The real probe on the node applies the overlay: check says CRITICAL, status degraded, the facts name
+    the injected fault; the rollback removes the file and the node is healthy again."""
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    method = LOSE_GPU_5 % "20m" + f"""  - wait_for:
+      name: released
+      probe: file
+      with: {{path: {json.dumps(str(hold))}}}
+      expect: {{equals: false}}
+      timeout: 5m
+"""
+    proc = popen_jueying(env, "drill", "run", str(write_playbook(tmp_path / "p.yaml", method)), "--yes", "--json")
+    try:
+        overlay = wait_until("the overlay on dn2", lambda: list((sim.node("dn2").dir / "inject").glob("*.json"))
+                             if (sim.node("dn2").dir / "inject").exists() else [])
+        doc = json.loads(overlay[0].read_text())
+        assert doc["fault"] == "lost" and doc["gpu"] == 5 and doc["expires_at_unix"] > time.time() + 600
+        assert oct((sim.node("dn2").dir / "inject").stat().st_mode & 0o777) == "0o700"
+        assert oct(overlay[0].stat().st_mode & 0o777) == "0o600"
+        check = jy(env, "check", "-w", "dn2", "--json")
+        assert check.rc == 2, check.stdout  # Nagios CRITICAL
+        row = status_row(env, "dn2")
+        assert row["state"] == "degraded" and row["health"] == "CRITICAL", row
+        facts = node_facts(env, "dn2")
+        assert [(i["fault"], i["gpu"], i["tag"]) for i in facts["injected"]] == [("lost", 5, overlay[0].stem)]
+        assert facts["gpus"][5]["lost"] is True and facts["gpus"][4]["lost"] is False
+        assert jy(env, "check", "-w", "dn1", "--json").rc == 0  # only the target
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGINT)  # a failed assertion: the drill rolls back and ends
+        proc.communicate(timeout=120)
+        raise
+    finally:
+        hold.unlink()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["data"]["rollback_status"] == "succeeded"
+    assert injected(sim) == {}
+    assert jy(env, "check", "-w", "dn2").rc == 0
+    assert node_facts(env, "dn2")["injected"] == []
+
+
+def test_an_overlay_past_its_expiry_is_ignored_and_the_ttl_removes_it(env: dict[str, str], sim: SimCluster,
+                                                                      tmp_path: Path) -> None:
+    overlays = sim.node("dn3").dir / "inject"
+    overlays.mkdir(mode=0o700, exist_ok=True)
+    (overlays / "old.json").write_text(json.dumps({"fault": "lost", "gpu": 0, "expires_at_unix": time.time() - 1}))
+    assert jy(env, "check", "-w", "dn3").rc == 0
+    assert node_facts(env, "dn3")["injected"] == []
+    (overlays / "old.json").unlink()
+    # the node-side timer removes the file when the TTL passes, with the controller gone (SIGKILL)
+    proc, _ = started_drill(env, write_playbook(tmp_path / "p.yaml", LOSE_GPU_5 % "3s"), ("fault_injected",))
+    proc.kill()
+    proc.communicate(timeout=60)
+    wait_until("the TTL timer to remove the overlay", lambda: injected(sim) == {}, timeout_s=60)
+    assert jy(env, "check", "-w", "dn2").rc == 0
+
+
+def test_a_malformed_overlay_is_ignored_with_a_note(env: dict[str, str], sim: SimCluster) -> None:
+    overlays = sim.node("dn4").dir / "inject"
+    overlays.mkdir(mode=0o700, exist_ok=True)
+    (overlays / "bad.json").write_text('{"fault": "lost", "gpu": ')
+    (overlays / "odd.json").write_text(json.dumps({"fault": "melt", "gpu": 0, "expires_at_unix": 2e9}))
+    (overlays / "huge.json").write_text(json.dumps({"fault": "lost", "gpu": 0, "expires_at_unix": 2e9,
+                                                    "pad": "x" * 10000}))
+    (overlays / "ecc.json").write_text(json.dumps({"fault": "ecc", "gpu": 1, "count": 3, "expires_at_unix": 2e9}))
+    facts = node_facts(env, "dn4")
+    notes = [e["message"] for e in facts["errors"] if e["field"] == "injected"]
+    assert len(notes) == 3 and all("malformed, ignored" in n for n in notes), notes
+    assert [(i["tag"], i["fault"], i["count"]) for i in facts["injected"]] == [("ecc", "ecc", 3)]
+    assert facts["gpus"][1]["ecc_errors"]["uncorrected_volatile"] >= 3
+    assert not any(g["lost"] for g in facts["gpus"])
+    for path in overlays.iterdir():
+        path.unlink()

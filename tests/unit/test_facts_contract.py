@@ -78,8 +78,13 @@ def probe_docs(nvml_lib: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     })
     log = tmp / "kern.log"
     log.write_text(XID_LOG)
+    overlays = tmp / "inject"  # a drill's injected GPU fault (probe/inject.py): 2 more uncorrected ECC errors
+    overlays.mkdir()
+    (overlays / "jy-test-m0.json").write_text(json.dumps({"fault": "ecc", "gpu": 4, "count": 2,
+                                                          "injected_at_unix": 1e9, "expires_at_unix": 4e9}))
     env = {"PATH": "/usr/bin:/bin", **sim_env(nvml_lib, state), "PYTHONPATH": str(REPO),
-           "JUEYING_PROBE_KERNEL_LOG": str(log), "JUEYING_PROBE_INFINIBAND_ROOT": str(_infiniband(tmp / "ib"))}
+           "JUEYING_PROBE_KERNEL_LOG": str(log), "JUEYING_PROBE_INFINIBAND_ROOT": str(_infiniband(tmp / "ib")),
+           "JUEYING_PROBE_INJECT_DIR": str(overlays)}
     proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -130,6 +135,8 @@ def test_the_probe_documents_hold_every_kind_of_object_of_the_schema(probe_docs:
     assert oneshot["gpus"][5]["name"] and oneshot["gpus"][5]["power_watts"] is None
     assert oneshot["gpus"][3]["pcie"] == dict.fromkeys(schema.PCIE_KEYS)  # a lost GPU has the same shape
     assert len(oneshot["kernel_log"]["xid_events"]) == 2 and oneshot["host"]["infiniband"][0]["port"] == 1
+    assert [(i["tag"], i["fault"], i["gpu"], i["count"]) for i in oneshot["injected"]] == [("jy-test-m0", "ecc", 4, 2)]
+    assert [d["injected"] for d in probe_docs["kept"]] == [oneshot["injected"]] * 3  # overlaid on every read
 
 
 def test_a_kept_probe_and_a_one_shot_probe_write_the_same_shape(probe_docs: dict[str, Any]) -> None:
