@@ -76,7 +76,8 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
                   reason: str | None, actor: str, run_id: str, message: str | None) -> None:
     names = [c.node for c in batch]
     report.settled += reconcile(store, {scheduler.name: scheduler}, nodes=names, locked=True).settled
-    now = scheduler.states(names)
+    now = dict(scheduler.states(names))
+    now.update(resume_states(scheduler, [c.node for c in batch if c.action == ChangeKind.RESUME]))
     todo = []
     for c in batch:
         state = now.get(c.node)
@@ -119,6 +120,16 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
         if state is not None:
             report.after[c.node] = state
     store.audit.finish(settle)
+
+
+def resume_states(scheduler: Scheduler, names: Sequence[str]) -> Mapping[str, NodeState]:
+    """The states a resume plans from: for builtin nodes a drain known only by the node's marker counts (as
+    it does for max_unavailable), so it can be lifted; other backends show every drain already."""
+    if not names:
+        return {}
+    if isinstance(scheduler, BuiltinScheduler):
+        return scheduler.with_markers(names)
+    return scheduler.states(names)
 
 
 def _changed_since_planned(change: Change, now: NodeState | None) -> str | None:

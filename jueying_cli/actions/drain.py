@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from jueying_cli.actions.apply import ActionReport, apply
+from jueying_cli.actions.apply import ActionReport, apply, resume_states
 from jueying_cli.actions.cap import Cap, OverCap, admit
 from jueying_cli.actions.context import ActionContext
 from jueying_cli.actions.plan import Change, plan_drain, plan_resume
@@ -118,8 +118,8 @@ def _plan_drains(ctx: ActionContext, wanted: Mapping[str, DrainRequest],
 def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool) -> ChangePlan:
     """Plan resuming `nodes`: only drains jueying wrote, unless `force`."""
     wanted = set(nodes)
-    return ChangePlan({backend: plan_resume([n for n in names if n in wanted], scheduler.states(
-        [n for n in names if n in wanted]), force=force)
+    return ChangePlan({backend: plan_resume([n for n in names if n in wanted], resume_states(
+        scheduler, [n for n in names if n in wanted]), force=force)
         for backend, (scheduler, names) in ctx.schedulers.items() if wanted.intersection(names)})
 
 

@@ -149,14 +149,9 @@ def foreign_drain(env: dict[str, str], sim: SimCluster, node: str) -> str | None
 
 
 def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], slurm: SlurmCluster,
-                                                          sim: SimCluster, request: pytest.FixtureRequest) -> None:
-    if env["JUEYING_BACKEND"] == "builtin":
-        # Found by making the foreign drain as another admin would (before: a raw INSERT into our ledger):
-        # `resume` reads only this host's ledger, so a node drained by its marker alone (another admin's tool,
-        # or jueying on another controller host) is "not drained (idle)", while the cap counts that same
-        # marker as drained. Not changed here: whether resume should read markers is a product decision.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="builtin resume ignores a drain marker that "
-                                                                  "is not in this host's ledger"))
+                                                          sim: SimCluster) -> None:
+    """Builtin: a drain known only by the node's marker (another admin's tooling) is seen by resume, refused
+    without --force and lifted with it (it counted for max_unavailable already)."""
     if env["JUEYING_BACKEND"] == "slurm":
         slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
     else:  # another admin's tooling marks the node itself (the builtin backend's marker), jueying never saw it
