@@ -114,7 +114,7 @@ def test_drain_and_resume(clean: SlurmCluster) -> None:
     assert "DRAIN" not in state["state"] and state["reason"] == "" and state["reason_user"] == ""
     # Slurm marks a resumed node NOT_RESPONDING ("idle*") until it answers the ping RESUME triggers.
     assert state["sinfo"] in ("idle", "idle*")
-    cluster.wait_nodes("idle", nodes=["node02"], timeout_s=10)
+    cluster.wait_nodes("idle", nodes=["node02"], timeout_s=60)
     state = cluster.node_state("node02")
     assert state["state"] == ["IDLE"] and state["sinfo"] == "idle"
     assert short_states(cluster)["node02"] == "idle"
@@ -136,7 +136,7 @@ def test_drain_waits_for_the_running_job(clean: SlurmCluster) -> None:
     assert client(cluster, "squeue", "-h", "-j", job, "-o", "%T").strip() == "RUNNING"
 
     cluster.cancel_all()
-    cluster.wait_nodes("drained", nodes=["node03"], timeout_s=15)
+    cluster.wait_nodes("drained", nodes=["node03"], timeout_s=60)
     state = cluster.node_state("node03")
     assert state["state"] == ["IDLE", "DRAIN"] and state["reason"] == "jueying: drain busy node"
     assert short_states(cluster)["node03"] == "drain"
