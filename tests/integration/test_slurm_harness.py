@@ -77,6 +77,8 @@ def clean(cluster: SlurmCluster) -> Iterator[SlurmCluster]:
     finally:
         cluster.cancel_all()
         for name in NODES:
+            cluster.start_node(name)  # a node a test stopped runs again (does nothing to a running one)
+        for name in NODES:
             if cluster.node_state(name)["reason"]:
                 cluster.scontrol("update", f"NodeName={name}", "State=RESUME")
         cluster.wait_nodes("idle", timeout_s=20)
