@@ -278,7 +278,9 @@ def _node_processes(node: object, *, direct: bool = False) -> list[int]:
 def test_watch_shows_a_node_that_misses_a_refresh_as_stale(cluster: SimCluster, state_db: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     env.update(cluster.client_env(), JUEYING_STATE_DB=str(state_db), PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--watch", "1", "--count", "2",
+    # gpu11's session is stopped between the first refresh and the second: the 5 s interval is over 10x what
+    # finding and stopping its processes takes, so the second refresh always finds it stopped
+    proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", "status", "--watch", "5", "--count", "2",
                              "--deadline", "3", "--json", "-w", "gpu[10-11]"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     hung = cluster.node("gpu11")
@@ -301,7 +303,6 @@ def test_watch_shows_a_node_that_misses_a_refresh_as_stale(cluster: SimCluster, 
     nodes = {n["node"]: n for n in second["data"]["nodes"]}  # type: ignore[index]
     assert nodes["gpu11"]["stale"] is True and nodes["gpu11"]["gpus_present"] == 8
     assert nodes["gpu10"]["stale"] is False
-    time.sleep(0.1)
 
 
 def _python_pids(node: object) -> set[int]:
