@@ -76,8 +76,7 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
                   reason: str | None, actor: str, run_id: str, message: str | None) -> None:
     names = [c.node for c in batch]
     report.settled += reconcile(store, {scheduler.name: scheduler}, nodes=names, locked=True).settled
-    now = dict(scheduler.states(names))
-    now.update(resume_states(scheduler, [c.node for c in batch if c.action == ChangeKind.RESUME]))
+    now = planning_states(scheduler, names)
     todo = []
     for c in batch:
         state = now.get(c.node)
@@ -122,9 +121,11 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
     store.audit.finish(settle)
 
 
-def resume_states(scheduler: Scheduler, names: Sequence[str]) -> Mapping[str, NodeState]:
-    """The states a resume plans from: for builtin nodes a drain known only by the node's marker counts (as
-    it does for max_unavailable), so it can be lifted; other backends show every drain already."""
+def planning_states(scheduler: Scheduler, names: Sequence[str]) -> Mapping[str, NodeState]:
+    """The states a resume plans from, and every change is checked against under its node's lock: for builtin
+    nodes a drain known only by the node's marker (another admin's tooling) counts, as it does for
+    max_unavailable, so a resume can lift it and a drain leaves it, and its reason, alone. Other backends show
+    every drain already."""
     if not names:
         return {}
     if isinstance(scheduler, BuiltinScheduler):

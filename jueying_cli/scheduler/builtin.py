@@ -85,8 +85,9 @@ class BuiltinScheduler:
 
     def with_markers(self, names: Sequence[str]) -> Mapping[str, NodeState]:
         """The ledger's states, with a drain the ledger does not know taken from the node's marker (one written
-        by another admin's tooling, or by jueying on another controller host): what a resume plans from. A
-        marker that cannot be read (one try) leaves the ledger's state."""
+        by another admin's tooling, or by jueying on another controller host): what a resume plans from, and
+        what a change is checked against under the node's lock. A marker that cannot be read (one try) leaves
+        the ledger's state."""
         return self._with_markers(names, self._read_all(names, READ_TIMEOUT_S), down=False)
 
     def _with_markers(self, names: Sequence[str], reads: Mapping[str, MarkerRead], *,

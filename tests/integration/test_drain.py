@@ -166,6 +166,23 @@ def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], s
     assert audit(env)[-1]["message"] == "forced: not a jueying drain"
 
 
+def test_drain_leaves_a_foreign_drain_and_its_reason_alone(env: dict[str, str], slurm: SlurmCluster,
+                                                           sim: SimCluster) -> None:
+    """Another admin drained node03 (scontrol, or the builtin marker written by their tooling): jueying's
+    drain must not replace their reason with its own (a later resume of "its" drain would lift theirs)."""
+    if env["JUEYING_BACKEND"] == "slurm":
+        slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
+    else:
+        (sim.node("node03").dir / "drained").write_text("hw: PSU fan, vendor case 991\n")
+    again = jy(env, "drain", "node03", "-r", "maintenance")
+    assert again.rc == 0, again.stdout + again.stderr
+    assert again.stdout.startswith("node03: unchanged: already drained"), again.stdout
+    assert "hw: PSU fan, vendor case 991" in again.stdout, again.stdout
+    assert foreign_drain(env, sim, "node03") == "hw: PSU fan, vendor case 991"
+    assert jy(env, "resume", "node03").rc == 1  # still theirs: not resumed without --force
+    assert foreign_drain(env, sim, "node03") == "hw: PSU fan, vendor case 991"
+
+
 def test_the_cap_refuses_a_drain_past_max_unavailable(env: dict[str, str]) -> None:
     assert jy(env, "drain", "node[01-02]", "-r", "maintenance").rc == 0
     refused = jy(env, "drain", "node[03-04]", "-r", "maintenance")
