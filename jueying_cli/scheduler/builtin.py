@@ -81,26 +81,16 @@ class BuiltinScheduler:
     def survey(self, names: Sequence[str]) -> Mapping[str, NodeState]:
         """The ledger's states, corrected by each node's marker read now: a node that does not answer is
         DOWN (raw says why), a node whose marker says drained is DRAINED even if the ledger does not say so."""
-        return self._with_markers(names, self.read_markers(names), down=True)
+        states = dict(self.states(names))  # the ledger first: a database error is told before any SSH
+        return _with_markers(states, self.read_markers(names), down=True)
 
     def with_markers(self, names: Sequence[str]) -> Mapping[str, NodeState]:
         """The ledger's states, with a drain the ledger does not know taken from the node's marker (one written
         by another admin's tooling, or by jueying on another controller host): what a resume plans from, and
         what a change is checked against under the node's lock. A marker that cannot be read (one try) leaves
         the ledger's state."""
-        return self._with_markers(names, self._read_all(names, READ_TIMEOUT_S), down=False)
-
-    def _with_markers(self, names: Sequence[str], reads: Mapping[str, MarkerRead], *,
-                      down: bool) -> dict[str, NodeState]:
         states = dict(self.states(names))
-        for name, read in reads.items():
-            if read.error is not None:
-                if down:
-                    states[name] = replace(states[name], state=SchedulerState.DOWN, raw=read.error)
-            elif read.drained and not states[name].drain:
-                states[name] = NodeState(name, SchedulerState.DRAINED, True, reason=read.reason,
-                                         raw="drained (marker on the node, not in the ledger)")
-        return states
+        return _with_markers(states, self._read_all(names, READ_TIMEOUT_S), down=False)
 
     def _on_node(self, name: str, script: str, stdin: bytes | None, timeout_s: float, *,
                  slack_s: float = 15.0) -> Outcome:
@@ -180,6 +170,22 @@ class BuiltinScheduler:
             self.store.ledger.write([name], drained=read.drained, reason=read.reason,
                                     user=_reason_user(read.reason) if read.reason else None, now=time.time())
         return unreadable
+
+
+def _with_markers(states: dict[str, NodeState], reads: Mapping[str, MarkerRead], *,
+                  down: bool) -> dict[str, NodeState]:
+    """The ledger's `states` corrected by the markers read: drained by a marker the ledger does not know;
+    with `down`, a node whose marker could not be read is DOWN (else its ledger state stands)."""
+    for name, read in reads.items():
+        if name not in states:
+            continue
+        if read.error is not None:
+            if down:
+                states[name] = replace(states[name], state=SchedulerState.DOWN, raw=read.error)
+        elif read.drained and not states[name].drain:
+            states[name] = NodeState(name, SchedulerState.DRAINED, True, reason=read.reason,
+                                     raw="drained (marker on the node, not in the ledger)")
+    return states
 
 
 def _reason_user(reason: str) -> str | None:
