@@ -148,3 +148,23 @@ def stop_watch(proc: subprocess.Popen[str]) -> None:
 @pytest.fixture
 def gpu_node(nvml_lib: Path, tmp_path: Path) -> GpuNode:
     return GpuNode(nvml_lib, tmp_path / "gpu.state")
+
+
+# ---------------------------------------------------------------- the harness's own tests, reported apart
+
+_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line for jueying's own tests and one for the harness's self-tests (marked `harness`: the sim
+    cluster, the Slurm harness, the NVML simulator), so a broken harness is not read as a broken jueying."""
+    counts: dict[bool, dict[str, int]] = {True: {}, False: {}}
+    for outcome in _OUTCOMES:
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome not in ("error", "skipped"):
+                continue
+            harness = "harness" in getattr(report, "keywords", {})
+            counts[harness][outcome] = counts[harness].get(outcome, 0) + 1
+    for harness, label in ((False, "jueying tests"), (True, "harness self-tests")):
+        said = ", ".join(f"{n} {outcome}" for outcome, n in counts[harness].items()) or "none run"
+        terminalreporter.write_line(f"{label}: {said}")

@@ -76,7 +76,7 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
                   reason: str | None, actor: str, run_id: str, message: str | None) -> None:
     names = [c.node for c in batch]
     report.settled += reconcile(store, {scheduler.name: scheduler}, nodes=names, locked=True).settled
-    now = scheduler.states(names)
+    now = planning_states(scheduler, names)
     todo = []
     for c in batch:
         state = now.get(c.node)
@@ -119,6 +119,18 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
         if state is not None:
             report.after[c.node] = state
     store.audit.finish(settle)
+
+
+def planning_states(scheduler: Scheduler, names: Sequence[str]) -> Mapping[str, NodeState]:
+    """The states a resume plans from, and every change is checked against under its node's lock: for builtin
+    nodes a drain known only by the node's marker (another admin's tooling) counts, as it does for
+    max_unavailable, so a resume can lift it and a drain leaves it, and its reason, alone. Other backends show
+    every drain already."""
+    if not names:
+        return {}
+    if isinstance(scheduler, BuiltinScheduler):
+        return scheduler.with_markers(names)
+    return scheduler.states(names)
 
 
 def _changed_since_planned(change: Change, now: NodeState | None) -> str | None:

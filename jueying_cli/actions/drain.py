@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from jueying_cli.actions.apply import ActionReport, apply
+from jueying_cli.actions.apply import ActionReport, apply, planning_states
 from jueying_cli.actions.cap import Cap, OverCap, admit
 from jueying_cli.actions.context import ActionContext
 from jueying_cli.actions.plan import Change, plan_drain, plan_resume
@@ -110,6 +110,8 @@ def plan_drains(ctx: ActionContext, requests: Sequence[DrainRequest], *, over_ca
 
 def _plan_drains(ctx: ActionContext, wanted: Mapping[str, DrainRequest],
                  update_reason: bool) -> dict[Backend, list[Change]]:
+    # from the ledger (the cap has read every marker already); a drain known only by a node's marker is seen
+    # under the node's lock (actions.apply), where the drain is then left alone
     return {backend: plan_drain([n for n in names if n in wanted], scheduler.states(
         [n for n in names if n in wanted]), update_reason=update_reason)
         for backend, (scheduler, names) in ctx.schedulers.items() if any(n in wanted for n in names)}
@@ -124,7 +126,7 @@ def plan_resumes(ctx: ActionContext, nodes: Sequence[str], *, force: bool,
     for backend, (scheduler, names) in ctx.schedulers.items():
         mine = [n for n in names if n in wanted]
         if mine:
-            known = states[backend] if states is not None and backend in states else scheduler.states(mine)
+            known = states[backend] if states is not None and backend in states else planning_states(scheduler, mine)
             planned[backend] = plan_resume(mine, known, force=force)
     return ChangePlan(planned)
 

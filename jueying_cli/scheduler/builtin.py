@@ -3,7 +3,8 @@
 The ledger (state DB) is the truth jueying plans from. The marker file on the node,
 `${JUEYING_NODE_STATE_DIR:-/var/lib/jueying}/drained`, holds the reason so the node's own tooling
 (a job launcher, a prolog, a login banner) can see that it is drained. Writing it runs through
-`sudo -n` unless the SSH user is root; the reason travels on stdin, never inside the shell command.
+`sudo -n` unless the SSH connection logs in as root (its user as ssh_config, the inventory or the local user
+name it); the reason travels on stdin, never inside the shell command.
 
 Node by node, the marker is written (or removed) first and the ledger row after, so a run killed in between
 leaves the marker ahead of the ledger, with its audit entry pending: settling that entry reads the marker
@@ -80,22 +81,23 @@ class BuiltinScheduler:
     def survey(self, names: Sequence[str]) -> Mapping[str, NodeState]:
         """The ledger's states, corrected by each node's marker read now: a node that does not answer is
         DOWN (raw says why), a node whose marker says drained is DRAINED even if the ledger does not say so."""
+        states = dict(self.states(names))  # the ledger first: a database error is told before any SSH
+        return _with_markers(states, self.read_markers(names), down=True)
+
+    def with_markers(self, names: Sequence[str]) -> Mapping[str, NodeState]:
+        """The ledger's states, with a drain the ledger does not know taken from the node's marker (one written
+        by another admin's tooling, or by jueying on another controller host): what a resume plans from, and
+        what a change is checked against under the node's lock. A marker that cannot be read (one try) leaves
+        the ledger's state."""
         states = dict(self.states(names))
-        for name, read in self.read_markers(names).items():
-            if read.error is not None:
-                states[name] = replace(states[name], state=SchedulerState.DOWN, raw=read.error)
-            elif read.drained and not states[name].drain:
-                states[name] = NodeState(name, SchedulerState.DRAINED, True, reason=read.reason,
-                                         raw="drained (marker on the node, not in the ledger)")
-        return states
+        return _with_markers(states, self._read_all(names, READ_TIMEOUT_S), down=False)
 
     def _on_node(self, name: str, script: str, stdin: bytes | None, timeout_s: float, *,
                  slack_s: float = 15.0) -> Outcome:
         """Run `script` on the node within `timeout_s` for the command and `slack_s` more for connecting."""
-        node = self.nodes[name]
-        sudo = str(node.vars.get("ssh_user", "root")) != "root" and not node.is_local
-        return self.transport.run(node, Command(script=script, timeout_s=timeout_s, stdin=stdin, sudo=sudo),
-                                  time.monotonic() + timeout_s + slack_s)
+        # as_root: the transport adds sudo -n unless it logs in as root (as the connection resolves its user)
+        return self.transport.run(self.nodes[name], Command(script=script, timeout_s=timeout_s, stdin=stdin,
+                                                            as_root=True), time.monotonic() + timeout_s + slack_s)
 
     def _each(self, names: Sequence[str], script: str, stdin: bytes | None, *, drained: bool,
               reason: str | None) -> None:
@@ -168,3 +170,20 @@ class BuiltinScheduler:
             self.store.ledger.write([name], drained=read.drained, reason=read.reason,
                                     user=reason_user(read.reason) if read.reason else None, now=time.time())
         return unreadable
+
+
+def _with_markers(states: dict[str, NodeState], reads: Mapping[str, MarkerRead], *,
+                  down: bool) -> dict[str, NodeState]:
+    """The ledger's `states` corrected by the markers read: drained by a marker the ledger does not know;
+    with `down`, a node whose marker could not be read is DOWN (else its ledger state stands)."""
+    for name, read in reads.items():
+        if name not in states:
+            continue
+        if read.error is not None:
+            if down:
+                states[name] = replace(states[name], state=SchedulerState.DOWN, raw=read.error)
+        elif read.drained and not states[name].drain:
+            states[name] = NodeState(name, SchedulerState.DRAINED, True, reason=read.reason,
+                                     raw="drained (marker on the node, not in the ledger)")
+    return states
+

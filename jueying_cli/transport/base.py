@@ -31,6 +31,9 @@ class Command:
     timeout_s: float | None = None  # per node, enforced remotely by `timeout` and locally by our clock
     stdin: bytes | None = None
     sudo: bool = False  # run through `sudo -n` so a missing NOPASSWD rule fails at once
+    # needs root on an SSH node: `sudo -n` is added unless the user the connection logs in as (ssh_config's
+    # User, the inventory's ssh_user or the local user, as resolved for it) is root; a local node runs as is
+    as_root: bool = False
 
 
 # The lifeline: a command that takes nothing on stdin runs in its own process group (setsid), with stdin from

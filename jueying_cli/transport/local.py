@@ -18,7 +18,7 @@ class LocalTransport:
     def run(self, node: Node, command: Command, deadline: float, cancel: Cancel | None = None) -> Outcome:
         started = time.monotonic()
         argv = ["sh", "-c", command.script]
-        if command.sudo and os.geteuid() != 0:
+        if command.sudo and os.geteuid() != 0:  # as_root: a local node runs as the operator, never sudo
             argv = ["sudo", "-n", "--", *argv]
         limit: float | None = remaining(deadline)
         if command.timeout_s:

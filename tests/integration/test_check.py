@@ -340,8 +340,13 @@ def test_overlapping_runs_do_not_pile_up(healthy: SimCluster, tmp_path: Path) ->
     db = tmp_path / "state.db"
     lock = db.parent / "check.lock"
     healthy.node("cn10").freeze()
+    # The cluster's ssh_config says ConnectTimeout 5, and the shorter of it and --connect-timeout holds: without
+    # this copy the first run would give up on cn10 after 5 s, however long the test took to get there.
+    patient = tmp_path / "ssh_config"
+    patient.write_text(healthy.ssh_config_path.read_text().replace("ConnectTimeout 5", "ConnectTimeout 300"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
-    env.update(healthy.client_env(), JUEYING_STATE_DB=str(db), PYTHONPATH=str(REPO), JUEYING_CHECKS=str(CHECKS[-1]))
+    env.update(healthy.client_env(), JUEYING_STATE_DB=str(db), PYTHONPATH=str(REPO), JUEYING_CHECKS=str(CHECKS[-1]),
+               JUEYING_SSH_CONFIG=str(patient))
 
     def start(*args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "jueying_cli", "check", "--quiet", *args], env=env,

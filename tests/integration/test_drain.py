@@ -149,14 +149,9 @@ def foreign_drain(env: dict[str, str], sim: SimCluster, node: str) -> str | None
 
 
 def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], slurm: SlurmCluster,
-                                                          sim: SimCluster, request: pytest.FixtureRequest) -> None:
-    if env["JUEYING_BACKEND"] == "builtin":
-        # Found by making the foreign drain as another admin would (before: a raw INSERT into our ledger):
-        # `resume` reads only this host's ledger, so a node drained by its marker alone (another admin's tool,
-        # or jueying on another controller host) is "not drained (idle)", while the cap counts that same
-        # marker as drained. Not changed here: whether resume should read markers is a product decision.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="builtin resume ignores a drain marker that "
-                                                                  "is not in this host's ledger"))
+                                                          sim: SimCluster) -> None:
+    """Builtin: a drain known only by the node's marker (another admin's tooling) is seen by resume, refused
+    without --force and lifted with it (it counted for max_unavailable already)."""
     if env["JUEYING_BACKEND"] == "slurm":
         slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
     else:  # another admin's tooling marks the node itself (the builtin backend's marker), jueying never saw it
@@ -169,6 +164,23 @@ def test_resume_leaves_foreign_drains_alone_unless_forced(env: dict[str, str], s
     assert forced.rc == 0 and "resumed" in forced.stdout
     assert foreign_drain(env, sim, "node03") is None
     assert audit(env)[-1]["message"] == "forced: not a jueying drain"
+
+
+def test_drain_leaves_a_foreign_drain_and_its_reason_alone(env: dict[str, str], slurm: SlurmCluster,
+                                                           sim: SimCluster) -> None:
+    """Another admin drained node03 (scontrol, or the builtin marker written by their tooling): jueying's
+    drain must not replace their reason with its own (a later resume of "its" drain would lift theirs)."""
+    if env["JUEYING_BACKEND"] == "slurm":
+        slurm.scontrol("update", "NodeName=node03", "State=DRAIN", "Reason=hw: PSU fan, vendor case 991")
+    else:
+        (sim.node("node03").dir / "drained").write_text("hw: PSU fan, vendor case 991\n")
+    again = jy(env, "drain", "node03", "-r", "maintenance")
+    assert again.rc == 0, again.stdout + again.stderr
+    assert again.stdout.startswith("node03: unchanged: already drained"), again.stdout
+    assert "hw: PSU fan, vendor case 991" in again.stdout, again.stdout
+    assert foreign_drain(env, sim, "node03") == "hw: PSU fan, vendor case 991"
+    assert jy(env, "resume", "node03").rc == 1  # still theirs: not resumed without --force
+    assert foreign_drain(env, sim, "node03") == "hw: PSU fan, vendor case 991"
 
 
 def test_the_cap_refuses_a_drain_past_max_unavailable(env: dict[str, str]) -> None:

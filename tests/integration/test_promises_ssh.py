@@ -637,9 +637,6 @@ def test_builtin_drain_without_a_sudo_rule_fails_at_once_and_says_so(cluster: Si
     assert "ps15" in said and "sudo" in said and "password is required" in said, said
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler/builtin.py decides on sudo from the inventory's ssh_user only "
-                   "(default root): a user named by ssh_config's User, or the local user, is taken for root, so "
-                   "the marker is written without sudo -n and the drain fails on Permission denied")
 def test_builtin_drain_marker_uses_sudo_for_a_user_named_by_ssh_config(cluster: SimCluster, users: None,
                                                                       tmp_path: Path) -> None:
     env = sudo_env(cluster, tmp_path)
@@ -648,5 +645,8 @@ def test_builtin_drain_marker_uses_sudo_for_a_user_named_by_ssh_config(cluster: 
         drained = jy(env, "drain", "ps16", "--reason", "promise test")
         assert drained.rc == 0, drained.stdout + drained.stderr
         assert marker.read_text().strip() == "promise test [jueying:root]"
+        resumed = jy(env, "resume", "ps16")  # removing it needs root as well
+        assert resumed.rc == 0, resumed.stdout + resumed.stderr
+        assert not marker.exists()
     finally:
         marker.unlink(missing_ok=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.cluster import SimCluster
@@ -130,15 +132,21 @@ def test_command_timeout_kills_the_remote_command(cluster: SimCluster) -> None:
 
 
 def test_global_deadline_returns_what_it_has(cluster: SimCluster) -> None:
+    """The deadline stops the slow nodes, keeps what they printed and leaves nothing running on them. It is
+    10 s, about 10x what connecting and printing take here, so the quick node is never caught by it."""
+    marker = "sleep 302.5"
     started = time.monotonic()
-    result = jy(cluster, "run", "-w", "node[14-17]", "--json", "--deadline", "2", "--",
-                'if [ "$(hostname)" = node14 ]; then echo quick; else sleep 302.5; fi')
+    result = jy(cluster, "run", "-w", "node[14-17]", "--json", "--deadline", "10", "--",
+                f'if [ "$(hostname)" = node14 ]; then echo quick; else echo begun; {marker}; fi')
     elapsed = time.monotonic() - started
-    assert elapsed < 60  # ~2 s expected (the deadline), never the 302.5 s the slow nodes would take
+    assert elapsed < 100  # the deadline (10 s) ended it, never the 302.5 s the slow nodes would take
     nodes = by_node(result)
     assert nodes["node14"]["status"] == "ok" and nodes["node14"]["stdout"] == "quick\n"
-    assert all(nodes[f"node{i}"]["status"] == "timeout" for i in (15, 16, 17))
+    for name in ("node15", "node16", "node17"):
+        assert nodes[name]["status"] == "timeout" and nodes[name]["stdout"] == "begun\n", nodes[name]
+        assert "global deadline" in str(nodes[name]["error"])
     assert result.rc == 1
+    assert _wait_for(lambda: not _left_running(f"^{marker}"), timeout_s=15)
 
 
 def test_ctrl_c_prints_what_was_gathered_and_exits_130(cluster: SimCluster, tmp_path: Path) -> None:
@@ -156,7 +164,10 @@ def test_ctrl_c_prints_what_was_gathered_and_exits_130(cluster: SimCluster, tmp_
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         assert done.exists() and len(_left_running("^sleep 200[.]19")) == 3
-        time.sleep(0.2)  # node18's finished channel read by jueying (local, not a race with the nodes)
+        # node18's outcome is settled once jueying has closed its connection (it closes it after reading the
+        # command's end): seen through jueying's own sockets, not guessed with a sleep
+        node18 = cluster.node("node18").address
+        assert _wait_for(lambda: node18 not in _peers(proc.pid)), "jueying never closed node18's connection"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -269,13 +280,33 @@ def _left_running(marker: str) -> list[str]:
     return [line for line in found.splitlines() if "pgrep" not in line]
 
 
-def _interrupt(cluster: SimCluster, args: list[str], after_s: float) -> tuple[int, str, str]:
+def _peers(pid: int) -> set[str]:
+    """Addresses the process `pid` has a TCP connection to (its own sockets only, read from /proc)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return {c.raddr.ip for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr}
+    return set()
+
+
+def _wait_for(check: Callable[[], bool], timeout_s: float = 60) -> bool:
+    """Poll `check` until it holds; False after `timeout_s` (a bound for a hung run, never the expected time)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _interrupt(cluster: SimCluster, args: list[str], running: str, count: int) -> tuple[int, str, str]:
+    """Run jueying and press Ctrl-C once `count` processes matching `running` run on the nodes (a moment
+    seen, not waited for with a sleep)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUEYING_")}
     env.update(cluster.client_env(), PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "jueying_cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(after_s)
+        assert _wait_for(lambda: proc.poll() is not None or len(_left_running(running)) >= count)
+        assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -288,22 +319,13 @@ def _interrupt(cluster: SimCluster, args: list[str], after_s: float) -> tuple[in
 @pytest.mark.parametrize("limit", [[], ["-t", "60"]], ids=["no-timeout", "timeout"])
 def test_ctrl_c_keeps_what_arrived_and_leaves_nothing_running(cluster: SimCluster, limit: list[str]) -> None:
     marker = f"sleep 41.{len(limit)}7"
+    # Ctrl-C once every node runs the sleep: each has printed "started", which must then be kept (after a
+    # Ctrl-C jueying reads each command's output until the node has killed it)
     rc, out, err = _interrupt(cluster, ["run", "-w", "node[18-21]", *limit, "--",
-                                        f"echo started; {marker}; echo never"], after_s=3)
+                                        f"echo started; {marker}; echo never"], f"^{marker}", 4)
     assert rc == 130, err
     assert "node[18-21] (4) stopped before it ended" in out and "started" in out and "never" not in out
     assert "timeout (4): node[18-21]" in err and "interrupted" in err
-    deadline = time.monotonic() + 10
-    while _left_running(marker) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _left_running(marker) == []
-
-
-def test_a_global_deadline_leaves_nothing_running_and_keeps_partial_output(cluster: SimCluster) -> None:
-    marker = "sleep 42.31"
-    result = jy(cluster, "run", "-w", "node[22-23]", "--json", "--deadline", "2", "--", f"echo begun; {marker}")
-    nodes = by_node(result)
-    assert all(n["status"] == "timeout" and n["stdout"] == "begun\n" for n in nodes.values()), nodes
     deadline = time.monotonic() + 10
     while _left_running(marker) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -24,10 +24,13 @@ if str(REPO) not in sys.path:
 
 from tests.cluster import SimCluster  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists() or shutil.which("unshare") is None,
-    reason="needs root, /usr/sbin/sshd and unshare",
-)
+pytestmark = [
+    pytest.mark.harness,  # the test harness's own tests (tests/conftest.py reports them apart)
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not Path("/usr/sbin/sshd").exists() or shutil.which("unshare") is None,
+        reason="needs root, /usr/sbin/sshd and unshare",
+    ),
+]
 
 # Own address ranges, so these tests can run beside other suites that use the default 127.77.
 OCTETS = (127, 79)
@@ -129,7 +132,9 @@ def test_stopped_node_refuses(cluster: SimCluster) -> None:
         assert node.status() == "stopped"
         rc, _, err, seconds = ssh(cluster, node.name, "hostname")
         assert rc == 255 and "Connection refused" in err
-        assert seconds < 2
+        # refused at once, not left to the cluster's 5 s ConnectTimeout (the message says so); the bound only
+        # catches a hang (~0.1 s expected; the figure itself is not this test's business)
+        assert seconds < 20
     finally:
         node.start()
     assert_healthy(cluster, node.name)
@@ -140,11 +145,11 @@ def test_frozen_node_hangs_in_banner_exchange(cluster: SimCluster) -> None:
     node.freeze()
     try:
         assert node.status() == "frozen"
-        rc, _, err, seconds = ssh(cluster, node.name, "hostname", "-o", "ConnectTimeout=2")
+        rc, _, err, seconds = ssh(cluster, node.name, "hostname", "-o", "ConnectTimeout=2", timeout=60)
         assert rc == 255
         assert "banner exchange" in err and "timed out" in err, err
         assert "refused" not in err
-        assert 1.5 < seconds < 6
+        assert 1.5 < seconds < 30  # it waited for ConnectTimeout (2 s), and did not hang past 10x it
     finally:
         node.thaw()
     assert_healthy(cluster, node.name)
@@ -157,10 +162,10 @@ def test_blackholed_node_times_out_on_connect(cluster: SimCluster) -> None:
         assert node.status() == "running+blackholed"
         with pytest.raises(TimeoutError), socket.create_connection((node.address, node.port), timeout=1):
             pass
-        rc, _, err, seconds = ssh(cluster, node.name, "hostname", "-o", "ConnectTimeout=2")
+        rc, _, err, seconds = ssh(cluster, node.name, "hostname", "-o", "ConnectTimeout=2", timeout=60)
         assert rc == 255 and "Connection timed out" in err, err
         assert "banner" not in err and "refused" not in err
-        assert 1.5 < seconds < 6
+        assert 1.5 < seconds < 30  # it waited for ConnectTimeout (2 s), and did not hang past 10x it
         assert_healthy(cluster, "node06")  # only that node is affected
     finally:
         node.unblackhole()

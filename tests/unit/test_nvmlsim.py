@@ -29,6 +29,8 @@ from tests.nvmlsim import (  # noqa: E402
     write_state,
 )
 
+pytestmark = pytest.mark.harness  # the test harness's own tests (tests/conftest.py reports them apart)
+
 pytest.importorskip("pynvml")
 
 # Reads every state key back through pynvml, in the state file's own spelling, one GPU at a time.

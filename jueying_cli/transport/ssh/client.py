@@ -7,6 +7,7 @@ Every step is bounded by the node's deadline, nothing ever prompts, and every so
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -294,6 +295,7 @@ class SshTransport:
         if command.timeout_s:
             deadline = min(deadline, started + command.timeout_s + self.options.connect_timeout_s + 2)
         ep = self.endpoint(node)
+        command = _for_login(command, ep.user)
         attempts = 2 if ep.proxy_jump else 1
         for attempt in range(attempts):
             try:
@@ -348,6 +350,7 @@ class SshTransport:
         connection is kept until close(). Raises StreamError with the node's outcome when it cannot."""
         started = time.monotonic()
         ep = self.endpoint(node)
+        command = _for_login(command, ep.user)
         attempts = 2 if ep.proxy_jump else 1
         for attempt in range(attempts):
             try:
@@ -403,6 +406,12 @@ class SshTransport:
         for transport in transports:
             _close_quietly(transport)
         self.identities.close()
+
+
+def _for_login(command: Command, user: str) -> Command:
+    """A command that needs root runs through `sudo -n` unless the connection logs in as root (the user
+    resolved for it, whichever of ssh_config, the inventory or the local user named it)."""
+    return dataclasses.replace(command, sudo=True) if command.as_root and user != "root" else command
 
 
 def _close_quietly(transport: paramiko.Transport) -> None:
