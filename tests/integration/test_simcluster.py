@@ -85,7 +85,9 @@ def test_files_describe_the_cluster(cluster: SimCluster) -> None:
     assert cluster.client_env() == {
         "JUEYING_SSH_CONFIG": str(cluster.ssh_config_path),
         "JUEYING_INVENTORY": str(cluster.inventory_path),
+        "JUEYING_CHECKS": str(cluster.checks_path),
     }
+    assert cluster.checks_path.is_file()
     assert cluster.node("node03").state_path == cluster.base_dir / "nodes" / "node03" / "gpu.state"
 
 
