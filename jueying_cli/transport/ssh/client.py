@@ -327,7 +327,7 @@ class SshTransport:
         try:
             channel.exec_command(wrap_command(command))
             if command.stdin:
-                channel.sendall(command.stdin)
+                _send_stdin(channel, transport, command.stdin)
             if not lifeline(command):
                 channel.shutdown_write()  # with a lifeline, stdin stays open for as long as we want the command
             drained = drain(channel, deadline, cancel, lifeline=lifeline(command))
@@ -359,7 +359,7 @@ class SshTransport:
                     channel = transport.open_session(timeout=max(0.1, remaining(deadline)))
                     channel.exec_command(wrap_command(command))
                     if command.stdin:
-                        channel.sendall(command.stdin)
+                        _send_stdin(channel, transport, command.stdin)
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     self._forget(node.name, transport)
                     raise NodeError(OutcomeStatus.UNREACHABLE,
@@ -460,3 +460,14 @@ def _outcome(node: Node, command: Command, drained: Drained, duration: float, ca
     status = OutcomeStatus.OK if rc == 0 else OutcomeStatus.FAILED
     return Outcome(node.name, status, rc=rc, stdout=out, stderr=err, duration_s=duration,
                    error=None if rc == 0 else f"exit code {rc}", truncated=truncated)
+
+
+def _send_stdin(channel: paramiko.Channel, transport: paramiko.Transport, data: bytes) -> None:
+    """Send the command's stdin. A command that ends before reading it all (a python3 that is not one, a
+    missing interpreter) closes the channel under us: with the connection still up that is not a lost
+    node, and the command's output and exit status say what happened, so the error is dropped."""
+    try:
+        channel.sendall(data)
+    except (paramiko.SSHException, EOFError, OSError):
+        if not transport.is_active():
+            raise
