@@ -23,8 +23,10 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: importing rich would cost ~100 ms on every --help
     pretty_exceptions_enable=False,  # tracebacks with locals could print secrets
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Exit codes: 0 success; 1 some nodes failed or were unreachable; 2 bad usage or bad input file; "
-    "130 interrupted. `jueying check` uses Nagios codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
+    epilog="Exit codes: 0 success; 1 some nodes failed or were unreachable (audit: drift found; capacity: floor not "
+    "met); 2 bad usage or bad input file; 130 interrupted. `jueying check` uses Nagios codes (0 OK, 1 WARNING, "
+    "2 CRITICAL, 3 UNKNOWN); `jueying drill` adds 3 (aborted by a guard, rolled back) and 4 (rollback failed: "
+    "act now).",
 )
 
 
