@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +146,17 @@ def assert_lint_is_dcgm_only(text: str) -> None:
     """promtool check metrics finds exactly expected_lint(text): every jueying_* family is clean."""
     findings = set(promtool_findings(text))
     assert findings == expected_lint(text), sorted(findings ^ expected_lint(text))[:10]
+
+
+def builtin_inventory(nodes: Iterable[Any], path: Path) -> Path:
+    """An inventory of these simulated nodes on the builtin backend (max_unavailable 2, 8 GPUs expected)."""
+    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 2", "  expected_gpus: 8",
+             "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}}}" for n in nodes]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rows_by_node(stdout: str) -> dict[str, dict[str, Any]]:
+    """`status --json`'s node rows, by node name."""
+    return {r["node"]: r for r in json.loads(stdout)["data"]["nodes"]}

@@ -12,7 +12,6 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,9 +20,11 @@ from tests.conftest import GpuNode, run_jueying
 from tests.integration.prometheus_support import (
     Exporter,
     assert_lint_is_dcgm_only,
+    builtin_inventory,
     free_port,
     http_get,
     prometheus,
+    rows_by_node,
     wait_for,
 )
 from tests.machine import sim_checks_yaml
@@ -116,16 +117,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterato
         yield sim
 
 
-def _inventory(sim: SimCluster, path: Path) -> Path:
-    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 2", "  expected_gpus: 8",
-             "nodes:"]
-    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _rows(result_stdout: str) -> dict[str, dict[str, Any]]:
-    return {r["node"]: r for r in json.loads(result_stdout)["data"]["nodes"]}
 
 
 COMPARED = ("state", "gpus_present", "gpus_expected", "gpus_lost", "scheduler_state", "drain_reason",
@@ -134,7 +125,7 @@ COMPARED = ("state", "gpus_present", "gpus_expected", "gpus_lost", "scheduler_st
 
 def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: Path) -> None:
     env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
-           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+           "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
     lost, drained, down, gone = (cluster.node(n) for n in ("pn02", "pn03", "pn04", "pn05"))
     lost.set_gpus(**{"gpu.4.lost": 1})
     down.stop()
@@ -152,7 +143,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             from_prom = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
             over_ssh = run_jueying(["status", "--json", "--no-fold", "--connect-timeout", "3"], env)
             assert from_prom.rc == over_ssh.rc == 1, from_prom.stderr + over_ssh.stderr
-            prom_rows, ssh_rows = _rows(from_prom.stdout), _rows(over_ssh.stdout)
+            prom_rows, ssh_rows = rows_by_node(from_prom.stdout), rows_by_node(over_ssh.stdout)
             assert set(prom_rows) == set(ssh_rows) == {n.name for n in cluster.nodes}
             for name in ssh_rows:
                 assert {k: prom_rows[name][k] for k in COMPARED} == {k: ssh_rows[name][k] for k in COMPARED}, name
@@ -173,7 +164,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             assert second.stop() == 0
             wait_for(lambda: "pn05" not in server.values("jueying_node_state == 1", "node"), "pn05 gone stale")
             after = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
-            rows = _rows(after.stdout)
+            rows = rows_by_node(after.stdout)
             assert rows["pn05"]["state"] == "no_data" and gone.is_running()
             assert after.rc == 1 and "pn05" in {e["node"] for e in json.loads(after.stdout)["errors"]}
             # the controller's own families: the drain cap and the collection failures of the down node
@@ -196,7 +187,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
 
 def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_path: Path) -> None:
     env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
-           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+           "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
     result = run_jueying(["status", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
     assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
     bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
@@ -211,7 +202,7 @@ def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_
 def test_the_check_textfile_through_node_exporter(cluster: SimCluster, tmp_path: Path) -> None:
     """`jueying check --prometheus` read by a real node_exporter's textfile collector, scraped by Prometheus."""
     env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
-           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+           "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
     checks = tmp_path / "checks.yaml"
     checks.write_text(sim_checks_yaml())  # the default set without `load` (this machine's load is not the sim's)
     env["JUEYING_CHECKS"] = str(checks)

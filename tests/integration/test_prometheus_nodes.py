@@ -14,14 +14,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.cluster import SimCluster
 from tests.cluster._sim import SimNode
 from tests.conftest import REPO, run_jueying
-from tests.integration.prometheus_support import assert_lint_is_dcgm_only, http_get, prometheus, wait_for
+from tests.integration.prometheus_support import (
+    assert_lint_is_dcgm_only,
+    builtin_inventory,
+    http_get,
+    prometheus,
+    rows_by_node,
+    wait_for,
+)
 from tests.machine import sim_checks_yaml
 from tests.nvmlsim import default_state
 
@@ -78,16 +84,6 @@ def start_exporter(sim: SimCluster, node: SimNode) -> OnNode:
                                           "--expected-gpus", "8"], env)
 
 
-def _inventory(sim: SimCluster, path: Path) -> Path:
-    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 2", "  expected_gpus: 8",
-             "nodes:"]
-    lines += [f"  {n.name}: {{address: {n.address}}}" for n in sim.nodes]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _rows(stdout: str) -> dict[str, dict[str, Any]]:
-    return {r["node"]: r for r in json.loads(stdout)["data"]["nodes"]}
 
 
 def _check_levels(stdout: str) -> tuple[dict[str, str], set[tuple[str, str, int | None, str, str]]]:
@@ -113,7 +109,7 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
     checks = tmp_path / "checks.yaml"
     checks.write_text(sim_checks_yaml())
     env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_CHECKS": str(checks),
-           "JUEYING_INVENTORY": str(_inventory(cluster, tmp_path / "inventory.yaml"))}
+           "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
     first, lost, drained, gone = (cluster.node(n) for n in ("pm01", "pm02", "pm03", "pm05"))
     lost.set_gpus(**{"gpu.4.lost": 1})
     textfiles = first.dir / "textfile"
@@ -156,7 +152,7 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
             from_prom = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
             over_ssh = run_jueying(["status", "--json", "--no-fold"], env)
             assert from_prom.rc == over_ssh.rc == 0, from_prom.stderr + over_ssh.stderr
-            prom_rows, ssh_rows = _rows(from_prom.stdout), _rows(over_ssh.stdout)
+            prom_rows, ssh_rows = rows_by_node(from_prom.stdout), rows_by_node(over_ssh.stdout)
             assert set(prom_rows) == set(ssh_rows) == {n.name for n in cluster.nodes}
             for name in ssh_rows:
                 assert {k: prom_rows[name][k] for k in COMPARED} == {k: ssh_rows[name][k] for k in COMPARED}, name
@@ -181,8 +177,8 @@ def test_exporters_on_the_nodes_agree_with_ssh(cluster: SimCluster, tmp_path: Pa
             wait_for(lambda: "pm05" not in server.values("jueying_node_state == 1", "node"), "pm05 gone stale")
             after = run_jueying(["status", "--json", "--no-fold", "--source", f"prometheus={server.url}"], env)
             ssh_after = run_jueying(["status", "--json", "--no-fold", "-w", "pm05"], env)
-            rows = _rows(after.stdout)
-            assert rows["pm05"]["state"] == "no_data" and _rows(ssh_after.stdout)["pm05"]["state"] == "ok"
+            rows = rows_by_node(after.stdout)
+            assert rows["pm05"]["state"] == "no_data" and rows_by_node(ssh_after.stdout)["pm05"]["state"] == "ok"
             assert after.rc == 1 and [e["node"] for e in json.loads(after.stdout)["errors"]] == ["pm05"]
             table = run_jueying(["status", "--no-fold", "--source", f"prometheus={server.url}"],
                                 {**env, "NO_COLOR": "1"})
