@@ -5,7 +5,8 @@ Concurrent runs: a change holds its node's lock (store.node_locks, freed by the 
 re-reading the node's state, through the audit intent and the scheduler call, to reading back and settling
 the entry. Under the lock the plan is checked again: a node another run changed since this one looked is left
 alone (reported `unchanged`, no entry), so two runs never both drain one node, and the log's order is the
-order the changes were made in.
+order the changes were made in. An automatic drain whose facts were read before the node's last resume is
+left alone the same way: the resume was made on newer evidence.
 
 Interrupted runs: a SIGKILL mid-run leaves `pending` entries. `reconcile` settles only entries whose run is
 gone (store.audit.settle_refusal), under their nodes' locks, against what the scheduler shows; for builtin
@@ -40,12 +41,16 @@ class ActionReport:
     # nodes another run changed since this one planned: nothing done, a `none` change saying what they are now
     skipped: dict[str, Change] = field(default_factory=dict)
     settled: int = 0  # entries a dead run left for these nodes, settled before acting on them
+    # drains not made because the node was resumed after their facts were read: node -> why
+    stale: dict[str, str] = field(default_factory=dict)
 
 
 def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reason: str | None,
-          actor: str | None = None, run_id: str | None = None, message: str | None = None) -> ActionReport:
+          actor: str | None = None, run_id: str | None = None, message: str | None = None,
+          facts_read_at: float | None = None) -> ActionReport:
     """Make the planned changes through one scheduler, node locks held, with audit entries written before and
-    settled after. Nodes whose lock another run holds are waited for (LOCK_WAIT_S), a batch at a time."""
+    settled after. Nodes whose lock another run holds are waited for (LOCK_WAIT_S), a batch at a time.
+    `facts_read_at` (unix s): when the evidence behind these drains was read; a node resumed since is skipped."""
     actor = actor or operator()
     run_id = run_id or uuid.uuid4().hex[:12]
     report = ActionReport(changes=list(changes))
@@ -57,7 +62,7 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
         if held:
             try:
                 _apply_locked(held, scheduler, store, report, reason=reason, actor=actor, run_id=run_id,
-                              message=message)
+                              message=message, facts_read_at=facts_read_at)
             finally:
                 locks.release(c.node for c in held)
             taken = {c.node for c in held}
@@ -73,7 +78,8 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
 
 
 def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, report: ActionReport, *,
-                  reason: str | None, actor: str, run_id: str, message: str | None) -> None:
+                  reason: str | None, actor: str, run_id: str, message: str | None,
+                  facts_read_at: float | None) -> None:
     names = [c.node for c in batch]
     report.settled += reconcile(store, {scheduler.name: scheduler}, nodes=names, locked=True).settled
     now = planning_states(scheduler, names)
@@ -81,7 +87,10 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
     for c in batch:
         state = now.get(c.node)
         why = _changed_since_planned(c, state)
-        if why is None:
+        stale = None if why is not None else _resumed_since_read(store, c, facts_read_at)
+        if stale is not None:
+            report.stale[c.node] = stale
+        elif why is None:
             todo.append(replace(c, before=state))
         else:
             report.skipped[c.node] = Change(c.node, ChangeKind.NONE, state, why)
@@ -145,6 +154,19 @@ def _changed_since_planned(change: Change, now: NodeState | None) -> str | None:
     if change.action == ChangeKind.RESUME and change.before is not None and now.reason != change.before.reason:
         return f"drained again {who(now)} since this one looked; not resumed"
     return None
+
+
+def _resumed_since_read(store: Store, change: Change, facts_read_at: float | None) -> str | None:
+    """None unless `change` is a drain decided on facts read before the node's last resume (audit log): then
+    why it is not made. The next check run, on facts read after the resume, drains it if the fault is real."""
+    if change.action != ChangeKind.DRAIN or facts_read_at is None:
+        return None
+    resumed = store.audit.resumed_since(change.node, facts_read_at)
+    if resumed is None:
+        return None
+    when = time.strftime("%H:%M:%S", time.localtime(resumed.at))
+    return (f"resumed by {resumed.actor} at {when}, after this run read its facts; not drained on older "
+            "evidence (the next run decides)")
 
 
 def _shown(state: NodeState | None) -> tuple[str | None, str | None]:

@@ -25,7 +25,8 @@ DRAIN_ACTIONS = frozenset({Action.DRAIN, Action.RESET_GPU, Action.REBOOT, Action
 
 @dataclass(frozen=True)
 class AutoAction:
-    """One thing the automation did or held back: `result` is drained, held back, failed, waiting or resumed."""
+    """One thing the automation did or held back: `result` is drained, held back, not drained (its facts were
+    read before the node was resumed), failed, waiting or resumed."""
 
     node: str
     action: ChangeKind
@@ -40,9 +41,10 @@ class AutomationReport:
 
 
 def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[NodeFacts], *, drain: bool,
-             resume: bool, resume_after: int) -> AutomationReport:
+             resume: bool, resume_after: int, facts_read_at: float | None = None) -> AutomationReport:
     """Drain and/or resume as the findings say. A scheduler that cannot be asked (an unreachable
-    slurm_controller) stops the automation, not the check: the drains not made are listed as failed."""
+    slurm_controller) stops the automation, not the check: the drains not made are listed as failed.
+    `facts_read_at` (unix s, when this run began reading facts): a node resumed since is not drained."""
     answered = {r.name for r in results if r.facts is not None}
     clean = {name: not any(f.result.node == name and f.result.level != Level.OK for f in findings)
              for name in answered}
@@ -50,7 +52,7 @@ def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[
     actions: list[AutoAction] = []
     try:
         if drain:
-            actions += _drain(ctx, findings)
+            actions += _drain(ctx, findings, facts_read_at)
         if resume:
             just_drained = {a.node for a in actions}  # judged on the states from before this run's drains
             actions += _resume(ctx, answered, clean_runs, resume_after, skip=just_drained)
@@ -63,13 +65,13 @@ def automate(ctx: ActionContext, findings: Sequence[Finding], results: Sequence[
     return AutomationReport(actions)
 
 
-def _drain(ctx: ActionContext, findings: Sequence[Finding]) -> list[AutoAction]:
+def _drain(ctx: ActionContext, findings: Sequence[Finding], facts_read_at: float | None) -> list[AutoAction]:
     """Drain nodes whose confirmed CRITICAL results recommend it, up to max_unavailable; never forced."""
     requests = []
     for node, cause in causes(findings, DRAIN_ACTIONS).items():
         gpu = f" gpu{cause.gpu}" if cause.gpu is not None else ""
         requests.append(DrainRequest(node, auto_reason(f"{cause.check} {cause.code}{gpu}"),
-                                     cause.message))
+                                     cause.message, facts_read_at))
     if not requests:
         return []
     plan = plan_drains(ctx, requests, over_cap=OverCap.HOLD_BACK)

@@ -35,6 +35,7 @@ class ChangeResult(StrEnum):
     REASON_UPDATED = "reason updated"
     RESUMED = "resumed"
     UNCHANGED = "unchanged"
+    STALE = "not drained"  # an automatic drain whose facts were read before the node was resumed
     FAILED = "failed"
     HELD_BACK = "held back"
     WOULD_DRAIN = "would drain"
@@ -66,6 +67,9 @@ class DrainRequest:
     node: str
     reason: str  # the full reason, with jueying's tag (require_reason, jueying_reason)
     message: str | None = None  # for the audit log: what caused it
+    # unix s the facts behind an automatic drain were read: a resume made after it (the audit log) wins, so
+    # a check that read a fault before a drill or an operator put the node back does not drain it again
+    facts_read_at: float | None = None
 
 
 @dataclass
@@ -139,11 +143,12 @@ def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
     try:
         for backend, changes in plan.changes.items():
             scheduler = ctx.schedulers[backend][0]
-            for (reason, why), group in _groups(changes, plan.requests).items():
+            for (reason, why, read_at), group in _groups(changes, plan.requests).items():
                 note = why or message
                 if plan.forced:
                     note = "forced past max_unavailable" + (f"; {note}" if note else "")
-                report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note)
+                report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note,
+                               facts_read_at=read_at)
                 rows += [_row(backend, c, report, reason) for c in group]
     finally:
         ctx.release_cap()  # the drains are made (or failed): the next run's cap check sees them
@@ -151,12 +156,13 @@ def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
 
 
 def _groups(changes: Sequence[Change], requests: Mapping[str, DrainRequest],
-            ) -> dict[tuple[str | None, str | None], list[Change]]:
-    """Changes that share a reason and an audit message, in order (resumes have neither)."""
-    groups: dict[tuple[str | None, str | None], list[Change]] = {}
+            ) -> dict[tuple[str | None, str | None, float | None], list[Change]]:
+    """Changes that share a reason, an audit message and the time their facts were read, in order (resumes
+    have none of them)."""
+    groups: dict[tuple[str | None, str | None, float | None], list[Change]] = {}
     for c in changes:
         request = requests.get(c.node)
-        key = (request.reason, request.message) if request else (None, None)
+        key = (request.reason, request.message, request.facts_read_at) if request else (None, None, None)
         groups.setdefault(key, []).append(c)
     return groups
 
@@ -165,6 +171,8 @@ def _row(backend: Backend, c: Change, report: ActionReport, reason: str | None) 
     if c.node in report.skipped:  # another run changed the node since this one planned: nothing done
         now = report.skipped[c.node]
         return NodeChange(c.node, backend, ChangeResult.UNCHANGED, now.note, now)
+    if c.node in report.stale:
+        return NodeChange(c.node, backend, ChangeResult.STALE, report.stale[c.node], c)
     if c.node in report.failed:
         return NodeChange(c.node, backend, ChangeResult.FAILED, report.failed[c.node], c)
     if c.action == ChangeKind.NONE:

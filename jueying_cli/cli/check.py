@@ -169,7 +169,7 @@ def _run_checks(opts: common.FleetOptions, selected: list[Node], inventory: Inve
                 timeout: float, history: bool, unreachable: str, drain: bool, resume: bool, resume_after: int,
                 prometheus: Path | None) -> tuple[HealthReport, list[NodeFacts], list[AutoAction]]:
     """Collect, record, assess, automate and write the textfile, under the run lock."""
-    started = time.monotonic()
+    started, read_at = time.monotonic(), time.time()
     results, interrupted = common.collect(opts, selected, timeout)
     if interrupted:
         raise KeyboardInterrupt
@@ -179,7 +179,7 @@ def _run_checks(opts: common.FleetOptions, selected: list[Node], inventory: Inve
     actions: list[AutoAction] = []
     if drain or resume:
         actions = _automate(opts, inventory, selected, report, results, drain=drain, resume=resume,
-                            resume_after=resume_after)
+                            resume_after=resume_after, facts_read_at=read_at)
     duration = time.monotonic() - started
     if prometheus is not None:
         _write_prometheus(prometheus, report, results, duration)
@@ -197,14 +197,16 @@ def _assess(results: list[NodeFacts], config: CheckConfig, inventory: Inventory,
 
 
 def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[Node], report: HealthReport,
-              results: list[NodeFacts], *, drain: bool, resume: bool, resume_after: int) -> list[AutoAction]:
+              results: list[NodeFacts], *, drain: bool, resume: bool, resume_after: int,
+              facts_read_at: float) -> list[AutoAction]:
     from jueying_cli.actions.automation import automate
     from jueying_cli.actions.context import ActionContext
 
     ctx = ActionContext.open(inventory, selected, common.make_transport(opts), common.open_store(),
                              settle_pending=False)
     try:
-        done = automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after)
+        done = automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after,
+                        facts_read_at=facts_read_at)
     finally:
         ctx.close()
     if done.stopped:

@@ -183,6 +183,13 @@ class Audit:
         wanted = set(nodes)
         return [e for e in entries if e.node in wanted]
 
+    def resumed_since(self, node: str, since: float) -> AuditEntry | None:
+        """The newest resume of `node` made (settled done) after `since` (unix s), if any: a drain decided on
+        facts read before it would undo an operator's or a drill's resume on stale evidence."""
+        rows = self._db.read(f"{_SELECT} WHERE node = ? AND action = 'resume' AND result = 'done' AND at > ? "
+                             "ORDER BY id DESC LIMIT 1", [node, since])
+        return _entry(rows[0]) if rows else None
+
     def log(self, node: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """Newest `limit` entries (for one node, or all), oldest first."""
         where, params = ("WHERE node = ?", [node]) if node else ("", [])

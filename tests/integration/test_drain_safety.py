@@ -7,6 +7,8 @@ and the ledger (or Slurm), the markers on the nodes and the audit log must agree
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import random
 import signal
@@ -22,6 +24,7 @@ import pytest
 
 from tests.cluster import SimCluster
 from tests.conftest import REPO, Result, run_jueying
+from tests.machine import sim_checks_yaml
 from tests.slurm import SlurmCluster
 
 NAMES = [f"node{i:02d}" for i in range(1, 9)]
@@ -39,13 +42,13 @@ exec /bin/mv "$@"
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
+def sim(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
     bindir = tmp_path_factory.mktemp("safety-bin")
     (bindir / "mv").write_text(HOLDING_MV)
     (bindir / "mv").chmod(0o755)
     path = f"{bindir}:{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     with SimCluster(tmp_path_factory.mktemp("safety-sim"), len(NAMES), prefix="node", first_octets=OCTETS,
-                    extra_env={"PATH": path}) as cluster:
+                    gpu_lib_dir=nvml_lib, extra_env={"PATH": path}) as cluster:
         yield cluster
 
 
@@ -384,6 +387,51 @@ def test_a_change_planned_on_a_state_another_run_changed_is_not_made(builtin: En
     assert [(e.action, e.result) for e in audit(env)] == [("drain", "done"), ("update_reason", "done")]
     assert actual(env)["node03"] == "second [jueying:root]"
     assert_agree(env)
+
+
+def test_a_check_that_read_a_fault_before_a_resume_does_not_drain_the_node_again(builtin: Env,
+                                                                                 tmp_path: Path) -> None:
+    """`check --drain` reads facts, then a drill's rollback or an operator resumes a node: the check's drain,
+    decided on facts older than that resume, is not made (`not drained`, who resumed it and when); the
+    next run, on fresh facts, drains it if the fault is still there. The moment is held, not raced: the
+    check waits for the cap lock (held here, as another run holds it) after it has read every node."""
+    env, sim = builtin, builtin.sim
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    env.vars["JUEYING_CHECKS"] = str(checks)
+    for name in ("node02", "node03"):
+        sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 2})
+    try:
+        assert jy(env, "drain", "node03", "-r", "looking at gpu1").rc == 0  # an operator's drain
+        cap = env.db.with_name(env.db.name + ".locks") / "cap.lock"
+        cap.parent.mkdir(parents=True, exist_ok=True)
+        with open(cap, "a+") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            check = start(env, "check", "--drain", "--json", locks_traced_to=tmp_path / "check.trace")
+            try:
+                # node02 needs a drain: the check waits for the cap, every node's facts already read
+                wait_refused_a_lock(tmp_path / "check.trace", check)
+                resumed = jy(env, "resume", "node03")
+                assert resumed.rc == 0, resumed.stdout + resumed.stderr
+            finally:
+                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+        result = finish(check)
+        actions = {a["node"]: a for a in json.loads(result.stdout)["data"]["actions"]}
+        assert actions["node02"]["result"] == "drained", actions
+        assert actions["node03"]["result"] == "not drained", actions
+        assert actions["node03"]["note"].startswith("resumed by root at "), actions
+        assert "after this run read its facts" in actions["node03"]["note"], actions
+        assert actual(env)["node03"] is None
+        assert [(e.node, e.action, e.result) for e in audit(env)] == [
+            ("node03", "drain", "done"), ("node03", "resume", "done"), ("node02", "drain", "done")]
+        # the fault is still there: the next run, on facts read after the resume, drains node03
+        again = jy(env, "check", "--drain", "--json")
+        assert [(a["node"], a["result"]) for a in again.json()["data"]["actions"]] == [("node03", "drained")]
+        assert actual(env)["node03"] == "ecc_uncorrected ECC_DBE_VOLATILE gpu1 [jueying-check]"
+        assert_agree(env)
+    finally:
+        for name in ("node02", "node03"):
+            sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 0})
 
 
 def test_the_builtin_cap_counts_unreachable_and_hung_nodes(builtin: Env) -> None:
