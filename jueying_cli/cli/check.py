@@ -217,11 +217,13 @@ def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[No
 def _write_prometheus(path: Path, report: HealthReport, results: list[NodeFacts], duration: float) -> None:
     """The node_exporter textfile: the same families and labels as `jueying exporter` (README)."""
     from jueying_cli.exporter.metrics import exposition, write_atomically
+    from jueying_cli.render.health import health_by_node
     from jueying_cli.render.prometheus import check_families, node_families, run_families
     from jueying_cli.status.view import rows_for
 
     families = [*check_families(report.findings),
-                *node_families(rows_for(results), {r.name: r.outcome.status for r in results}),
+                *node_families(rows_for(results), {r.name: r.outcome.status for r in results},
+                               gpu_rows=rows_for(results, health=health_by_node(report.findings))),
                 *run_families(run_timestamp=time.time(), duration_s=duration, exit_code=int(report.exit_level))]
     try:
         write_atomically(path, exposition(families))

@@ -14,6 +14,8 @@ from jueying_cli.errors import ExitCode
 from jueying_cli.vocab import OutputFormat
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from jueying_cli.inventory.model import Node
     from jueying_cli.status.view import SchedulerView
 
@@ -98,6 +100,8 @@ def status(
         scheduler = output.read_scheduler(opts, inventory, selected) if inventory.source else None
         raise typer.Exit(_status_from_prometheus(url, selected, sort=sort, fold=fold, json_output=out.json,
                                                  timeout_s=timeout, scheduler=scheduler,
+                                                 confirm_runs=lambda check, node: config.confirm_runs(
+                                                     check, node, inventory),
                                                  output_rows=out if out.rows else None))
     if watch is not None:
         from jueying_cli.cli.watch import watch_status
@@ -119,9 +123,10 @@ def status(
 
 def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: bool, json_output: bool,
                             timeout_s: float, scheduler: dict[str, SchedulerView] | None,
-                            output_rows: common.Output | None) -> int:
-    """The status table from two PromQL queries and the scheduler's states; exit 1 when some node has no fresh
-    data (or only stale data), or when the server cannot be asked."""
+                            confirm_runs: Callable[[str, Node], int], output_rows: common.Output | None) -> int:
+    """The status table from two PromQL queries (the node rows, the check levels) and the scheduler's states;
+    exit 1 when some node has no fresh data (or only stale data), or when the server cannot be asked."""
+    from jueying_cli.exporter.check_readback import health_by_node_from
     from jueying_cli.exporter.readback import PrometheusError, status_rows
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.select import fold as fold_names
@@ -131,7 +136,8 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
     from jueying_cli.vocab import ANSWERED, OutcomeStatus
 
     try:
-        rows = sort_summaries(status_rows(url, selected, timeout_s, scheduler), sort)
+        health = health_by_node_from(url, selected, confirm_runs=confirm_runs, timeout_s=timeout_s)
+        rows = sort_summaries(status_rows(url, selected, timeout_s, scheduler, health), sort)
     except PrometheusError as exc:
         common.warn(str(exc))
         return int(ExitCode.NODES_FAILED)

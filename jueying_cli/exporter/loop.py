@@ -22,6 +22,7 @@ from jueying_cli.checks.model import CheckResult
 from jueying_cli.checks.run import run_checks
 from jueying_cli.facts.collected import NodeFacts
 from jueying_cli.inventory.model import Inventory, Node
+from jueying_cli.render.health import health_by_node
 from jueying_cli.render.prometheus import (
     Family,
     cap_families,
@@ -124,12 +125,6 @@ class Collection:
             if r.facts is None:
                 self._failures[r.name] = self._failures.get(r.name, 0) + 1
         scheduler = dict(self._read_scheduler()) if self._read_scheduler is not None else {}
-        # jueying_node_state is the node's own health (what it answered, or why it did not), the same in node
-        # mode, in controller mode and in the textfile; what the scheduler says has families of its own.
-        health = rows_for(merged, stale)
-        rows = [dataclasses.replace(h, scheduler=s.scheduler, scheduler_state=s.scheduler_state,
-                                    drain_reason=s.drain_reason)
-                for h, s in zip(health, rows_for(merged, stale, scheduler), strict=True)]
         answered = [(r.node, r.facts) for r in merged if r.facts is not None]
         now = time.time()
         checks = run_checks(answered, self._config, self._inventory, now=now)
@@ -138,10 +133,18 @@ class Collection:
                                code=r.outcome.status.upper()) for r in merged if r.facts is None]
         findings = self._streaks.findings(
             checks, lambda c: self._config.confirm_runs(c.check, self._by_name[c.node], self._inventory))
+        # jueying_node_state is the node's own health (what it answered, or why it did not), the same in node
+        # mode, in controller mode and in the textfile; what the scheduler says has families of its own; the
+        # GPU columns count as healthy only GPUs without a confirmed problem, as `jueying status` does.
+        own = rows_for(merged, stale)
+        rows = [dataclasses.replace(h, scheduler=s.scheduler, scheduler_state=s.scheduler_state,
+                                    drain_reason=s.drain_reason)
+                for h, s in zip(own, rows_for(merged, stale, scheduler), strict=True)]
+        judged = rows_for(merged, stale, health=health_by_node(findings))
         families = [
             *gpu_families((r.name, r.facts) for r in merged if r.facts is not None),
             *check_families(findings),
-            *node_families(rows, {r.name: r.outcome.status for r in results}, stale),
+            *node_families(rows, {r.name: r.outcome.status for r in results}, stale, gpu_rows=judged),
         ]
         states = {name: view.state for name, view in scheduler.items() if view.state is not None}
         if states:

@@ -1,6 +1,7 @@
 """`jueying status --source prometheus=URL`: the status rows read back from a Prometheus server that scrapes
 jueying exporters (or node_exporter reading `check --prometheus`'s textfile), in one PromQL query (HTTP API
-/api/v1/query), instead of one SSH round trip per node.
+/api/v1/query), instead of one SSH round trip per node; their health columns from the check levels
+(check_readback, a second query).
 
 The query asks for what a status row needs and no more: of the enum families only the series at 1, and the
 GPU columns as the exporter already summarised them per node (jueying_node_gpu_*: about 25 series per node,
@@ -25,9 +26,9 @@ from dataclasses import dataclass, field
 from jueying_cli.errors import JueyingError
 from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import NodeState
-from jueying_cli.status.summary import ModelCount, NodeSummary, unanswered, with_scheduler
+from jueying_cli.status.summary import HealthFinding, ModelCount, NodeSummary, unanswered, with_health, with_scheduler
 from jueying_cli.status.view import SchedulerView
-from jueying_cli.vocab import Backend, NodeStatus, OutcomeStatus, SchedulerState
+from jueying_cli.vocab import ANSWERED, Backend, NodeStatus, OutcomeStatus, SchedulerState
 
 MAX_BODY = 512 * 1024 * 1024  # bytes of one answer; more is not a status, it is a hostile server
 # Enum families: only the series whose value is 1 (the current state) travel; the 0s are most of the series.
@@ -84,8 +85,10 @@ def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, objec
 
 
 def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
-                scheduler: Mapping[str, SchedulerView] | None = None) -> list[NodeSummary]:
-    """One status row per selected node, from one query; nodes without series are `no_data`.
+                scheduler: Mapping[str, SchedulerView] | None = None,
+                health: Mapping[str, Sequence[HealthFinding]] | None = None) -> list[NodeSummary]:
+    """One status row per selected node, from one query; nodes without series are `no_data`. `health`: each
+    node's non-OK check results (check_readback.health_by_node_from), for the health columns (None: none).
 
     The node's health comes from Prometheus. What its scheduler says comes from `scheduler` (read now from
     the backend, as `jueying status` does) for the nodes it covers, else from the scheduler families in
@@ -102,8 +105,11 @@ def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
         except (TypeError, ValueError):
             continue
         _take(found, {str(k): str(v) for k, v in metric.items()}, number)
-    return [_with_scheduler(_row(node, found.get(node.name)), found.get(node.name), (scheduler or {}).get(node.name))
-            for node in nodes]
+    rows = [_row(node, found.get(node.name)) for node in nodes]
+    if health is not None:
+        rows = with_exported_health(rows, health)
+    return [_with_scheduler(row, found.get(node.name), (scheduler or {}).get(node.name))
+            for row, node in zip(rows, nodes, strict=True)]
 
 
 def _take(found: dict[str, _Node], labels: dict[str, str], value: float) -> None:
@@ -169,3 +175,19 @@ def _with_scheduler(row: NodeSummary, seen: _Node | None, view: SchedulerView | 
     if backend in {str(b) for b in Backend}:
         return with_scheduler(row, Backend(backend), exported)
     return dataclasses.replace(row, scheduler_state=state, drain_reason=exported.reason)
+
+
+def with_exported_health(rows: Sequence[NodeSummary], health: Mapping[str, Sequence[HealthFinding]],
+                         ) -> list[NodeSummary]:
+    """The rows of answering nodes with their health columns (summary.with_health) from the check levels in
+    Prometheus. The exporter counts a node's healthy GPUs per model without those with a confirmed problem,
+    so the GPUs with one are those present and not counted there."""
+    out = []
+    for row in rows:
+        if row.state not in ANSWERED:
+            out.append(row)
+            continue
+        counted = sum(m.gpus for m in row.gpu_models)
+        flagged = max(0, (row.gpus_present or 0) - counted) if row.gpu_models else 0
+        out.append(with_health(row, health.get(row.node, ()), gpus_with_problems=flagged))
+    return out

@@ -111,10 +111,12 @@ _NOT_HEALTH = frozenset({NodeStatus.DRAINED, NodeStatus.DRAINING, NodeStatus.NO_
 
 
 def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeStatus],
-                  stale: Iterable[str] = ()) -> list[Family]:
+                  stale: Iterable[str] = (), gpu_rows: Sequence[NodeSummary] | None = None) -> list[Family]:
     """Per node: its own health (enum; drained or draining is the scheduler's word, in its own families), the
     outcome of collecting it (enum, separate: a node can answer and be degraded), GPUs present/expected/lost,
-    the age of its facts, host load and memory, and what its scheduler says (enum) with the drain reason."""
+    the age of its facts, host load and memory, and what its scheduler says (enum) with the drain reason.
+    `gpu_rows`: the same rows with the health checks' results applied (summary.with_health), for the GPU
+    columns: a GPU with a confirmed problem is not counted healthy, as in `jueying status`."""
     stale = set(stale)
     state = Family("jueying_node_state", "A node's own health as `jueying status` judges it: 1 for the current "
                    "state, 0 for the others (ok, degraded, no_driver; failed, timeout, unreachable, auth_failed, "
@@ -162,7 +164,7 @@ def node_families(rows: Sequence[NodeSummary], outcomes: Mapping[str, OutcomeSta
             if row.scheduler_state in (SchedulerState.DRAINED, SchedulerState.DRAINING) or row.drain_reason:
                 drain.add({**node, "backend": str(row.scheduler or ""), "reason": row.drain_reason or ""}, 1.0)
     return [state, reason, outcome, stale_f, present, expected, lost, collected, load1, threads, mem_used, mem_total,
-            sched, drain, *gpu_summary_families(rows)]
+            sched, drain, *gpu_summary_families(rows if gpu_rows is None else gpu_rows)]
 
 
 def gpu_summary_families(rows: Sequence[NodeSummary]) -> list[Family]:

@@ -98,8 +98,7 @@ def _healthy(gpu: GpuFacts) -> bool:
 def summarize(node: str, facts: Facts, expected_gpus: int | None = None,
               health: Sequence[HealthFinding] | None = None) -> NodeSummary:
     """One node's row; `health` is its non-OK check results (None: the checks were not run)."""
-    problems = _by_severity([f for f in health or () if f.confirmed])
-    bad_gpus = {f.gpu for f in problems if f.gpu is not None and f.level in _PROBLEM_LEVELS}
+    bad_gpus = {f.gpu for f in health or () if f.confirmed and f.gpu is not None and f.level in _PROBLEM_LEVELS}
     gpus = [g for g in facts.gpus if _healthy(g)]
     lost = [g for g in facts.gpus if g.lost]
     utils = [g.utilization_gpu_pct for g in gpus if g.utilization_gpu_pct is not None]
@@ -110,12 +109,7 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None,
     limits = [g.power_limit_watts for g in gpus if g.power_limit_watts is not None]
     hottest = max(temps) if temps else None
     state, reason = node_state(facts, expected_gpus)
-    worst = problems[0] if problems else None
-    if state == NodeStatus.OK and worst is not None and worst.level in _PROBLEM_LEVELS:
-        state = NodeStatus.DEGRADED
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        reason = f"{worst.check}: {worst.message}{more}"
-    return NodeSummary(
+    row = NodeSummary(
         node=node,
         state=state,
         reason=reason,
@@ -137,13 +131,28 @@ def summarize(node: str, facts: Facts, expected_gpus: int | None = None,
         host_memory_used_bytes=facts.host.memory_used_bytes,
         host_memory_total_bytes=facts.host.memory_total_bytes,
         collected_at_unix=facts.collected_at_unix,
-        health=None if health is None else (worst.level if worst else Level.OK),
-        health_check=worst.check if worst else None,
-        health_gpu=worst.gpu if worst else None,
-        problems=problems,
-        pending=_by_severity([f for f in health or () if not f.confirmed]),
-        gpus_with_problems=sum(1 for g in gpus if g.index in bad_gpus),
     )
+    if health is None:
+        return row
+    return with_health(row, health, gpus_with_problems=sum(1 for g in gpus if g.index in bad_gpus))
+
+
+def with_health(row: NodeSummary, health: Sequence[HealthFinding], *, gpus_with_problems: int) -> NodeSummary:
+    """A row's health columns from the node's non-OK check results: the worst confirmed level with its check
+    and GPU, the problems and the pending results; a node that is ok by its own facts but has a confirmed
+    WARNING or CRITICAL result is degraded, with that result as its reason. `gpus_with_problems`: present GPUs
+    with a confirmed problem of their own (they are not counted healthy)."""
+    problems = _by_severity([f for f in health if f.confirmed])
+    worst = problems[0] if problems else None
+    state, reason = row.state, row.reason
+    if state == NodeStatus.OK and worst is not None and worst.level in _PROBLEM_LEVELS:
+        state = NodeStatus.DEGRADED
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        reason = f"{worst.check}: {worst.message}{more}"
+    return dataclasses.replace(
+        row, state=state, reason=reason, health=worst.level if worst else Level.OK,
+        health_check=worst.check if worst else None, health_gpu=worst.gpu if worst else None, problems=problems,
+        pending=_by_severity([f for f in health if not f.confirmed]), gpus_with_problems=gpus_with_problems)
 
 
 def node_state(facts: Facts, expected_gpus: int | None) -> tuple[NodeStatus, str]:

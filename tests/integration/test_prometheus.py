@@ -120,14 +120,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterato
 
 
 COMPARED = ("state", "gpus_present", "gpus_expected", "gpus_lost", "scheduler_state", "drain_reason",
-            "hottest_gpu_c", "hottest_gpu_index", "cpu_threads", "gpu_memory_total_bytes")
+            "hottest_gpu_c", "hottest_gpu_index", "cpu_threads", "gpu_memory_total_bytes", "health", "health_check",
+            "health_gpu", "gpus_with_problems")
 
 
 def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: Path) -> None:
-    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_CHECKS": str(checks),
            "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
-    lost, drained, down, gone = (cluster.node(n) for n in ("pn02", "pn03", "pn04", "pn05"))
+    ecc, lost, drained, down, gone = (cluster.node(n) for n in ("pn01", "pn02", "pn03", "pn04", "pn05"))
     lost.set_gpus(**{"gpu.4.lost": 1})
+    ecc.set_gpus(**{"gpu.6.ecc_uncorrected_volatile": 3})  # a GPU that answers, with a confirmed CRITICAL
     down.stop()
     first = Exporter(env, "--interval", "1", "--connect-timeout", "3", "-w", "pn[01-04]")
     second = Exporter(env, "--interval", "1", "--connect-timeout", "3", "-w", "pn05")
@@ -148,6 +152,11 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             for name in ssh_rows:
                 assert {k: prom_rows[name][k] for k in COMPARED} == {k: ssh_rows[name][k] for k in COMPARED}, name
             assert prom_rows["pn02"]["state"] == "degraded" and prom_rows["pn02"]["gpus_lost"] == 1
+            assert (prom_rows["pn01"]["state"], prom_rows["pn01"]["health"]) == ("degraded", "CRITICAL")
+            assert (prom_rows["pn01"]["health_gpu"], prom_rows["pn01"]["gpus_with_problems"]) == (6, 1)
+            prom_sum, ssh_sum = (json.loads(r.stdout)["data"]["summary"] for r in (from_prom, over_ssh))
+            assert prom_sum["gpus_healthy"] == ssh_sum["gpus_healthy"]
+            assert prom_sum["nodes_by_health"] == ssh_sum["nodes_by_health"]
             assert prom_rows["pn03"]["state"] == "drained" and "fan | noisy" in prom_rows["pn03"]["drain_reason"]
             assert prom_rows["pn04"]["state"] == "unreachable"
             assert prom_rows["pn01"]["collected_at_unix"] is not None
@@ -178,6 +187,7 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
         second.stop()
         run_jueying(["resume", "pn03"], env)
         lost.write_gpu_state(default_state())
+        ecc.write_gpu_state(default_state())
         if not down.is_running():
             down.start()
         marker = drained.dir / "drained"
