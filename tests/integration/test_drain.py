@@ -317,8 +317,10 @@ def test_sigkill_mid_drain_leaves_log_and_backend_consistent(env: dict[str, str]
         bindir.mkdir()
         real = subprocess.run(["sh", "-c", "command -v scontrol"], capture_output=True, text=True).stdout.strip()
         applied = tmp_path / "update-applied"
+        # it dawdles while jueying lives (at most 30 s): once jueying is killed it ends too, leaving nothing behind
+        dawdle = 'i=0; while kill -0 "$PPID" 2>/dev/null && [ "$i" -lt 600 ]; do sleep 0.05; i=$((i + 1)); done'
         (bindir / "scontrol").write_text(f'#!/bin/sh\n{real} "$@"; rc=$?\n'
-                                         f'case "$*" in *update*) echo "$*" >> {applied}; sleep 30;; esac\n'
+                                         f'case "$*" in *update*) echo "$*" >> {applied}; {dawdle};; esac\n'
                                          'exit $rc\n')
         (bindir / "scontrol").chmod(0o755)
         full["PATH"] = f"{bindir}:{full['PATH']}"
