@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from jueying_cli.audit.capacity import build_capacity, classify  # noqa: E402
+from jueying_cli.audit.capacity import build_capacity, classify, reading_of  # noqa: E402
 from jueying_cli.audit.capacity_report import html_page as capacity_html  # noqa: E402
 from jueying_cli.audit.drift import audit_nodes, find_drift, find_identity, snapshot_doc  # noqa: E402
 from jueying_cli.audit.report import AuditReport, html_page  # noqa: E402
@@ -71,8 +71,9 @@ def once(results: list[NodeFacts]) -> dict[str, float]:
     [snapshot_doc(a) for a in audits]
     t["snapshot docs"] = time.process_time() - mark
     mark = time.process_time()
-    nodes = [classify(r, None, [], by="rack", known_gpus=None) for r in results]
-    report = build_capacity(nodes, results, by="rack", floor=100, history=None, since=None)
+    readings = [reading_of(r) for r in results]
+    nodes = [classify(r, None, [], by="rack", known_gpus=None) for r in readings]
+    report = build_capacity(nodes, readings, by="rack", floor=100, history=None, since=None)
     t["capacity"] = time.process_time() - mark
     mark = time.process_time()
     capacity_html(report)

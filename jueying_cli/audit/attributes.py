@@ -116,10 +116,15 @@ def read_attributes(facts: Facts) -> dict[str, str | None]:
 
 def model_of(facts: Facts) -> str:
     """The comparison group: the node's most common GPU model, or NO_GPU."""
+    return most_common_model(g.name for g in _gpus(facts))
+
+
+def most_common_model(names: Iterable[str | None]) -> str:
+    """The most common of these GPU model names (ties: the first by name), or NO_GPU."""
     counts: dict[str, int] = {}
-    for gpu in _gpus(facts):
-        if gpu.name:
-            counts[gpu.name] = counts.get(gpu.name, 0) + 1
+    for name in names:
+        if name:
+            counts[name] = counts.get(name, 0) + 1
     if not counts:
         return NO_GPU
     return min(counts, key=lambda name: (-counts[name], name))

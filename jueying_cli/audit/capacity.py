@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jueying_cli.audit.attributes import model_of
+from jueying_cli.audit.attributes import most_common_model
 from jueying_cli.audit.datasheets import PRECISIONS, peak_tflops
 from jueying_cli.facts.collected import NodeFacts
+from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.store import HistoryRow
 from jueying_cli.vocab import HealthClass, Level, SchedulerState
@@ -59,24 +60,55 @@ def _counts() -> dict[HealthClass, int]:
     return dict.fromkeys(CLASSES, 0)
 
 
-def classify(r: NodeFacts, scheduler: NodeState | None, problems: Sequence[Problem], *, by: str,
+@dataclass(frozen=True)
+class GpuReading:
+    """What capacity needs of one GPU that answered (a lost GPU is only counted: NodeReading.lost)."""
+
+    index: int
+    name: str | None
+    power_watts: float | None
+    power_limit_watts: float | None
+
+
+@dataclass(frozen=True)
+class NodeReading:
+    """One node as capacity reads it, from its facts (reading_of) or from Prometheus (capacity_prometheus):
+    the GPUs that answered and how many are lost; `gpus` None when the node gave no facts, `why` saying why."""
+
+    node: Node
+    gpus: tuple[GpuReading, ...] | None
+    lost: int = 0
+    why: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+def reading_of(r: NodeFacts) -> NodeReading:
+    if r.facts is None:
+        return NodeReading(r.node, None, why=r.outcome.error or r.outcome.status)
+    present = tuple(GpuReading(g.index, g.name, g.power_watts, g.power_limit_watts) for g in r.facts.gpus
+                    if not g.lost)
+    return NodeReading(r.node, present, len(r.facts.gpus) - len(present))
+
+
+def classify(r: NodeReading, scheduler: NodeState | None, problems: Sequence[Problem], *, by: str,
              known_gpus: int | None) -> NodeCapacity:
     node = r.node
     spare = node.vars.get("role") == "spare"
     group = _group(r, by)
     expected = node.expected_gpus
-    facts = r.facts
-    if facts is None:
+    if r.gpus is None:
         gpus_total = expected if expected is not None else (known_gpus or 0)
         state = HealthClass.DOWN if scheduler is not None and scheduler.state == SchedulerState.DOWN \
             else HealthClass.UNREACHABLE
         counts = _counts()
         counts[state] = gpus_total
-        return NodeCapacity(node.name, group, spare, state, r.outcome.error or r.outcome.status, counts, {},
-                            None, None, None)
-    present = [g for g in facts.gpus if not g.lost]
-    lost = len(facts.gpus) - len(present)
-    missing = max(0, (expected or 0) - len(facts.gpus))
+        return NodeCapacity(node.name, group, spare, state, r.why, counts, {}, None, None, None)
+    present = list(r.gpus)
+    lost = r.lost
+    missing = max(0, (expected or 0) - len(present) - lost)
     power = [g.power_watts for g in present if g.power_watts is not None]
     limits = [g.power_limit_watts for g in present if g.power_limit_watts is not None]
     counts = _counts()
@@ -116,10 +148,10 @@ def _sum(values: Sequence[float]) -> float | None:
     return round(sum(values), 3) if values else None
 
 
-def _group(r: NodeFacts, by: str) -> str:
+def _group(r: NodeReading, by: str) -> str:
     if by == "model":
-        if r.facts is not None and any(not g.lost for g in r.facts.gpus):
-            return model_of(r.facts)
+        if r.gpus:
+            return most_common_model(g.name for g in r.gpus)
         pinned = r.node.vars.get("gpu_model")
         return pinned if isinstance(pinned, str) and pinned else "unknown"
     value = r.node.vars.get(by)
@@ -223,30 +255,32 @@ class CapacityReport:
         }
 
 
-def build_capacity(nodes: Sequence[NodeCapacity], results: Sequence[NodeFacts], *, by: str, floor: int | None,
+def build_capacity(nodes: Sequence[NodeCapacity], readings: Sequence[NodeReading], *, by: str, floor: int | None,
                    history: Mapping[str, Sequence[HistoryRow]] | None, since: str | None,
-                   now: float | None = None) -> CapacityReport:
+                   now: float | None = None, energy: Mapping[str, float | None] | None = None) -> CapacityReport:
+    """Groups, total, losses and trend. Energy per node from `energy` (kWh, when given) or from `history`."""
     groups: dict[str, GroupCapacity] = {}
     total = GroupCapacity("total")
     for n in nodes:
         groups.setdefault(n.group, GroupCapacity(n.group)).add(n)
         total.add(n)
-    if history is not None:
+    if energy is None and history is not None:
         energy = {node: energy_kwh(rows) for node, rows in history.items()}
+    if energy is not None:
         for g in [*groups.values(), total]:
             members = [n.node for n in nodes if g is total or n.group == g.name]
             known = [energy[m] for m in members if energy.get(m) is not None]
             g.energy_kwh = sum(e for e in known if e is not None) if known else None
-    losses = [] if floor is None else [_loss(level, nodes, results, floor, total.gpus[HealthClass.HEALTHY])
+    losses = [] if floor is None else [_loss(level, nodes, readings, floor, total.gpus[HealthClass.HEALTHY])
                                        for level in ("rack", "site")]
     trend = healthy_per_day(history) if history is not None else None
     return CapacityReport(by, [groups[k] for k in sorted(groups)], total, list(nodes), floor, losses, trend, since,
                           time.time() if now is None else now)
 
 
-def _loss(level: str, nodes: Sequence[NodeCapacity], results: Sequence[NodeFacts], floor: int,
+def _loss(level: str, nodes: Sequence[NodeCapacity], readings: Sequence[NodeReading], floor: int,
           healthy: int) -> Loss:
-    where = {r.name: r.node.vars.get(level) for r in results}
+    where = {r.name: r.node.vars.get(level) for r in readings}
     per: dict[str, int] = {}
     for n in nodes:
         place = where.get(n.node)

@@ -138,12 +138,12 @@ def _check_from_prometheus(url: str, selected: list[Node], inventory: Inventory,
     """The confirmed levels read back from Prometheus, printed as a check run prints them (same exit codes); a
     node without fresh data is a `reachability` result at --unreachable, never OK; a server that cannot be
     asked is UNKNOWN."""
+    from jueying_cli.checks.exported import check_findings
     from jueying_cli.checks.flap import HealthReport
     from jueying_cli.checks.model import worst
-    from jueying_cli.exporter.check_readback import check_findings
-    from jueying_cli.exporter.readback import PrometheusError
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.outcome import Outcome
+    from jueying_cli.transport.promql import PrometheusError
     from jueying_cli.vocab import OutcomeStatus
 
     started = time.monotonic()

@@ -127,12 +127,13 @@ def _status_from_prometheus(url: str, selected: list[Node], *, sort: str, fold: 
     """The status table from two PromQL queries (the node rows, the check levels) and the scheduler's states;
     exit 1 when some node has no fresh data (or only stale data), or when the server cannot be asked."""
     from jueying_cli.exporter.check_readback import health_by_node_from
-    from jueying_cli.exporter.readback import PrometheusError, status_rows
+    from jueying_cli.exporter.readback import status_rows
     from jueying_cli.facts.collected import NodeFacts
     from jueying_cli.inventory.select import fold as fold_names
     from jueying_cli.outcome import Outcome
     from jueying_cli.status.summary import fold_healthy, sort_summaries, totals
     from jueying_cli.status.view import StatusView
+    from jueying_cli.transport.promql import PrometheusError
     from jueying_cli.vocab import ANSWERED, OutcomeStatus
 
     try:

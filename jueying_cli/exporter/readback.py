@@ -10,27 +10,22 @@ not six per GPU with their UUID and model labels, which Prometheus took seconds 
 series stale at once) is shown as `no_data`, never healthy. A node whose exporter kept its last values
 (`jueying_node_stale 1`) is shown stale, as `status --watch` does. Drain state is the scheduler's, not the
 node's: it is read from the backend as `jueying status` does, and taken from Prometheus only for nodes the
-backend was not read for. Hand-written over urllib (stdlib): one GET and a JSON body, bounded in size.
+backend was not read for.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from jueying_cli.errors import JueyingError
 from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.status.summary import HealthFinding, ModelCount, NodeSummary, unanswered, with_health, with_scheduler
 from jueying_cli.status.view import SchedulerView
+from jueying_cli.transport.promql import query
 from jueying_cli.vocab import ANSWERED, Backend, NodeStatus, OutcomeStatus, SchedulerState
 
-MAX_BODY = 512 * 1024 * 1024  # bytes of one answer; more is not a status, it is a hostile server
 # Enum families: only the series whose value is 1 (the current state) travel; the 0s are most of the series.
 ENUM_FAMILIES = ("state", "state_reason", "scheduler_state", "drain_info")
 VALUE_FAMILIES = ("gpus", "gpus_expected", "gpus_lost", "facts_timestamp_seconds", "load1", "cpu_threads",
@@ -42,10 +37,6 @@ QUERY = ('{__name__=~"jueying_node_(' + "|".join(ENUM_FAMILIES) + ')"} == 1 or m
          '({__name__=~"jueying_node_(' + "|".join(VALUE_FAMILIES) + ')"})')
 
 
-class PrometheusError(JueyingError):
-    """The server could not be asked, or its answer is not a query result."""
-
-
 @dataclass
 class _Node:
     values: dict[str, float] = field(default_factory=dict)
@@ -55,33 +46,6 @@ class _Node:
     drain: tuple[str, str] | None = None  # (backend, reason)
     hottest: tuple[float, int] | None = None  # (degrees C, GPU index)
     models: dict[str, int] = field(default_factory=dict)  # model name -> healthy GPUs
-
-
-def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, object]], float]:
-    """(result vector, evaluation time) of an instant query; PrometheusError otherwise."""
-    endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    if not endpoint.startswith(("http://", "https://")):
-        raise PrometheusError(f"not an http(s) URL: {url}")
-    try:
-        with urllib.request.urlopen(endpoint, timeout=timeout_s) as answer:  # noqa: S310 - scheme checked above
-            body = answer.read(MAX_BODY + 1)
-    except urllib.error.HTTPError as exc:
-        raise PrometheusError(f"Prometheus at {url} answered HTTP {exc.code}: {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise PrometheusError(f"cannot query Prometheus at {url}: {reason}") from None
-    if len(body) > MAX_BODY:
-        raise PrometheusError(f"Prometheus at {url} sent more than {MAX_BODY} bytes")
-    try:
-        doc = json.loads(body)
-        data = doc["data"]
-        if doc.get("status") != "success" or data.get("resultType") != "vector":
-            raise ValueError(doc.get("error") or "not a vector")
-        results = data["result"]
-        stamp = float(results[0]["value"][0]) if results else 0.0
-        return list(results), stamp
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise PrometheusError(f"Prometheus at {url} sent no query result ({exc})") from None
 
 
 def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
