@@ -79,6 +79,7 @@ class NodeReading:
     gpus: tuple[GpuReading, ...] | None
     lost: int = 0
     why: str = ""
+    status: str = ""  # with no facts: the outcome (unreachable, timeout, ...; no_data, stale from Prometheus)
 
     @property
     def name(self) -> str:
@@ -87,7 +88,7 @@ class NodeReading:
 
 def reading_of(r: NodeFacts) -> NodeReading:
     if r.facts is None:
-        return NodeReading(r.node, None, why=r.outcome.error or r.outcome.status)
+        return NodeReading(r.node, None, why=r.outcome.error or r.outcome.status, status=str(r.outcome.status))
     present = tuple(GpuReading(g.index, g.name, g.power_watts, g.power_limit_watts) for g in r.facts.gpus
                     if not g.lost)
     return NodeReading(r.node, present, len(r.facts.gpus) - len(present))

@@ -12,7 +12,10 @@ from jueying_cli.cli import common
 from jueying_cli.errors import ExitCode
 
 if TYPE_CHECKING:
-    from jueying_cli.audit.capacity import CapacityReport
+    from jueying_cli.audit.capacity import CapacityReport, NodeReading
+    from jueying_cli.checks import CheckConfig
+    from jueying_cli.inventory.model import Inventory, Node
+    from jueying_cli.scheduler.base import NodeState
     from jueying_cli.store import Store
 
 
@@ -31,7 +34,8 @@ def capacity(
                                      "it now and if the largest rack, or the largest site, were lost."),
     since: str | None = typer.Option(None, "--since", metavar="DURATION",
                                      help="Energy used and healthy GPUs per day over this time (30m, 12h, 7d), from "
-                                     "the state database."),
+                                     "the state database (with --source prometheus: energy from Prometheus, no "
+                                     "per-day trend)."),
     checks_file: str | None = typer.Option(None, "--checks", envvar="JUEYING_CHECKS", metavar="FILE",
                                            help="Check set deciding what is degraded (default: the built-in set)."),
     format_: str = typer.Option("table", "--format", metavar="FORMAT",
@@ -52,6 +56,9 @@ def capacity(
     deadline: float | None = common.DeadlineOpt,
     accept_new_hostkeys: bool = common.AcceptNewOpt,
     ssh_config: str | None = common.SshConfigOpt,
+    source: str = typer.Option("ssh", "--source", metavar="ssh|prometheus=URL",
+                               help="Where the facts come from: every node over SSH (default), or a Prometheus "
+                               "server scraping jueying exporters (prometheus=http://HOST:9090)."),
 ) -> None:
     """Count healthy, degraded, drained, down and unreachable GPUs and nodes per group (spares apart), from live
     facts, the scheduler's states and the health checks' confirmed results; sum the healthy GPUs' dense peak
@@ -63,7 +70,7 @@ def capacity(
     floor does not hold now or after losing the largest rack or site; 2 bad usage, inventory or check file;
     130 interrupted.
     """
-    from jueying_cli.audit.capacity import GROUP_BY
+    from jueying_cli.audit.capacity import GROUP_BY, reading_of
     from jueying_cli.audit.capacity_run import run_capacity
     from jueying_cli.audit.history import parse_duration
     from jueying_cli.checks import builtin_config, load_check_config
@@ -78,27 +85,35 @@ def capacity(
     config = load_check_config(Path(checks_file)) if checks_file else builtin_config()
     opts = common.FleetOptions(inventory_, nodes_, exclude, fanout, connect_timeout, deadline,
                                accept_new_hostkeys, ssh_config)
+    url = common.prometheus_source(source)
     inventory, selected = common.select(opts)
-    results, interrupted = common.collect(opts, selected, timeout)
     views = status_output.read_scheduler(opts, inventory, selected) if inventory.source else {}
+    scheduler = {n: v.state for n, v in views.items()}
     store = _open_store()
+    interrupted = False
     try:
-        report = run_capacity(results, inventory, scheduler={n: v.state for n, v in views.items()}, config=config,
-                              store=store, by=by, floor=floor, since=window, now=time.time())
+        if url is None:
+            results, interrupted = common.collect(opts, selected, timeout)
+            report = run_capacity(results, inventory, scheduler=scheduler, config=config, store=store, by=by,
+                                  floor=floor, since=window, now=time.time())
+            if history_:
+                common.record_history(results)
+            readings = [reading_of(r) for r in results]
+        else:
+            readings, report = _from_prometheus(url, selected, inventory, config, scheduler=scheduler, store=store,
+                                                by=by, floor=floor, since=window, timeout_s=timeout)
     finally:
         if store is not None:
             store.close()
-    if history_:
-        common.record_history(results)
-    missing = [r for r in results if r.facts is None]
+    missing = [r for r in readings if r.gpus is None]
     if fmt == "json":
         from jueying_cli.audit.report import emit
         from jueying_cli.render.json import dumps, envelope
 
         emit(dumps(envelope("capacity", report.to_json(),
-                            status=status_output.envelope_status(len(missing), len(results)),
-                            errors=[{"node": r.name, "status": r.outcome.status, "message": r.outcome.error}
-                                    for r in missing])) + "\n", Path(output) if output else None)
+                            status=status_output.envelope_status(len(missing), len(readings)),
+                            errors=[{"node": r.name, "status": r.status, "message": r.why} for r in missing]))
+             + "\n", Path(output) if output else None)
     elif fmt == "table" and output is None:
         _print(report)
     else:
@@ -110,6 +125,26 @@ def capacity(
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     failed = bool(missing) or report.floor_met is False
     raise typer.Exit(int(ExitCode.NODES_FAILED if failed else ExitCode.OK))
+
+
+def _from_prometheus(url: str, selected: list[Node], inventory: Inventory, config: CheckConfig, *,
+                     scheduler: dict[str, NodeState | None], store: Store | None, by: str, floor: int | None,
+                     since: tuple[str, float] | None, timeout_s: float) -> tuple[list[NodeReading], CapacityReport]:
+    """The readings and the report from Prometheus (audit/capacity_prometheus.py); a server that cannot be asked
+    is a warning and exit 1, as for `status --source prometheus`."""
+    from jueying_cli.audit.capacity_prometheus import read_capacity
+    from jueying_cli.audit.capacity_run import capacity_of
+    from jueying_cli.transport.promql import PrometheusError
+
+    try:
+        exported = read_capacity(url, selected, since_s=since[1] if since else None, timeout_s=timeout_s,
+                                 confirm_runs=lambda check, node: config.confirm_runs(check, node, inventory))
+    except PrometheusError as exc:
+        common.warn(str(exc))
+        raise typer.Exit(int(ExitCode.NODES_FAILED)) from None
+    report = capacity_of(exported.readings, exported.problems, scheduler=scheduler, store=store, by=by,
+                         floor=floor, since=since, now=time.time(), energy_kwh=exported.energy_kwh)
+    return exported.readings, report
 
 
 def _open_store() -> Store | None:

@@ -222,6 +222,7 @@ _DCGM: tuple[tuple[str, str, str], ...] = (
     ("DCGM_FI_DEV_FB_TOTAL", "Framebuffer memory total (in MiB).", "fb_total"),
     ("DCGM_FI_DEV_POWER_USAGE", "Power draw (in W).", "power_watts"),
     ("DCGM_FI_DEV_POWER_MGMT_LIMIT", "Enforced power limit (in W).", "power_limit_watts"),
+    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy consumption since boot (in mJ).", "energy_consumed_mj"),
     ("DCGM_FI_DEV_SM_CLOCK", "SM clock frequency (in MHz).", "clock_sm_mhz"),
     ("DCGM_FI_DEV_MEM_CLOCK", "Memory clock frequency (in MHz).", "clock_mem_mhz"),
     ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error seen in the kernel log's window (0: none).", "xid"),

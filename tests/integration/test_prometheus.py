@@ -195,6 +195,69 @@ def test_status_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: P
             marker.unlink()
 
 
+def test_capacity_from_prometheus_agrees_with_ssh(cluster: SimCluster, tmp_path: Path) -> None:
+    """`capacity --source prometheus` counts what `capacity` over SSH counts, node for node and group for group:
+    a lost GPU (down), a GPU with a confirmed uncorrectable ECC error (degraded), a drained node, an unreachable
+    one, a spare; power limits, peak throughput, the floor and the loss of the largest rack."""
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    inventory = tmp_path / "inventory.yaml"
+    racks = {"pn01": "r1", "pn02": "r1", "pn03": "r2", "pn04": "r2", "pn05": "r2"}
+    lines = ["vars:", "  ssh_user: root", "  scheduler: builtin", "  max_unavailable: 2", "  expected_gpus: 8",
+             "nodes:"]
+    lines += [f"  {n.name}: {{address: {n.address}, rack: {racks[n.name]}"
+              + (", role: spare" if n.name == "pn05" else "") + "}" for n in cluster.nodes]
+    inventory.write_text("\n".join(lines) + "\n")
+    env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"), "JUEYING_CHECKS": str(checks),
+           "JUEYING_INVENTORY": str(inventory)}
+    ecc, lost, down = (cluster.node(n) for n in ("pn01", "pn02", "pn04"))
+    lost.set_gpus(**{"gpu.4.lost": 1})
+    ecc.set_gpus(**{"gpu.6.ecc_uncorrected_volatile": 3})
+    down.stop()
+    exporter = Exporter(env, "--interval", "1", "--connect-timeout", "3")
+    try:
+        assert run_jueying(["drain", "pn03", "--reason", "psu"], env).rc == 0
+        with prometheus(tmp_path / "prom", {"controller": [exporter.target]}) as server:
+            def settled() -> bool:
+                levels = server.values('jueying_check_level{check="ecc_uncorrected",level="CRITICAL"} == 1', "node")
+                return len(server.values("jueying_node_state == 1", "node")) == NODES and "pn01" in levels
+            wait_for(settled, "every node and pn01's ECC level in Prometheus")
+            args = ["capacity", "--json", "--by", "rack", "--floor", "16", "--connect-timeout", "3"]
+            from_prom = run_jueying([*args, "--since", "1h", "--source", f"prometheus={server.url}"], env)
+            over_ssh = run_jueying([*args, "--no-history"], env)
+            assert from_prom.rc == over_ssh.rc == 1, from_prom.stderr + over_ssh.stderr
+            prom, ssh = (json.loads(r.stdout)["data"] for r in (from_prom, over_ssh))
+            for key in ("groups", "total"):
+                for g in (prom[key] if key == "groups" else [prom[key]]):
+                    g.pop("power_watts"), g.pop("energy_kwh"), g.pop("tflops_per_kw")
+                for g in (ssh[key] if key == "groups" else [ssh[key]]):
+                    g.pop("power_watts"), g.pop("energy_kwh"), g.pop("tflops_per_kw")
+            assert prom["groups"] == ssh["groups"] and prom["total"] == ssh["total"]
+            nodes = {n["node"]: n for n in prom["nodes"]}
+            assert {k: (v["state"], v["gpus"]) for k, v in nodes.items()} == {
+                n["node"]: (n["state"], n["gpus"]) for n in ssh["nodes"]}
+            assert nodes["pn01"]["gpus"]["degraded"] == 1 and nodes["pn01"]["gpus"]["healthy"] == 7
+            assert nodes["pn02"]["gpus"]["down"] == 1 and nodes["pn03"]["state"] == "drained"
+            assert nodes["pn04"]["state"] == "unreachable" and nodes["pn05"]["spare"] is True
+            assert prom["floor"] == ssh["floor"] and prom["floor"]["losses"][0]["largest"] == "r1"
+            assert isinstance(prom["total"]["peak_tflops_dense"], dict)
+            assert [e["node"] for e in from_prom.json()["errors"]] == ["pn04"]
+            # a stopped exporter: every node has no data, counted unreachable, never healthy
+            assert exporter.stop() == 0
+            wait_for(lambda: not server.values("jueying_node_state == 1", "node"), "the series gone stale")
+            gone = run_jueying(["capacity", "--json", "--source", f"prometheus={server.url}"], env)
+            assert gone.rc == 1
+            assert json.loads(gone.stdout)["data"]["total"]["gpus"]["healthy"] == 0
+            assert {e["status"] for e in json.loads(gone.stdout)["errors"]} == {"no_data"}
+    finally:
+        exporter.stop()
+        run_jueying(["resume", "pn03"], env)
+        for node in (ecc, lost):
+            node.write_gpu_state(default_state())
+        if not down.is_running():
+            down.start()
+
+
 def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_path: Path) -> None:
     env = {**cluster.client_env(), "JUEYING_STATE_DB": str(tmp_path / "state.db"),
            "JUEYING_INVENTORY": str(builtin_inventory(cluster.nodes, tmp_path / "inventory.yaml"))}
@@ -202,6 +265,10 @@ def test_status_from_an_unreachable_prometheus_says_so(cluster: SimCluster, tmp_
     assert result.rc == 1 and "cannot query Prometheus" in result.stderr and "Traceback" not in result.stderr
     bad = run_jueying(["status", "--source", "prometheus=ftp://x"], env)
     assert bad.rc == 2 and "--source" in bad.stderr
+    capacity = run_jueying(["capacity", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
+    assert capacity.rc == 1 and "cannot query Prometheus" in capacity.stderr and "Traceback" not in capacity.stderr
+    bad_capacity = run_jueying(["capacity", "--source", "prometheus"], env)
+    assert bad_capacity.rc == 2 and "--source" in bad_capacity.stderr
     check = run_jueying(["check", "--nagios", "--source", f"prometheus=http://127.0.0.1:{free_port()}"], env)
     assert check.rc == 3 and check.stdout.startswith("JUEYING CHECK UNKNOWN - cannot query Prometheus"), check.stdout
     for extra in (["--drain"], ["--prometheus", str(tmp_path / "x.prom")], ["--source", "prometheus=ftp://x"]):
