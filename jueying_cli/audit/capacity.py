@@ -45,7 +45,7 @@ class Problem:
 @dataclass(frozen=True)
 class NodeCapacity:
     node: str
-    group: str
+    groups: tuple[str, ...]  # one, except --by partition: every Slurm partition the node is in
     spare: bool
     state: HealthClass
     reason: str
@@ -54,6 +54,11 @@ class NodeCapacity:
     power_watts: float | None
     power_limit_watts: float | None  # of the healthy GPUs
     power_limit_all_watts: float | None  # of every GPU present
+
+    @property
+    def group(self) -> str:
+        """The groups as one name (`gpu,debug` for a node in two partitions)."""
+        return ",".join(self.groups)
 
 
 def _counts() -> dict[HealthClass, int]:
@@ -98,7 +103,7 @@ def classify(r: NodeReading, scheduler: NodeState | None, problems: Sequence[Pro
              known_gpus: int | None) -> NodeCapacity:
     node = r.node
     spare = node.vars.get("role") == "spare"
-    group = _group(r, by)
+    groups = _groups(r, by, scheduler)
     expected = node.expected_gpus
     if r.gpus is None:
         gpus_total = expected if expected is not None else (known_gpus or 0)
@@ -106,7 +111,7 @@ def classify(r: NodeReading, scheduler: NodeState | None, problems: Sequence[Pro
             else HealthClass.UNREACHABLE
         counts = _counts()
         counts[state] = gpus_total
-        return NodeCapacity(node.name, group, spare, state, r.why, counts, {}, None, None, None)
+        return NodeCapacity(node.name, groups, spare, state, r.why, counts, {}, None, None, None)
     present = list(r.gpus)
     lost = r.lost
     missing = max(0, (expected or 0) - len(present) - lost)
@@ -118,7 +123,7 @@ def classify(r: NodeReading, scheduler: NodeState | None, problems: Sequence[Pro
         state = HealthClass.DOWN if scheduler.state == SchedulerState.DOWN and not scheduler.drain \
             else HealthClass.DRAINED
         counts[state] = len(present) + lost + missing
-        return NodeCapacity(node.name, group, spare, state, scheduler.reason or scheduler.raw or str(scheduler.state),
+        return NodeCapacity(node.name, groups, spare, state, scheduler.reason or scheduler.raw or str(scheduler.state),
                             counts, {}, _sum(power), None, _sum(limits))
     node_wide = [p for p in problems if p.gpu is None and p.level == Level.CRITICAL and p.check not in COUNTED]
     per_gpu = {p.gpu for p in problems if p.gpu is not None and p.level in (Level.WARNING, Level.CRITICAL)
@@ -141,7 +146,7 @@ def classify(r: NodeReading, scheduler: NodeState | None, problems: Sequence[Pro
     for g in healthy:
         models[g.name or "unknown"] = models.get(g.name or "unknown", 0) + 1
     healthy_limits = [g.power_limit_watts for g in healthy if g.power_limit_watts is not None]
-    return NodeCapacity(node.name, group, spare, state, "; ".join(reasons), counts, models, _sum(power),
+    return NodeCapacity(node.name, groups, spare, state, "; ".join(reasons), counts, models, _sum(power),
                         _sum(healthy_limits), _sum(limits))
 
 
@@ -149,14 +154,18 @@ def _sum(values: Sequence[float]) -> float | None:
     return round(sum(values), 3) if values else None
 
 
-def _group(r: NodeReading, by: str) -> str:
+def _groups(r: NodeReading, by: str, scheduler: NodeState | None) -> tuple[str, ...]:
+    """The node's group: its GPU model, or the inventory's site, rack or partition variable; by partition,
+    the partitions its scheduler puts it in come first (Slurm: every one, a node may be in several)."""
     if by == "model":
         if r.gpus:
-            return most_common_model(g.name for g in r.gpus)
+            return (most_common_model(g.name for g in r.gpus),)
         pinned = r.node.vars.get("gpu_model")
-        return pinned if isinstance(pinned, str) and pinned else "unknown"
+        return (pinned if isinstance(pinned, str) and pinned else "unknown",)
+    if by == "partition" and scheduler is not None and scheduler.partitions:
+        return tuple(sorted(set(scheduler.partitions)))
     value = r.node.vars.get(by)
-    return str(value) if value not in (None, "") else UNGROUPED
+    return (str(value),) if value not in (None, "") else (UNGROUPED,)
 
 
 @dataclass
@@ -245,8 +254,8 @@ class CapacityReport:
             "by": self.by,
             "groups": [g.to_json() for g in self.groups],
             "total": self.total.to_json(),
-            "nodes": [{"node": n.node, "group": n.group, "spare": n.spare, "state": n.state, "reason": n.reason,
-                       "gpus": {str(k): v for k, v in n.gpus.items()}} for n in self.nodes],
+            "nodes": [{"node": n.node, "group": n.group, "groups": list(n.groups), "spare": n.spare, "state": n.state,
+                       "reason": n.reason, "gpus": {str(k): v for k, v in n.gpus.items()}} for n in self.nodes],
             "floor": None if self.floor is None else {
                 "gpus": self.floor, "healthy_schedulable_gpus": self.schedulable_healthy, "met": self.floor_met,
                 "losses": [{"level": x.level, "largest": x.largest, "lost_gpus": x.lost_gpus,
@@ -263,13 +272,14 @@ def build_capacity(nodes: Sequence[NodeCapacity], readings: Sequence[NodeReading
     groups: dict[str, GroupCapacity] = {}
     total = GroupCapacity("total")
     for n in nodes:
-        groups.setdefault(n.group, GroupCapacity(n.group)).add(n)
+        for name in n.groups:  # a node in several partitions counts in each; in the total once
+            groups.setdefault(name, GroupCapacity(name)).add(n)
         total.add(n)
     if energy is None and history is not None:
         energy = {node: energy_kwh(rows) for node, rows in history.items()}
     if energy is not None:
         for g in [*groups.values(), total]:
-            members = [n.node for n in nodes if g is total or n.group == g.name]
+            members = [n.node for n in nodes if g is total or g.name in n.groups]
             known = [energy[m] for m in members if energy.get(m) is not None]
             g.energy_kwh = sum(e for e in known if e is not None) if known else None
     losses = [] if floor is None else [_loss(level, nodes, readings, floor, total.gpus[HealthClass.HEALTHY])

@@ -3,7 +3,8 @@
 - node_state, drain_reason, running_jobs: the node's scheduler (Slurm or builtin) for each node of `on:`;
 - gpus: `count: healthy` = GPUs that answer (not lost) on nodes that answered with no CRITICAL health check;
   `schedulable` = those on nodes the scheduler has in service (not drained, draining or down); `model:`
-  limits it to one GPU name, `nodes:` (NodeSet/@group) or `on:` to some nodes (default: the inventory);
+  limits it to one GPU name, `partition:` to the nodes in one partition (Slurm's, else the inventory's
+  `partition` variable), `nodes:` (NodeSet/@group) or `on:` to some nodes (default: the inventory);
 - check: the level (ok, warning, critical, unknown) of one health check on each node of `on:`, or the
   node's outcome (unreachable, timeout...) when it did not answer;
 - command: a command's exit code (`output: rc`, default) or stripped stdout on each node of `on:`, or on
@@ -171,6 +172,14 @@ def _check_levels(env: ProbeEnv, nodes: Sequence[Node], check: str) -> dict[str,
     return levels
 
 
+def _partitions(node: Node, state: NodeState | None) -> tuple[str, ...]:
+    """The partitions a node is in: its scheduler's (Slurm), else the inventory's `partition` variable."""
+    if state is not None and state.partitions:
+        return state.partitions
+    value = node.vars.get("partition")
+    return (str(value),) if value not in (None, "") else ()
+
+
 def _gpus(env: ProbeEnv, probe: Probe, nodes: Sequence[Node]) -> int:
     from jueying_cli.inventory.select import select_nodes
 
@@ -180,13 +189,16 @@ def _gpus(env: ProbeEnv, probe: Probe, nodes: Sequence[Node]) -> int:
     results, findings = _facts(env, chosen)
     critical = {f.node for f in findings if f.level == Level.CRITICAL}
     schedulable = p.get("count") == "schedulable"
-    states = env.states([n.name for n in chosen]) if schedulable else {}
+    partition = p.get("partition")
+    states = env.states([n.name for n in chosen]) if schedulable or partition else {}
     total = 0
     for r in results:
         if r.facts is None or r.name in critical:
             continue
         state = states.get(r.name)
         if schedulable and (state is None or state.unavailable):
+            continue
+        if partition and partition not in _partitions(r.node, state):
             continue
         total += sum(1 for g in r.facts.gpus if not g.lost and (not p.get("model") or g.name == p["model"]))
     return total

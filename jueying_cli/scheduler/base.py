@@ -33,6 +33,7 @@ class NodeState:
     reason_time: float | None = None  # unix seconds
     raw: str = ""  # the backend's own words, e.g. "MIXED+DRAIN"
     jobs: tuple[str, ...] = ()  # what keeps the node busy (job ids, or GPU processes for the builtin backend)
+    partitions: tuple[str, ...] = ()  # the scheduler's partitions the node is in (Slurm; none for builtin)
 
     @property
     def owned(self) -> bool:

@@ -97,8 +97,10 @@ def parse_show_node(text: str) -> dict[str, NodeState]:
             if reason in ("(null)", "none"):
                 reason = None
         normalised, drain = parse_state(state.group(1))
+        partitions = re.search(r"(?:^|\s)Partitions=(\S+)", line.split(" Reason=", 1)[0])  # not in a reason
         states[name.group(1)] = NodeState(node=name.group(1), state=normalised, drain=drain, reason=reason,
-                                          reason_user=user, reason_time=_parse_time(stamp), raw=state.group(1))
+                                          reason_user=user, reason_time=_parse_time(stamp), raw=state.group(1),
+                                          partitions=tuple(partitions.group(1).split(",")) if partitions else ())
     return states
 
 

@@ -171,12 +171,25 @@ def test_slurm_drained_and_down_nodes(slurm_sim: SimCluster, tmp_path: Path,
         env = {**slurm_sim.client_env(), **slurm.env, "JUEYING_INVENTORY": str(inventory),
                "JUEYING_CHECKS": str(checks), "JUEYING_STATE_DB": str(tmp_path / "state.db")}
         result = run_jueying(["capacity", "--json", "--connect-timeout", "3"], env)
+        slurm.scontrol("create", "PartitionName=train", "Nodes=scap[01-02]", "State=UP")
+        slurm.scontrol("create", "PartitionName=infer", "Nodes=scap[02-04]", "State=UP")
+        partitioned = run_jueying(["capacity", "--json", "--by", "partition", "--no-history", "--connect-timeout",
+                                   "3"], env).json()["data"]
     assert result.rc == 0, result.stderr
+    by_partition = {g["group"]: g["gpus"] for g in partitioned["groups"]}
     doc = result.json()
     states = {n["node"]: (n["state"], n["reason"]) for n in doc["data"]["nodes"]}
     assert states == {"scap01": ("healthy", ""), "scap02": ("drained", "maintenance window"),
                       "scap03": ("down", "psu failed"), "scap04": ("healthy", "")}
     assert doc["data"]["total"]["gpus"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
+    # by partition: Slurm's own, made here with scontrol; a node in two partitions counts in both, the total once
+    assert by_partition["gpu"] == {"healthy": 16, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
+    assert by_partition["train"]["healthy"] == 8 and by_partition["train"]["drained"] == 8
+    assert by_partition["infer"] == {"healthy": 8, "degraded": 0, "drained": 8, "down": 8, "unreachable": 0}
+    assert partitioned["total"]["gpus"] == doc["data"]["total"]["gpus"]
+    groups = {n["node"]: n["groups"] for n in partitioned["nodes"]}
+    assert groups == {"scap01": ["gpu", "train"], "scap02": ["gpu", "infer", "train"], "scap03": ["gpu", "infer"],
+                      "scap04": ["gpu", "infer"]}
 
 
 def test_a_check_that_needs_two_runs_counts_once_check_has_confirmed_it(env: dict[str, str], cluster: SimCluster,

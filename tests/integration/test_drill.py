@@ -826,6 +826,28 @@ def test_every_builtin_probe_reads_the_cluster_in_a_dry_run(env: dict[str, str],
         jy(env, "resume", "dn3")
 
 
+def test_the_gpus_probe_counts_one_slurm_partition(sim: SimCluster, slurm: SlurmCluster, tmp_path: Path) -> None:
+    """`partition:` is Slurm's own: the harness's `gpu` partition holds every node, `train` (made here) two."""
+    env = {**make_env(sim, tmp_path, "slurm"), **slurm.env, "JUEYING_BACKEND": "slurm"}
+    probes = """steady_state:
+  probes:
+    - {name: all, probe: gpus, with: {count: healthy, partition: gpu}, expect: {equals: 32}}
+    - {name: train, probe: gpus, with: {count: schedulable, partition: train}, expect: {equals: 16}}
+    - {name: none, probe: gpus, with: {count: healthy, partition: nosuch}, expect: {equals: 0}}
+"""
+    slurm.scontrol("create", "PartitionName=train", "Nodes=dn[1-2]", "State=UP")
+    try:
+        playbook = write_playbook(tmp_path / "p.yaml", QUICK, extra=probes)
+        result = jy(env, "drill", "run", str(playbook), "--dry-run", "--json")
+        assert result.rc == 0, result.stderr
+        values = {p["name"]: (p["value"], p["tolerance_met"]) for p in result.json()["data"]["probes"]}
+        assert {k: values[k] for k in ("all", "train", "none")} == {"all": (32, True), "train": (16, True),
+                                                                  "none": (0, True)}
+    finally:
+        slurm.scontrol("delete", "PartitionName=train")
+        restore(sim)
+
+
 def test_a_drain_past_the_inventory_cap_is_refused_and_fails_the_drill(env: dict[str, str], sim: SimCluster,
                                                                       tmp_path: Path) -> None:
     method = "  - {action: drain-all, do: drain, on: victim}\n"
