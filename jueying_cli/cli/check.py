@@ -13,6 +13,8 @@ from jueying_cli.render.text import say
 from jueying_cli.vocab import Level, OutputFormat
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from jueying_cli.actions.automation import AutoAction
     from jueying_cli.checks import CheckConfig
     from jueying_cli.checks.flap import Finding, HealthReport
@@ -179,7 +181,7 @@ def _run_checks(opts: common.FleetOptions, selected: list[Node], inventory: Inve
     actions: list[AutoAction] = []
     if drain or resume:
         actions = _automate(opts, inventory, selected, report, results, drain=drain, resume=resume,
-                            resume_after=resume_after, facts_read_at=read_at)
+                            resume_after=resume_after, facts_read_at=read_at, config=config, timeout=timeout)
     duration = time.monotonic() - started
     if prometheus is not None:
         _write_prometheus(prometheus, report, results, duration)
@@ -198,15 +200,24 @@ def _assess(results: list[NodeFacts], config: CheckConfig, inventory: Inventory,
 
 def _automate(opts: common.FleetOptions, inventory: Inventory, selected: list[Node], report: HealthReport,
               results: list[NodeFacts], *, drain: bool, resume: bool, resume_after: int,
-              facts_read_at: float) -> list[AutoAction]:
+              facts_read_at: float, config: CheckConfig, timeout: float) -> list[AutoAction]:
     from jueying_cli.actions.automation import automate
     from jueying_cli.actions.context import ActionContext
 
     ctx = ActionContext.open(inventory, selected, common.make_transport(opts), common.open_store(),
                              settle_pending=False)
     try:
+        by_name = {n.name: n for n in selected}
+
+        def reread(names: Sequence[str]) -> tuple[list[NodeFacts], float]:
+            began = time.time()
+            fresh, interrupted = common.collect(opts, [by_name[n] for n in names], timeout)
+            if interrupted:
+                raise KeyboardInterrupt
+            return fresh, began
+
         done = automate(ctx, report.findings, results, drain=drain, resume=resume, resume_after=resume_after,
-                        facts_read_at=facts_read_at)
+                        facts_read_at=facts_read_at, reread=(reread, config))
     finally:
         ctx.close()
     if done.stopped:

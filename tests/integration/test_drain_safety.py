@@ -41,11 +41,31 @@ exec /bin/mv "$@"
 """
 
 
+# In front of python3 (the probe) on every simulated node: while $JUEYING_NODE_STATE_DIR/heal-after-one-probe
+# exists, the first probe reads the GPUs as they are and the second finds them healed (the file healed-state
+# put in place first): a fault that goes away between `check --drain` reading a node and draining it.
+HEALING_PYTHON = """#!/bin/sh
+d="$JUEYING_NODE_STATE_DIR"
+if [ -e "$d/heal-after-one-probe" ]; then
+    if [ -e "$d/probed-once" ]; then
+        cp "$d/healed-state" "$JUEYING_NVMLSIM_STATE.healing" && /bin/mv -f "$JUEYING_NVMLSIM_STATE.healing" \
+            "$JUEYING_NVMLSIM_STATE"
+        rm -f "$d/heal-after-one-probe" "$d/probed-once"
+    else
+        : > "$d/probed-once"
+    fi
+fi
+exec %s "$@"
+"""
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory, nvml_lib: Path) -> Iterator[SimCluster]:
     bindir = tmp_path_factory.mktemp("safety-bin")
     (bindir / "mv").write_text(HOLDING_MV)
     (bindir / "mv").chmod(0o755)
+    (bindir / "python3").write_text(HEALING_PYTHON % Path(sys.executable).with_name("python3"))
+    (bindir / "python3").chmod(0o755)
     path = f"{bindir}:{os.path.dirname(sys.executable)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     with SimCluster(tmp_path_factory.mktemp("safety-sim"), len(NAMES), prefix="node", first_octets=OCTETS,
                     gpu_lib_dir=nvml_lib, extra_env={"PATH": path}) as cluster:
@@ -85,7 +105,7 @@ def _restore(sim: SimCluster) -> None:
             node.thaw()
         if not node.is_running():
             node.start()
-        for leftover in ("drained", "hold-marker", "held"):
+        for leftover in ("drained", "hold-marker", "held", "heal-after-one-probe", "probed-once"):
             (node.dir / leftover).unlink(missing_ok=True)
 
 
@@ -432,6 +452,39 @@ def test_a_check_that_read_a_fault_before_a_resume_does_not_drain_the_node_again
     finally:
         for name in ("node02", "node03"):
             sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 0})
+
+
+def test_a_fault_gone_when_the_node_is_read_again_is_not_drained(builtin: Env, tmp_path: Path) -> None:
+    """`check --drain` reads the nodes it is about to drain again first: node04's uncorrectable ECC error is
+    gone by the second read (the probe wrapper heals it), so it is not drained (`not drained`, why); node05's
+    is still there, so it is; with the fault kept, the next run drains node04 too."""
+    from tests.nvmlsim import write_state
+
+    env, sim = builtin, builtin.sim
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    env.vars["JUEYING_CHECKS"] = str(checks)
+    healing, staying = sim.node("node04"), sim.node("node05")
+    write_state(healing.dir / "healed-state", dict(healing.read_gpu_state()))
+    try:
+        for node in (healing, staying):
+            node.set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 4})
+        (healing.dir / "heal-after-one-probe").write_text("")
+        result = jy(env, "check", "--drain", "--json")
+        assert result.rc == 2, result.stdout + result.stderr  # CRITICAL: what the run read first
+        actions = {a["node"]: (a["result"], a["note"]) for a in result.json()["data"]["actions"]}
+        assert actions["node04"] == ("not drained", "the fault was gone when the node was read again just before "
+                                     "draining (the next run decides)"), actions
+        assert actions["node05"][0] == "drained"
+        assert not (healing.dir / "heal-after-one-probe").exists()  # the node really was read twice
+        assert actual(env)["node04"] is None and actual(env)["node05"] is not None
+        healing.set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 4})
+        again = jy(env, "check", "--drain", "--json")
+        assert [(a["node"], a["result"]) for a in again.json()["data"]["actions"]] == [("node04", "drained")]
+        assert_agree(env)
+    finally:
+        for node in (healing, staying):
+            node.set_gpus(**{"gpu.2.ecc_uncorrected_volatile": 0})
 
 
 def test_the_builtin_cap_counts_unreachable_and_hung_nodes(builtin: Env) -> None:
