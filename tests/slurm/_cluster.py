@@ -197,6 +197,7 @@ class SlurmCluster:
         real_memory_mb: int = 1000,
         slurmd_timeout_s: int = 10,
         debug: str = "info",
+        extra_conf: Sequence[str] = (),
     ) -> None:
         if not nodes:
             raise ValueError("a cluster needs at least one node")
@@ -211,6 +212,7 @@ class SlurmCluster:
         self.real_memory_mb = real_memory_mb
         self.slurmd_timeout_s = slurmd_timeout_s
         self.debug = debug
+        self.extra_conf: tuple[str, ...] = tuple(extra_conf)  # slurm.conf lines of a test's own (before the nodes)
         self.hostname = _short_hostname()
 
         self.etc_dir = self.base_dir / "etc"
@@ -298,6 +300,7 @@ class SlurmCluster:
             # Trust the node lines, whatever this host has (16 "nodes" share its CPUs and memory).
             "SlurmdParameters=config_overrides",
         ]
+        lines += self.extra_conf
         for name in self.nodes:
             lines.append(
                 f"NodeName={name} NodeHostname={name} NodeAddr=127.0.0.1 Port={self.node_ports[name]} "
