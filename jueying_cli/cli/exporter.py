@@ -59,6 +59,9 @@ def exporter(
     deadline: float | None = typer.Option(None, "--deadline", min=0.1, metavar="SECONDS",
                                           help="Seconds one collection waits for nodes (default: the interval, at "
                                           "least 5); a node that misses it keeps its last values, marked stale."),
+    gpu_metrics: bool = typer.Option(True, "--gpu-metrics/--no-gpu-metrics",
+                                     help="Export each GPU's DCGM_FI_DEV_* and NVLink series (--no-gpu-metrics: "
+                                     "only jueying_*, for sites whose nodes run dcgm-exporter already)."),
     inventory_: str | None = common.InventoryOpt,
     nodes_: list[str] | None = common.NodesOpt,
     exclude: list[str] | None = common.ExcludeOpt,
@@ -133,7 +136,7 @@ def exporter(
             f"collecting every {interval:g} s", err=True)
         collection = Collection(selected, sessions.refresh, interval_s=interval, deadline_s=refresh_deadline,
                                 config=config, inventory=inventory, read_scheduler=read_scheduler,
-                                publish=server.publish)
+                                publish=server.publish, gpu_metrics=gpu_metrics)
         collection.start()
         try:
             while not stop.wait(1.0):

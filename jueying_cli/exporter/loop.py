@@ -72,8 +72,9 @@ class Collection:
     def __init__(self, nodes: Sequence[Node], refresh: Refresh, *, interval_s: float, deadline_s: float,
                  config: CheckConfig, inventory: Inventory, read_scheduler: ReadScheduler | None = None,
                  unreachable: Level = Level.UNKNOWN,
-                 publish: Callable[[Sequence[Family]], None] | None = None) -> None:
+                 publish: Callable[[Sequence[Family]], None] | None = None, gpu_metrics: bool = True) -> None:
         self._nodes = list(nodes)
+        self._gpu_metrics = gpu_metrics  # False: no per-GPU families (dcgm-exporter on the nodes has them)
         self._by_name = {n.name: n for n in nodes}
         self._refresh = refresh
         self._interval_s = interval_s
@@ -142,7 +143,7 @@ class Collection:
                 for h, s in zip(own, rows_for(merged, stale, scheduler), strict=True)]
         judged = rows_for(merged, stale, health=health_by_node(findings))
         families = [
-            *gpu_families((r.name, r.facts) for r in merged if r.facts is not None),
+            *(gpu_families((r.name, r.facts) for r in merged if r.facts is not None) if self._gpu_metrics else []),
             *check_families(findings),
             *node_families(rows, {r.name: r.outcome.status for r in results}, stale, gpu_rows=judged),
         ]

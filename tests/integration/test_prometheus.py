@@ -82,6 +82,31 @@ def test_a_scrape_never_collects(gpu_node: GpuNode, tmp_path: Path) -> None:
         assert exporter.stop(signal.SIGINT) == 0
 
 
+def _collected(exporter: Exporter) -> str:
+    """The exposition once the first collection is in it."""
+    def text() -> str | None:
+        body = exporter.metrics()
+        return body if "jueying_node_state{" in body else None
+    return str(wait_for(text, "a first collection"))
+
+
+def test_no_gpu_metrics_leaves_out_every_per_gpu_series(gpu_node: GpuNode, tmp_path: Path) -> None:
+    env = {**gpu_node.env, "JUEYING_STATE_DB": str(tmp_path / "state.db")}
+    exporter = Exporter(env, "--interval", "300", "--no-gpu-metrics")
+    try:
+        text = _collected(exporter)
+        names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"}
+        assert "jueying_node_gpus" in names and "jueying_check_level" in names, names
+        assert not [n for n in names if n.startswith(("DCGM_", "jueying_gpu_"))], names
+    finally:
+        assert exporter.stop(signal.SIGINT) == 0
+    full = Exporter(env, "--interval", "300")
+    try:
+        assert "DCGM_FI_DEV_GPU_TEMP{" in _collected(full)
+    finally:
+        assert full.stop(signal.SIGINT) == 0
+
+
 def test_idle_connections_are_dropped_and_scrapes_still_served(gpu_node: GpuNode, tmp_path: Path) -> None:
     """Connections that never send a request (a slow-loris) hold no thread for ever: the exporter closes
     each after its request timeout (10 s), and scrapes are served while they hang."""
