@@ -956,6 +956,58 @@ def test_an_overlay_past_its_expiry_is_ignored_and_the_ttl_removes_it(env: dict[
     assert jy(env, "check", "-w", "dn2").rc == 0
 
 
+def _next_envelope(proc: subprocess.Popen[str]) -> dict[str, Any] | None:
+    """The next `--watch --json` envelope (pretty-printed: it ends with `}` at column 0); None at the end."""
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line == "}\n":
+            return dict(json.loads("".join(lines)))
+    return None
+
+
+def test_row_remap_and_xid_overlays_are_seen_by_check_and_by_the_kept_probe_of_a_watch(env: dict[str, str],
+                                                                                      sim: SimCluster) -> None:
+    """The overlays a drill writes, read by the real probe: row_remap_failure and xid 79 make `check` CRITICAL
+    with their own codes; a `status --watch` whose kept probe started before an overlay was written sees it at
+    a later refresh (the kept probe reads the overlay directory on every request, not once)."""
+    overlays = sim.node("dn3").dir / "inject"
+    overlays.mkdir(mode=0o700, exist_ok=True)
+    later = time.time() + 600
+    try:
+        (overlays / "remap.json").write_text(json.dumps({"fault": "row_remap_failure", "gpu": 2,
+                                                         "expires_at_unix": later}))
+        (overlays / "xid.json").write_text(json.dumps({"fault": "xid", "gpu": 6, "xid": 79,
+                                                       "expires_at_unix": later}))
+        check = jy(env, "check", "-w", "dn3", "--json")
+        assert check.rc == 2, check.stdout
+        codes = {(r["check"], r["gpu"], r["code"]) for r in check.json()["data"]["results"]
+                 if r["level"] == "CRITICAL"}
+        assert ("remapped_rows", 2, "ROW_REMAP_FAILURE") in codes and ("xid", 6, "XID_79") in codes, codes
+        for name in ("remap.json", "xid.json"):
+            (overlays / name).unlink()
+        watch = popen_jueying(env, "status", "-w", "dn3", "--watch", "0.5", "--count", "60", "--json")
+        try:
+            first = _next_envelope(watch)
+            assert first is not None and first["data"]["nodes"][0]["state"] == "ok", first
+            (overlays / "lost.json").write_text(json.dumps({"fault": "lost", "gpu": 1, "expires_at_unix": later}))
+            states = []
+            while (envelope := _next_envelope(watch)) is not None:  # bounded: --count 60
+                row = envelope["data"]["nodes"][0]
+                states.append(row["state"])
+                if row["state"] == "degraded":
+                    assert row["gpus_lost"] == 1 and row["reason"] == "GPU 1 lost", row
+                    break
+            assert states and states[-1] == "degraded", states
+        finally:
+            os.killpg(watch.pid, signal.SIGINT)
+            watch.communicate(timeout=60)
+    finally:
+        for leftover in overlays.glob("*"):
+            leftover.unlink()
+
+
 def test_a_malformed_overlay_is_ignored_with_a_note(env: dict[str, str], sim: SimCluster) -> None:
     overlays = sim.node("dn4").dir / "inject"
     overlays.mkdir(mode=0o700, exist_ok=True)
