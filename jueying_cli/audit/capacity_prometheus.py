@@ -19,7 +19,7 @@ from jueying_cli.audit.capacity import GpuReading, NodeReading, Problem
 from jueying_cli.checks.exported import NO_DATA, STALE, check_findings
 from jueying_cli.checks.flap import REACHABILITY
 from jueying_cli.inventory.model import Node
-from jueying_cli.transport.promql import query
+from jueying_cli.transport.promql import query, reading
 from jueying_cli.vocab import Level, NodeStatus
 
 GPU_FAMILIES = ("FB_TOTAL", "POWER_USAGE", "POWER_MGMT_LIMIT")
@@ -79,10 +79,10 @@ def _sample(item: Mapping[str, object]) -> tuple[dict[str, str] | None, float | 
     metric, value = item.get("metric"), item.get("value")
     if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
         return None, None
-    try:
-        return {str(k): str(v) for k, v in metric.items()}, float(value[1])
-    except (TypeError, ValueError):
+    number = reading(value[1])
+    if number is None:
         return None, None
+    return {str(k): str(v) for k, v in metric.items()}, number
 
 
 def _take(seen: dict[str, _Seen], labels: dict[str, str], value: float) -> None:

@@ -23,7 +23,7 @@ from jueying_cli.inventory.model import Node
 from jueying_cli.scheduler.base import NodeState
 from jueying_cli.status.summary import HealthFinding, ModelCount, NodeSummary, unanswered, with_health, with_scheduler
 from jueying_cli.status.view import SchedulerView
-from jueying_cli.transport.promql import query
+from jueying_cli.transport.promql import query, reading
 from jueying_cli.vocab import ANSWERED, Backend, NodeStatus, OutcomeStatus, SchedulerState
 
 # Enum families: only the series whose value is 1 (the current state) travel; the 0s are most of the series.
@@ -64,9 +64,8 @@ def status_rows(url: str, nodes: Sequence[Node], timeout_s: float = 30.0,
         value = item.get("value")
         if not isinstance(metric, dict) or not isinstance(value, list) or len(value) != 2:
             continue
-        try:
-            number = float(value[1])
-        except (TypeError, ValueError):
+        number = reading(value[1])
+        if number is None:
             continue
         _take(found, {str(k): str(v) for k, v in metric.items()}, number)
     rows = [_row(node, found.get(node.name)) for node in nodes]

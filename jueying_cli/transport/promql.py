@@ -6,6 +6,7 @@ size; a client library would add a dependency for these few lines.
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -13,6 +14,7 @@ import urllib.request
 from jueying_cli.errors import JueyingError
 
 MAX_BODY = 512 * 1024 * 1024  # bytes of one answer; more is not a status, it is a hostile server
+MAX_READING = 1e15  # no count, byte total, watt or degree of one node comes near this
 
 
 class PrometheusError(JueyingError):
@@ -44,3 +46,13 @@ def query(url: str, promql: str, timeout_s: float) -> tuple[list[dict[str, objec
         return list(results), stamp
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise PrometheusError(f"Prometheus at {url} sent no query result ({exc})") from None
+
+
+def reading(value: object) -> float | None:
+    """A sample's value as a reading of a node: a number, finite, from 0 to MAX_READING; None otherwise (NaN,
+    infinities, negative or absurd values from a broken or hostile exporter are no reading)."""
+    try:
+        number = float(value)  # type: ignore[arg-type] # a str from the JSON answer; anything else fails here
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and 0.0 <= number <= MAX_READING else None
