@@ -5,8 +5,8 @@ Concurrent runs: a change holds its node's lock (store.node_locks, freed by the 
 re-reading the node's state, through the audit intent and the scheduler call, to reading back and settling
 the entry. Under the lock the plan is checked again: a node another run changed since this one looked is left
 alone (reported `unchanged`, no entry), so two runs never both drain one node, and the log's order is the
-order the changes were made in. An automatic drain whose facts were read before the node's last resume is
-left alone the same way: the resume was made on newer evidence.
+order the changes were made in. An automatic drain decided on evidence older than the node's last resume is
+left alone the same way (Evidence): the resume was made on newer evidence.
 
 Interrupted runs: a SIGKILL mid-run leaves `pending` entries. `reconcile` settles only entries whose run is
 gone (store.audit.settle_refusal), under their nodes' locks, against what the scheduler shows; for builtin
@@ -32,6 +32,16 @@ LOCK_WAIT_S = 120.0  # how long a change waits for another run to finish with a 
 _LOCK_POLL_S = 0.05
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """When the facts behind automatic drains were read (unix s), and which of their nodes were drained then.
+    A node resumed since (the audit log says so, or it was drained then and is in service now: a resume made
+    with scontrol, or in another state database) is not drained on that evidence."""
+
+    read_at: float
+    drained_then: frozenset[str] = frozenset()
+
+
 @dataclass
 class ActionReport:
     changes: list[Change]
@@ -47,10 +57,10 @@ class ActionReport:
 
 def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reason: str | None,
           actor: str | None = None, run_id: str | None = None, message: str | None = None,
-          facts_read_at: float | None = None) -> ActionReport:
+          evidence: Evidence | None = None) -> ActionReport:
     """Make the planned changes through one scheduler, node locks held, with audit entries written before and
     settled after. Nodes whose lock another run holds are waited for (LOCK_WAIT_S), a batch at a time.
-    `facts_read_at` (unix s): when the evidence behind these drains was read; a node resumed since is skipped."""
+    `evidence`: what these drains were decided on; a node resumed since is skipped (ActionReport.stale)."""
     actor = actor or operator()
     run_id = run_id or uuid.uuid4().hex[:12]
     report = ActionReport(changes=list(changes))
@@ -62,7 +72,7 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
         if held:
             try:
                 _apply_locked(held, scheduler, store, report, reason=reason, actor=actor, run_id=run_id,
-                              message=message, facts_read_at=facts_read_at)
+                              message=message, evidence=evidence)
             finally:
                 locks.release(c.node for c in held)
             taken = {c.node for c in held}
@@ -79,7 +89,7 @@ def apply(changes: Sequence[Change], scheduler: Scheduler, store: Store, *, reas
 
 def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, report: ActionReport, *,
                   reason: str | None, actor: str, run_id: str, message: str | None,
-                  facts_read_at: float | None) -> None:
+                  evidence: Evidence | None) -> None:
     names = [c.node for c in batch]
     report.settled += reconcile(store, {scheduler.name: scheduler}, nodes=names, locked=True).settled
     now = planning_states(scheduler, names)
@@ -87,7 +97,7 @@ def _apply_locked(batch: Sequence[Change], scheduler: Scheduler, store: Store, r
     for c in batch:
         state = now.get(c.node)
         why = _changed_since_planned(c, state)
-        stale = None if why is not None else _resumed_since_read(store, c, facts_read_at)
+        stale = None if why is not None else _resumed_since_read(store, c, state, evidence)
         if stale is not None:
             report.stale[c.node] = stale
         elif why is None:
@@ -156,17 +166,20 @@ def _changed_since_planned(change: Change, now: NodeState | None) -> str | None:
     return None
 
 
-def _resumed_since_read(store: Store, change: Change, facts_read_at: float | None) -> str | None:
-    """None unless `change` is a drain decided on facts read before the node's last resume (audit log): then
-    why it is not made. The next check run, on facts read after the resume, drains it if the fault is real."""
-    if change.action != ChangeKind.DRAIN or facts_read_at is None:
+def _resumed_since_read(store: Store, change: Change, now: NodeState | None, evidence: Evidence | None) -> str | None:
+    """None unless `change` is a drain decided on evidence older than the node's last resume: then why it is
+    not made. The next check run, on facts read after the resume, drains it if the fault is real."""
+    if change.action != ChangeKind.DRAIN or evidence is None:
         return None
-    resumed = store.audit.resumed_since(change.node, facts_read_at)
-    if resumed is None:
-        return None
-    when = time.strftime("%H:%M:%S", time.localtime(resumed.at))
-    return (f"resumed by {resumed.actor} at {when}, after this run read its facts; not drained on older "
-            "evidence (the next run decides)")
+    resumed = store.audit.resumed_since(change.node, evidence.read_at)
+    if resumed is not None:
+        when = time.strftime("%H:%M:%S", time.localtime(resumed.at))
+        return (f"resumed by {resumed.actor} at {when}, after this run read its facts; not drained on older "
+                "evidence (the next run decides)")
+    if change.node in evidence.drained_then and now is not None and not now.drain:
+        return ("drained when this run read its facts and resumed since (by someone, outside this state "
+                "database); not drained on older evidence (the next run decides)")
+    return None
 
 
 def _shown(state: NodeState | None) -> tuple[str | None, str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from jueying_cli.actions.apply import Evidence
 from jueying_cli.actions.cap import OverCap
 from jueying_cli.actions.context import ActionContext
 from jueying_cli.actions.drain import ChangeResult, DrainRequest, execute, plan_drains, plan_resumes
@@ -82,16 +83,24 @@ def _drain(ctx: ActionContext, findings: Sequence[Finding], facts_read_at: float
     """Drain nodes whose confirmed CRITICAL results recommend it, up to max_unavailable; never forced."""
     wanted = causes(findings, DRAIN_ACTIONS)
     out: list[AutoAction] = []
-    if reread is not None and wanted:
+    if not wanted:
+        return out
+    # which of them are drained now, before the evidence is read (again): one resumed after this moment was
+    # resumed on evidence at least as new as ours
+    drained_then = frozenset(n for scheduler, names in ctx.schedulers.values()
+                             for n, state in scheduler.states([x for x in names if x in wanted]).items()
+                             if state is not None and state.drain)
+    if reread is not None:
         fresh, facts_read_at = reread[0](sorted(wanted))
         gone = set(wanted) - still_failing(wanted, fresh, reread[1], ctx.inventory, now=facts_read_at)
         out += [AutoAction(n, ChangeKind.DRAIN, "not drained", GONE_NOTE) for n in sorted(gone)]
         wanted = {n: c for n, c in wanted.items() if n not in gone}
+    evidence = None if facts_read_at is None else Evidence(facts_read_at, drained_then)
     requests = []
     for node, cause in wanted.items():
         gpu = f" gpu{cause.gpu}" if cause.gpu is not None else ""
         requests.append(DrainRequest(node, auto_reason(f"{cause.check} {cause.code}{gpu}"),
-                                     cause.message, facts_read_at))
+                                     cause.message, evidence))
     if not requests:
         return out
     plan = plan_drains(ctx, requests, over_cap=OverCap.HOLD_BACK)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from jueying_cli.actions.apply import ActionReport, apply, planning_states
+from jueying_cli.actions.apply import ActionReport, Evidence, apply, planning_states
 from jueying_cli.actions.cap import Cap, OverCap, admit
 from jueying_cli.actions.context import ActionContext
 from jueying_cli.actions.plan import Change, plan_drain, plan_resume
@@ -67,9 +67,9 @@ class DrainRequest:
     node: str
     reason: str  # the full reason, with jueying's tag (require_reason, jueying_reason)
     message: str | None = None  # for the audit log: what caused it
-    # unix s the facts behind an automatic drain were read: a resume made after it (the audit log) wins, so
-    # a check that read a fault before a drill or an operator put the node back does not drain it again
-    facts_read_at: float | None = None
+    # what an automatic drain was decided on: a resume made since wins, so a check that read a fault before a
+    # drill or an operator put the node back does not drain it again
+    evidence: Evidence | None = None
 
 
 @dataclass
@@ -143,12 +143,12 @@ def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
     try:
         for backend, changes in plan.changes.items():
             scheduler = ctx.schedulers[backend][0]
-            for (reason, why, read_at), group in _groups(changes, plan.requests).items():
+            for (reason, why, evidence), group in _groups(changes, plan.requests).items():
                 note = why or message
                 if plan.forced:
                     note = "forced past max_unavailable" + (f"; {note}" if note else "")
                 report = apply(group, scheduler, ctx.store, reason=reason, actor=actor, message=note,
-                               facts_read_at=read_at)
+                               evidence=evidence)
                 rows += [_row(backend, c, report, reason) for c in group]
     finally:
         ctx.release_cap()  # the drains are made (or failed): the next run's cap check sees them
@@ -156,13 +156,12 @@ def execute(ctx: ActionContext, plan: ChangePlan, *, actor: str | None = None,
 
 
 def _groups(changes: Sequence[Change], requests: Mapping[str, DrainRequest],
-            ) -> dict[tuple[str | None, str | None, float | None], list[Change]]:
-    """Changes that share a reason, an audit message and the time their facts were read, in order (resumes
-    have none of them)."""
-    groups: dict[tuple[str | None, str | None, float | None], list[Change]] = {}
+            ) -> dict[tuple[str | None, str | None, Evidence | None], list[Change]]:
+    """Changes that share a reason, an audit message and their evidence, in order (resumes have none)."""
+    groups: dict[tuple[str | None, str | None, Evidence | None], list[Change]] = {}
     for c in changes:
         request = requests.get(c.node)
-        key = (request.reason, request.message, request.facts_read_at) if request else (None, None, None)
+        key = (request.reason, request.message, request.evidence) if request else (None, None, None)
         groups.setdefault(key, []).append(c)
     return groups
 

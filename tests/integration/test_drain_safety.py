@@ -454,6 +454,40 @@ def test_a_check_that_read_a_fault_before_a_resume_does_not_drain_the_node_again
             sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 0})
 
 
+@pytest.mark.parametrize("env", ["slurm"], indirect=True)
+def test_a_node_resumed_with_scontrol_while_a_check_judged_it_is_not_drained_again(env: Env, tmp_path: Path) -> None:
+    """The resume this time is an operator's `scontrol update State=RESUME` (no jueying audit entry): node03 was
+    drained when the check looked and is in service when the check comes to drain it, so it was resumed on
+    newer evidence than the check's: `not drained`. node02, in service all along, is drained."""
+    assert env.slurm is not None
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(sim_checks_yaml())
+    env.vars["JUEYING_CHECKS"] = str(checks)
+    for name in ("node02", "node03"):
+        env.sim.node(name).set_gpus(**{"gpu.3.ecc_uncorrected_volatile": 2})
+    try:
+        assert jy(env, "drain", "node03", "-r", "looking at gpu3").rc == 0
+        cap = env.db.with_name(env.db.name + ".locks") / "cap.lock"
+        cap.parent.mkdir(parents=True, exist_ok=True)
+        with open(cap, "a+") as held:
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            check = start(env, "check", "--drain", "--json", locks_traced_to=tmp_path / "check.trace")
+            try:
+                wait_refused_a_lock(tmp_path / "check.trace", check)  # read, read again, planned node02: waiting
+                env.slurm.scontrol("update", "NodeName=node03", "State=RESUME")
+            finally:
+                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+        result = finish(check)
+        actions = {a["node"]: (a["result"], a["note"]) for a in json.loads(result.stdout)["data"]["actions"]}
+        assert actions["node02"][0] == "drained", actions
+        assert actions["node03"][0] == "not drained", actions
+        assert actions["node03"][1].startswith("drained when this run read its facts and resumed since"), actions
+        assert actual(env)["node03"] is None and actual(env)["node02"] is not None
+    finally:
+        for name in ("node02", "node03"):
+            env.sim.node(name).set_gpus(**{"gpu.3.ecc_uncorrected_volatile": 0})
+
+
 def test_a_fault_gone_when_the_node_is_read_again_is_not_drained(builtin: Env, tmp_path: Path) -> None:
     """`check --drain` reads the nodes it is about to drain again first: node04's uncorrectable ECC error is
     gone by the second read (the probe wrapper heals it), so it is not drained (`not drained`, why); node05's
