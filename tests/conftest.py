@@ -28,6 +28,15 @@ open(_QUIET_KERNEL_LOG, "a").close()  # an empty file
 _state_db = os.path.join(_STATE_DIR, "state.db")  # replaced for each test by the autouse fixture below
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal sends it, whatever started the suite: a shell without job control starts background
+    jobs (`bash .ci/run &`) with SIGINT ignored, every process started from them inherits that, and the tests
+    that press Ctrl-C on jueying (exit 130, rollback, partial output) would then test nothing. A handler, unlike
+    an ignored signal, is reset to the default in every process the tests start."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def _own_state_db(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Each test keeps its history in its own state DB: none sees what an earlier test recorded. run_jueying and
