@@ -19,6 +19,13 @@ from tests.machine import sim_checks_yaml
 from tests.nvmlsim import build_library, default_state, sim_env, write_state
 
 REPO = Path(__file__).resolve().parent.parent
+# Under pytest-xdist (scripts/test runs two workers) each worker's simulated clusters live on their own
+# 127.x blocks: the tests use x = 61..96 (+ JUEYING_SIM_OCTET_SHIFT), worker N adds 36 x N.
+SIM_OCTET_BLOCK = 36
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit():
+    _base = int(os.environ.get("JUEYING_SIM_OCTET_SHIFT", "0") or 0)
+    os.environ["JUEYING_SIM_OCTET_SHIFT"] = str(_base + SIM_OCTET_BLOCK * int(_WORKER[2:]))
 # Commands under test keep their history here, never in the user's ~/.local/state.
 _STATE_DIR = tempfile.mkdtemp(prefix="jueying-test-state-")
 _QUIET_KERNEL_LOG = os.path.join(_STATE_DIR, "kernel.log")
