@@ -303,6 +303,11 @@ class ProbeSessions:
         """The probe exited or its channel closed: report why, in one-shot mode's words. A probe that left
         cleanly (its idle limit) is started again, once per refresh, without a word."""
         code = session.stream.exit_code()
+        # what stderr still holds: it precedes the exit status on the wire, so it has all arrived by now (read
+        # before, a missing python3's "not found on PATH" was sometimes still on its way)
+        _, err = session.stream.read()
+        if err:
+            session.err = (session.err + err)[-STDERR_KEPT:]
         connected = session.stream.connected()
         self._discard(session, drop_connection=not connected)
         name = session.node.name
