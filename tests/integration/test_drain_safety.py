@@ -423,19 +423,11 @@ def test_a_check_that_read_a_fault_before_a_resume_does_not_drain_the_node_again
         sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 2})
     try:
         assert jy(env, "drain", "node03", "-r", "looking at gpu1").rc == 0  # an operator's drain
-        cap = env.db.with_name(env.db.name + ".locks") / "cap.lock"
-        cap.parent.mkdir(parents=True, exist_ok=True)
-        with open(cap, "a+") as held:
-            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-            check = start(env, "check", "--drain", "--json", locks_traced_to=tmp_path / "check.trace")
-            try:
-                # node02 needs a drain: the check waits for the cap, every node's facts already read
-                wait_refused_a_lock(tmp_path / "check.trace", check)
-                resumed = jy(env, "resume", "node03")
-                assert resumed.rc == 0, resumed.stdout + resumed.stderr
-            finally:
-                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
-        result = finish(check)
+        def resume() -> None:
+            resumed = jy(env, "resume", "node03")
+            assert resumed.rc == 0, resumed.stdout + resumed.stderr
+
+        result = check_drain_held_at_the_cap(env, tmp_path, resume)
         actions = {a["node"]: a for a in json.loads(result.stdout)["data"]["actions"]}
         assert actions["node02"]["result"] == "drained", actions
         assert actions["node03"]["result"] == "not drained", actions
@@ -454,6 +446,23 @@ def test_a_check_that_read_a_fault_before_a_resume_does_not_drain_the_node_again
             sim.node(name).set_gpus(**{"gpu.1.ecc_uncorrected_volatile": 0})
 
 
+def check_drain_held_at_the_cap(env: Env, tmp_path: Path, meanwhile: Callable[[], object]) -> Result:
+    """`check --drain --json`, held at the cap lock (taken here, as another run holds it) once it has read its
+    nodes, read them again and planned a drain (seen as a refused flock, EAGAIN); `meanwhile()` runs then, and
+    the check goes on when the lock is freed. Its result."""
+    cap = env.db.with_name(env.db.name + ".locks") / "cap.lock"
+    cap.parent.mkdir(parents=True, exist_ok=True)
+    with open(cap, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        check = start(env, "check", "--drain", "--json", locks_traced_to=tmp_path / "check.trace")
+        try:
+            wait_refused_a_lock(tmp_path / "check.trace", check)
+            meanwhile()
+        finally:
+            fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    return finish(check)
+
+
 @pytest.mark.parametrize("env", ["slurm"], indirect=True)
 def test_a_node_resumed_with_scontrol_while_a_check_judged_it_is_not_drained_again(env: Env, tmp_path: Path) -> None:
     """The resume this time is an operator's `scontrol update State=RESUME` (no jueying audit entry): node03 was
@@ -467,17 +476,9 @@ def test_a_node_resumed_with_scontrol_while_a_check_judged_it_is_not_drained_aga
         env.sim.node(name).set_gpus(**{"gpu.3.ecc_uncorrected_volatile": 2})
     try:
         assert jy(env, "drain", "node03", "-r", "looking at gpu3").rc == 0
-        cap = env.db.with_name(env.db.name + ".locks") / "cap.lock"
-        cap.parent.mkdir(parents=True, exist_ok=True)
-        with open(cap, "a+") as held:
-            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-            check = start(env, "check", "--drain", "--json", locks_traced_to=tmp_path / "check.trace")
-            try:
-                wait_refused_a_lock(tmp_path / "check.trace", check)  # read, read again, planned node02: waiting
-                env.slurm.scontrol("update", "NodeName=node03", "State=RESUME")
-            finally:
-                fcntl.flock(held.fileno(), fcntl.LOCK_UN)
-        result = finish(check)
+        slurm = env.slurm
+        result = check_drain_held_at_the_cap(
+            env, tmp_path, lambda: slurm.scontrol("update", "NodeName=node03", "State=RESUME"))
         actions = {a["node"]: (a["result"], a["note"]) for a in json.loads(result.stdout)["data"]["actions"]}
         assert actions["node02"][0] == "drained", actions
         assert actions["node03"][0] == "not drained", actions
